@@ -1,0 +1,106 @@
+"""cxr-widgets: grounded chest X-ray report generation in JupyterLab.
+
+For research only, not for clinical use. ``import cxr_widgets`` stays fast:
+modules that need Pillow, azure-core, azure-ai-ml or ipywidgets load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .contract import build_request, parse_response
+from .errors import (
+    BadRequestError,
+    ConfigError,
+    CxrWidgetsError,
+    DeadlineExceededError,
+    DeploymentError,
+    EndpointAuthError,
+    EndpointBusyError,
+    EndpointConnectionError,
+    EndpointError,
+    EndpointNotFoundError,
+    EndpointServerError,
+    EndpointTimeoutError,
+    ImageError,
+    ManifestError,
+    ModelError,
+    RequestError,
+    RequestTooLargeError,
+    ResponseFormatError,
+    StudyError,
+)
+from .report import Box, Finding, Report
+from .study import Study
+
+__version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "prepare_image": "images",
+    "PreparedImage": "images",
+    "render_findings": "render",
+    "plot_findings": "render",
+    "EndpointConfig": "client",
+    "ReportGenClient": "client",
+    "DemoBackend": "demo",
+    "run_batch": "batch",
+    "ResultStore": "store",
+    "LocalEndpoint": "local.server",
+    "sample_study": "samples",
+    "ReportGenWidget": "widget",
+}
+
+__all__ = [
+    "BadRequestError",
+    "Box",
+    "ConfigError",
+    "CxrWidgetsError",
+    "DeadlineExceededError",
+    "DeploymentError",
+    "EndpointAuthError",
+    "EndpointBusyError",
+    "EndpointConnectionError",
+    "EndpointError",
+    "EndpointNotFoundError",
+    "EndpointServerError",
+    "EndpointTimeoutError",
+    "Finding",
+    "ImageError",
+    "ManifestError",
+    "ModelError",
+    "Report",
+    "RequestError",
+    "RequestTooLargeError",
+    "ResponseFormatError",
+    "Study",
+    "StudyError",
+    "build_request",
+    "parse_response",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'cxr_widgets' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from .batch import run_batch
+    from .client import EndpointConfig, ReportGenClient
+    from .demo import DemoBackend
+    from .images import PreparedImage, prepare_image
+    from .local.server import LocalEndpoint
+    from .render import plot_findings, render_findings
+    from .samples import sample_study
+    from .store import ResultStore
+    from .widget import ReportGenWidget

@@ -1,0 +1,316 @@
+"""The CXRReportGen wire format, both directions, in one place.
+
+Request: ``{"input_data": {"columns": [...], "index": [...], "data": [[...]]}}``.
+Response: documented as ``{"output": [[text, boxes], ...]}``, but the deployed
+service answers a list of records ``[{"output": "<JSON string>"}, ...]``, one
+per study. :func:`parse_response` accepts both.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import RequestError, ResponseFormatError
+from .report import Box, Finding, Report, validate_box
+from .study import COLUMNS, IMAGE_COLUMNS, Study
+
+MAX_STUDIES_PER_REQUEST = 10
+#: An older Azure ML limit answered 413 above 1.5 MB; keep requests under it.
+DEFAULT_REQUEST_BUDGET = 1_500_000
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+@dataclass
+class EncodedStudy:
+    """One study as it travels: its columns, row values and prepared images."""
+
+    study: Study
+    columns: tuple[str, ...]
+    row: list[str]
+    images: dict[str, Any] = field(default_factory=dict)  # column -> PreparedImage
+
+    @property
+    def frontal(self) -> Any:
+        return self.images["frontal_image"]
+
+
+@dataclass
+class PreparedRequest:
+    """A request payload with the studies it encodes."""
+
+    payload: dict[str, Any]
+    studies: list[EncodedStudy]
+
+    @property
+    def body(self) -> bytes:
+        return json.dumps(self.payload, separators=(",", ":")).encode("utf-8")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.payload["input_data"]["columns"])
+
+
+def encode_study(study: Study, **image_options: Any) -> EncodedStudy:
+    """Prepare a study's images and lay out its row in the documented column order."""
+    from .images import prepare_image
+
+    if not isinstance(study, Study):
+        raise RequestError(f"expected a Study, got {type(study).__name__}")
+    images: dict[str, Any] = {}
+    row: list[str] = []
+    for column in study.columns:
+        value = getattr(study, column)
+        if column in IMAGE_COLUMNS:
+            prepared = prepare_image(value, name=column, **image_options)
+            images[column] = prepared
+            row.append(prepared.base64)
+        else:
+            row.append(value)
+    return EncodedStudy(study=study, columns=study.columns, row=row, images=images)
+
+
+def assemble_request(encoded: Sequence[EncodedStudy]) -> PreparedRequest:
+    """Put already encoded studies (same columns, 1 to 10) into one request."""
+    if not encoded:
+        raise RequestError("a request needs at least one study")
+    if len(encoded) > MAX_STUDIES_PER_REQUEST:
+        raise RequestError(
+            f"{len(encoded)} studies in one request; the endpoint takes at most "
+            f"{MAX_STUDIES_PER_REQUEST}. Use run_batch() to split them."
+        )
+    columns = encoded[0].columns
+    for position, item in enumerate(encoded):
+        if item.columns != columns:
+            raise RequestError(
+                f"study {position} fills columns {list(item.columns)} but study 0 fills "
+                f"{list(columns)}; studies in one request must fill the same columns. "
+                "Use run_batch(), which groups studies by their columns."
+            )
+    payload = {
+        "input_data": {
+            "columns": list(columns),
+            "index": list(range(len(encoded))),
+            "data": [list(item.row) for item in encoded],
+        }
+    }
+    return PreparedRequest(payload=payload, studies=list(encoded))
+
+
+def prepare_request(studies: Study | Iterable[Study], **image_options: Any) -> PreparedRequest:
+    """Encode studies into one request, keeping the prepared images."""
+    if isinstance(studies, Study):
+        studies = [studies]
+    return assemble_request([encode_study(s, **image_options) for s in studies])
+
+
+def build_request(studies: Study | Iterable[Study], **image_options: Any) -> dict[str, Any]:
+    """The exact JSON payload for 1 to 10 studies that fill the same columns."""
+    return prepare_request(studies, **image_options).payload
+
+
+# --- the server side of the request ------------------------------------------
+
+
+def _decode_image_value(value: str, where: str) -> bytes:
+    try:
+        data = base64.b64decode(value.encode("ascii"), validate=False)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise RequestError(f"{where}: not base64-encoded image bytes") from None
+    if not (data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC)):
+        raise RequestError(f"{where}: the image is not PNG or JPEG (send PNG or JPEG bytes)")
+    return data
+
+
+def validate_request(
+    payload: Any, max_studies: int = MAX_STUDIES_PER_REQUEST
+) -> list[dict[str, Any]]:
+    """Check a request as the endpoint does; return one dict per study.
+
+    Image columns come back as decoded bytes, text columns as strings.
+    Raises :class:`RequestError` naming the first problem found.
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get("input_data"), dict):
+        raise RequestError('the request must be a JSON object with an "input_data" object')
+    input_data = payload["input_data"]
+    columns = input_data.get("columns")
+    index = input_data.get("index")
+    data = input_data.get("data")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise RequestError('"columns" must be a list of column names')
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown:
+        raise RequestError(f"unknown column(s) {unknown}; allowed: {list(COLUMNS)}")
+    if len(set(columns)) != len(columns):
+        raise RequestError('"columns" names a column twice')
+    if "frontal_image" not in columns:
+        raise RequestError('"columns" must include "frontal_image"')
+    if not isinstance(data, list) or not all(isinstance(r, list) for r in data):
+        raise RequestError('"data" must be a list of rows (lists)')
+    if not isinstance(index, list) or len(index) != len(data):
+        raise RequestError('"index" must be a list with one entry per row of "data"')
+    if len(data) > max_studies:
+        raise RequestError(f"{len(data)} rows; at most {max_studies} studies per request")
+    rows = []
+    for number, values in enumerate(data):
+        if len(values) != len(columns):
+            raise RequestError(
+                f"row {number} has {len(values)} values but there are {len(columns)} columns"
+            )
+        row: dict[str, Any] = {}
+        for column, value in zip(columns, values, strict=True):
+            if not isinstance(value, str):
+                raise RequestError(f"row {number}, {column}: values must be strings")
+            if column in IMAGE_COLUMNS:
+                row[column] = _decode_image_value(value, f"row {number}, {column}")
+            else:
+                row[column] = value
+        rows.append(row)
+    return rows
+
+
+ResponseShape = Literal["records", "documented"]
+
+
+def format_response(outputs: Sequence[Sequence[Finding]], shape: ResponseShape = "records") -> Any:
+    """The JSON-ready body an endpoint sends for ``outputs`` (findings per study).
+
+    ``records``: what the deployed service sends, one ``{"output": "<JSON>"}``
+    per study. ``documented``: ``{"output": [...]}``, one study only.
+    """
+    wire = [[f.to_wire() for f in findings] for findings in outputs]
+    if shape == "records":
+        return [{"output": json.dumps(item)} for item in wire]
+    if shape == "documented":
+        if len(wire) != 1:
+            raise ValueError("the documented shape carries exactly one study")
+        return {"output": wire[0]}
+    raise ValueError(f"unknown response shape {shape!r}")
+
+
+# --- the client side of the response ------------------------------------------
+
+
+def _loads(text: str | bytes, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ResponseFormatError(f"{what} is not valid JSON ({exc.__class__.__name__})") from None
+
+
+def _looks_like_findings(value: Any) -> bool:
+    """True for ``[[text, boxes], ...]`` (or empty), False for a list of such lists."""
+    if not value:
+        return True
+    first = value[0]
+    return isinstance(first, list) and bool(first) and isinstance(first[0], str)
+
+
+def _split_outputs(body: Any, n_studies: int | None) -> list[Any]:
+    """The per-study ``output`` values, still unvalidated."""
+    if isinstance(body, dict):
+        if "output" not in body:
+            keys = ", ".join(sorted(map(str, body))[:5])
+            raise ResponseFormatError(f'the response has no "output" (keys: {keys or "none"})')
+        output = body["output"]
+        if isinstance(output, (str, bytes)):
+            output = _loads(output, '"output"')
+        if not isinstance(output, list):
+            raise ResponseFormatError(f'"output" must be a list, got {type(output).__name__}')
+        if n_studies not in (None, 1) and not _looks_like_findings(output):
+            return list(output)
+        return [output]
+    if isinstance(body, list):
+        outputs = []
+        for number, record in enumerate(body):
+            if not isinstance(record, dict) or "output" not in record:
+                raise ResponseFormatError(
+                    f'study {number}: expected a record {{"output": ...}}, '
+                    f"got {type(record).__name__}"
+                )
+            output = record["output"]
+            if isinstance(output, (str, bytes)):
+                output = _loads(output, f'study {number} "output"')
+            outputs.append(output)
+        return outputs
+    raise ResponseFormatError(
+        f"the response must be a JSON object or list, got {type(body).__name__}"
+    )
+
+
+def _parse_findings(output: Any, study: int, strict: bool) -> tuple[list[Finding], list[str]]:
+    if not isinstance(output, list):
+        raise ResponseFormatError(
+            f'study {study}: "output" must be a list of findings, got {type(output).__name__}'
+        )
+    findings: list[Finding] = []
+    warnings: list[str] = []
+
+    def problem(message: str) -> None:
+        if strict:
+            raise ResponseFormatError(f"study {study}, {message}")
+        warnings.append(message)
+
+    for number, item in enumerate(output, start=1):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            problem(f"finding {number}: expected [text, boxes], got {_short_type(item)}; dropped")
+            continue
+        text, boxes = item
+        if not isinstance(text, str):
+            problem(f"finding {number}: text must be a string, got {_short_type(text)}; dropped")
+            continue
+        if boxes is None:
+            findings.append(Finding(text, []))
+            continue
+        if not isinstance(boxes, (list, tuple)):
+            problem(f"finding {number}: boxes must be null or a list, got {_short_type(boxes)}")
+            findings.append(Finding(text, []))
+            continue
+        kept = []
+        for box_number, values in enumerate(boxes, start=1):
+            reason = validate_box(values)
+            if reason:
+                problem(f"finding {number}, box {box_number}: {reason}; box dropped")
+            else:
+                kept.append(Box.from_list(values))
+        findings.append(Finding(text, kept))
+    return findings, warnings
+
+
+def _short_type(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)}"
+    return type(value).__name__
+
+
+def parse_response(body: Any, n_studies: int | None = None, strict: bool = True) -> list[Report]:
+    """Reports from any CXRReportGen response shape (str, bytes or parsed JSON).
+
+    In strict mode any invalid finding or box raises
+    :class:`ResponseFormatError` naming the study, finding and problem; with
+    ``strict=False`` the valid parts are kept and each report lists warnings.
+    A number of reports different from ``n_studies`` is always an error.
+    """
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        body = bytes(body)
+    if isinstance(body, (str, bytes)):
+        body = _loads(body, "the response body")
+        if isinstance(body, str):  # some servers JSON-encode the JSON once more
+            body = _loads(body, "the response body")
+    outputs = _split_outputs(body, n_studies)
+    if n_studies is not None and len(outputs) != n_studies:
+        raise ResponseFormatError(
+            f"the endpoint answered {len(outputs)} report(s) for {n_studies} stud"
+            f"{'y' if n_studies == 1 else 'ies'} sent"
+        )
+    reports = []
+    for number, output in enumerate(outputs):
+        findings, warnings = _parse_findings(output, number, strict)
+        reports.append(Report(findings=findings, warnings=warnings))
+    return reports

@@ -1,0 +1,340 @@
+"""Report, Finding and Box: what the model found, and where.
+
+Box geometry lives here and only here. CXRReportGen boxes are normalised to
+the central square of the frontal image (the MAIRA-2 processor's center crop);
+the model documentation instead says to scale by the full width and height.
+Both frames are available; the center crop is the default.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from .errors import ResponseFormatError
+from .palette import UNGROUNDED_COLOR, finding_color
+
+Frame = Literal["center_crop", "full"]
+FRAMES: tuple[str, ...] = ("center_crop", "full")
+
+RECORD_FIELDS: tuple[str, ...] = (
+    "study_id",
+    "finding",
+    "text",
+    "grounded",
+    "box",
+    "x_min",
+    "y_min",
+    "x_max",
+    "y_max",
+)
+
+
+def center_square(width: int, height: int) -> tuple[int, int, int]:
+    """``(ox, oy, side)`` of the central square the model grounds boxes in."""
+    side = min(width, height)
+    return (width - side) // 2, (height - side) // 2, side
+
+
+@dataclass(frozen=True)
+class Box:
+    """A bounding box with coordinates normalised to 0..1."""
+
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+
+    @classmethod
+    def from_list(cls, values: Iterable[float]) -> Box:
+        x_min, y_min, x_max, y_max = (float(v) for v in values)
+        return cls(x_min, y_min, x_max, y_max)
+
+    def as_list(self) -> list[float]:
+        return [self.x_min, self.y_min, self.x_max, self.y_max]
+
+    @property
+    def width(self) -> float:
+        return self.x_max - self.x_min
+
+    @property
+    def height(self) -> float:
+        return self.y_max - self.y_min
+
+    def to_pixels(
+        self, width: int, height: int, frame: Frame = "center_crop"
+    ) -> tuple[float, float, float, float]:
+        """Pixel coordinates ``(x0, y0, x1, y1)`` on an image of ``width`` x ``height``.
+
+        ``frame="center_crop"`` (default) maps the box into the central square,
+        as the official CXRReportGen notebooks do; ``frame="full"`` scales by
+        the full width and height, as the model documentation's table says.
+        """
+        if width <= 0 or height <= 0:
+            raise ValueError(f"image size must be positive, got {width} x {height}")
+        if frame == "center_crop":
+            ox, oy, side = center_square(width, height)
+            return (
+                ox + self.x_min * side,
+                oy + self.y_min * side,
+                ox + self.x_max * side,
+                oy + self.y_max * side,
+            )
+        if frame == "full":
+            return (
+                self.x_min * width,
+                self.y_min * height,
+                self.x_max * width,
+                self.y_max * height,
+            )
+        raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
+
+
+def validate_box(values: Any) -> str | None:
+    """Why ``values`` is not a valid box, or None when it is."""
+    if not isinstance(values, (list, tuple)):
+        return f"a box must be a list of 4 numbers, got {type(values).__name__}"
+    if len(values) != 4:
+        return f"a box must have 4 numbers, got {len(values)}"
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"box coordinates must be numbers, got {type(value).__name__}"
+        if not math.isfinite(value):
+            return f"box coordinate {value!r} is not finite"
+        if not 0.0 <= value <= 1.0:
+            return f"box coordinate {value!r} is outside 0..1"
+    x_min, y_min, x_max, y_max = values
+    if x_min > x_max or y_min > y_max:
+        return "box has min > max (expected x_min, y_min, x_max, y_max)"
+    return None
+
+
+@dataclass
+class Finding:
+    """One sentence of the report and the boxes that ground it (maybe none)."""
+
+    text: str
+    boxes: list[Box] = field(default_factory=list)
+
+    @property
+    def grounded(self) -> bool:
+        return bool(self.boxes)
+
+    def to_wire(self) -> list[Any]:
+        """The finding as the endpoint sends it: ``[text, null | [[...], ...]]``."""
+        return [self.text, [b.as_list() for b in self.boxes] if self.boxes else None]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(eq=False)
+class Report:
+    """The findings generated for one study.
+
+    ``image_size`` is the frontal image's ``(width, height)`` as given, so the
+    boxes can be placed; ``frontal_image`` (a PIL image, optional, never
+    serialised) lets notebooks show the annotated picture. ``demo`` marks
+    canned findings from the demo backend or local endpoint.
+    """
+
+    findings: list[Finding] = field(default_factory=list)
+    image_size: tuple[int, int] | None = None
+    warnings: list[str] = field(default_factory=list)
+    demo: bool = False
+    source: str = ""
+    study_id: str = ""
+    request_id: str | None = None
+    created: str = field(default_factory=_now)
+    frontal_image: Any = field(default=None, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Report):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    @property
+    def text(self) -> str:
+        """The findings as one paragraph of report text."""
+        return " ".join(f.text.strip() for f in self.findings if f.text.strip())
+
+    @property
+    def n_boxes(self) -> int:
+        return sum(len(f.boxes) for f in self.findings)
+
+    def color(self, index: int) -> str:
+        """Colour of finding ``index`` (zero-based); gray when it has no box."""
+        return finding_color(index) if self.findings[index].grounded else UNGROUNDED_COLOR
+
+    # --- serialisation -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "findings": [f.to_wire() for f in self.findings],
+            "image_size": list(self.image_size) if self.image_size else None,
+            "warnings": list(self.warnings),
+            "demo": self.demo,
+            "source": self.source,
+            "study_id": self.study_id,
+            "request_id": self.request_id,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        try:
+            findings = [
+                Finding(str(text), [Box.from_list(b) for b in (boxes or [])])
+                for text, boxes in data["findings"]
+            ]
+            size = data.get("image_size")
+            return cls(
+                findings=findings,
+                image_size=(int(size[0]), int(size[1])) if size else None,
+                warnings=list(data.get("warnings") or []),
+                demo=bool(data.get("demo", False)),
+                source=str(data.get("source") or ""),
+                study_id=str(data.get("study_id") or ""),
+                request_id=data.get("request_id"),
+                created=str(data.get("created") or _now()),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ResponseFormatError(f"not a saved report: {exc}") from None
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ResponseFormatError(f"not a saved report (invalid JSON: {exc})") from None
+        return cls.from_dict(data)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One row per finding and box (one row with empty coordinates when ungrounded)."""
+        rows: list[dict[str, Any]] = []
+        for number, finding in enumerate(self.findings, start=1):
+            boxes = finding.boxes or [None]
+            for box_number, box in enumerate(boxes, start=1):
+                rows.append(
+                    {
+                        "study_id": self.study_id,
+                        "finding": number,
+                        "text": finding.text,
+                        "grounded": finding.grounded,
+                        "box": box_number if box else None,
+                        "x_min": box.x_min if box else None,
+                        "y_min": box.y_min if box else None,
+                        "x_max": box.x_max if box else None,
+                        "y_max": box.y_max if box else None,
+                    }
+                )
+        return rows
+
+    def to_dataframe(self) -> Any:
+        """The records as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_dataframe() needs pandas: pip install pandas") from None
+        return pd.DataFrame(self.to_records(), columns=list(RECORD_FIELDS))
+
+    def to_csv(self, path: str | None = None) -> str:
+        """The records as CSV text; also written to ``path`` when given."""
+        return records_to_csv(self.to_records(), path)
+
+    # --- display -------------------------------------------------------
+    def _repr_html_(self) -> str:
+        return report_html(self)
+
+    def _repr_png_(self) -> bytes | None:
+        if self.frontal_image is None:
+            return None
+        from .render import render_findings
+
+        buffer = io.BytesIO()
+        render_findings(self.frontal_image, self, max_side=768).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def __repr__(self) -> str:
+        flag = " demo" if self.demo else ""
+        return (
+            f"<Report{flag} {self.study_id or ''} {len(self.findings)} findings, "
+            f"{self.n_boxes} boxes, {len(self.warnings)} warnings>"
+        ).replace("  ", " ")
+
+
+def records_to_csv(records: list[dict[str, Any]], path: str | None = None) -> str:
+    """Records (from :meth:`Report.to_records`) as CSV text."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(RECORD_FIELDS), lineterminator="\n")
+    writer.writeheader()
+    for row in records:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in RECORD_FIELDS})
+    text = buffer.getvalue()
+    if path is not None:
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+    return text
+
+
+DEMO_NOTICE = "DEMO: canned example findings, not a reading of this image."
+RESEARCH_NOTICE = "For research only, not for clinical use."
+
+
+def report_html(report: Report) -> str:
+    """The report as an HTML table with colour swatches, plus the image when known."""
+    rows = []
+    for index, finding in enumerate(report.findings):
+        color = report.color(index)
+        where = (
+            f"{len(finding.boxes)} box{'es' if len(finding.boxes) != 1 else ''}"
+            if finding.grounded
+            else "<i>not grounded</i>"
+        )
+        rows.append(
+            "<tr>"
+            f"<td style='text-align:right'>{index + 1}</td>"
+            f"<td><span style='display:inline-block;width:0.9em;height:0.9em;"
+            f"background:{color};border:1px solid #555;border-radius:2px'></span></td>"
+            f"<td style='text-align:left'>{html.escape(finding.text)}</td>"
+            f"<td style='text-align:left'>{where}</td>"
+            "</tr>"
+        )
+    banner = ""
+    if report.demo:
+        banner = (
+            "<div style='background:#fff3cd;color:#664d03;padding:2px 6px;"
+            f"border:1px solid #ffe69c;display:inline-block'>{DEMO_NOTICE}</div>"
+        )
+    warnings = "".join(
+        f"<div style='color:#b45309'>warning: {html.escape(w)}</div>" for w in report.warnings
+    )
+    picture = ""
+    png = report._repr_png_()
+    if png is not None:
+        import base64
+
+        picture = (
+            "<img style='max-width:420px;float:left;margin-right:12px' "
+            f"src='data:image/png;base64,{base64.b64encode(png).decode()}'/>"
+        )
+    source = html.escape(report.source or "unknown endpoint")
+    return (
+        "<div class='cxr-report'>"
+        f"{banner}{picture}"
+        f"<div style='font-size:90%;color:#555'>{source} · {len(report.findings)} findings · "
+        f"{report.n_boxes} boxes · {RESEARCH_NOTICE}</div>"
+        "<table><thead><tr><th>#</th><th></th><th style='text-align:left'>finding</th>"
+        f"<th style='text-align:left'>where</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"{warnings}<div style='clear:both'></div></div>"
+    )

@@ -1,0 +1,134 @@
+"""Study: one row of a CXRReportGen request, validated."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import StudyError
+
+#: Request columns in the order the model documentation lists them.
+COLUMNS: tuple[str, ...] = (
+    "frontal_image",
+    "lateral_image",
+    "prior_image",
+    "indication",
+    "technique",
+    "comparison",
+    "prior_report",
+)
+IMAGE_COLUMNS: tuple[str, ...] = COLUMNS[:3]
+TEXT_COLUMNS: tuple[str, ...] = COLUMNS[3:]
+
+
+def describe_source(source: Any) -> str:
+    """A short, patient-free description of an image source for messages."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    name = type(source).__name__
+    if name == "FileDataset" or name == "Dataset":
+        return "<pydicom Dataset>"
+    return f"<{type(source).__module__}.{name}>"
+
+
+_IMAGE_TYPES = "a path, bytes, a PIL image, a numpy array or a pydicom Dataset"
+
+
+def _check_image(name: str, value: Any, required: bool) -> None:
+    if value is None:
+        if required:
+            raise StudyError(
+                f"{name} is required: give the current frontal chest X-ray as {_IMAGE_TYPES}.",
+                field=name,
+            )
+        return
+    if isinstance(value, (str, os.PathLike)):
+        if not os.fspath(value):
+            raise StudyError(f"{name} is an empty path: give the image file's path.", field=name)
+        return
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if len(value) == 0:
+            raise StudyError(
+                f"{name} is empty (0 bytes): give the image file's content.", field=name
+            )
+        return
+    module = type(value).__module__ or ""
+    if module.startswith(("PIL.", "numpy", "pydicom")):
+        return
+    raise StudyError(
+        f"{name} has type {type(value).__name__}; expected {_IMAGE_TYPES}.", field=name
+    )
+
+
+@dataclass(eq=False)
+class Study:
+    """One chest X-ray study: the current frontal image and optional context.
+
+    Images may be a path (PNG, JPEG or DICOM), bytes, a PIL image, a numpy
+    array or a pydicom Dataset. Empty text fields are left out of the request.
+    ``study_id`` is yours (for example an accession number alias); it is never sent.
+    """
+
+    frontal_image: Any
+    lateral_image: Any = None
+    prior_image: Any = None
+    indication: str = ""
+    technique: str = ""
+    comparison: str = ""
+    prior_report: str = ""
+    study_id: str = field(default="", kw_only=True)
+
+    def __post_init__(self) -> None:
+        _check_image("frontal_image", self.frontal_image, required=True)
+        _check_image("lateral_image", self.lateral_image, required=False)
+        _check_image("prior_image", self.prior_image, required=False)
+        for name in TEXT_COLUMNS:
+            value = getattr(self, name)
+            if value is None:
+                setattr(self, name, "")
+            elif not isinstance(value, str):
+                raise StudyError(
+                    f"{name} must be text (str), not {type(value).__name__}.", field=name
+                )
+        if not isinstance(self.study_id, str):
+            self.study_id = str(self.study_id)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The request columns this study fills, in the documented order."""
+        used = []
+        for name in COLUMNS:
+            value = getattr(self, name)
+            if name in IMAGE_COLUMNS:
+                if value is not None:
+                    used.append(name)
+            elif value.strip():
+                used.append(name)
+        return tuple(used)
+
+    def texts(self) -> dict[str, str]:
+        """The non-empty text fields."""
+        return {name: getattr(self, name) for name in TEXT_COLUMNS if getattr(self, name).strip()}
+
+    def __repr__(self) -> str:
+        # No patient text in reprs: say which fields are present, not what they hold.
+        parts = [f"frontal_image={describe_source(self.frontal_image)!r}"]
+        for name in ("lateral_image", "prior_image"):
+            if getattr(self, name) is not None:
+                parts.append(f"{name}={describe_source(getattr(self, name))!r}")
+        for name in TEXT_COLUMNS:
+            value = getattr(self, name)
+            if value:
+                parts.append(f"{name}=<{len(value)} chars>")
+        if self.study_id:
+            parts.append(f"study_id={self.study_id!r}")
+        return f"Study({', '.join(parts)})"
+
+    def replace(self, **changes: Any) -> Study:
+        """A copy with some fields changed."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Study(**values)
