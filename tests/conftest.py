@@ -1,0 +1,56 @@
+"""Shared fixtures: an isolated home for Jupyter/gunicorn, and the NEMA chest radiograph."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+)
+
+
+@pytest.fixture(scope="session")
+def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary HOME with Jupyter, IPython and matplotlib dirs inside it."""
+    home = tmp_path_factory.mktemp("home")
+    return home
+
+
+def isolated_env(home: Path) -> dict[str, str]:
+    """Environment variables that keep Jupyter, Chromium and gunicorn out of the real home."""
+    env = dict(os.environ)
+    env.update(
+        HOME=str(home),
+        JUPYTER_CONFIG_DIR=str(home / ".jupyter"),
+        JUPYTER_DATA_DIR=str(home / ".local/share/jupyter"),
+        JUPYTER_RUNTIME_DIR=str(home / ".local/share/jupyter/runtime"),
+        IPYTHONDIR=str(home / ".ipython"),
+        MPLCONFIGDIR=str(home / ".matplotlib"),
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def rg1_path() -> Path:
+    """The NEMA chest CR (1955 x 1841, MONOCHROME1) from pydicom-data."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("RG1_UNCR.dcm")
+    if path is None:
+        pytest.fail("pydicom-data is not installed: pip install pydicom-data")
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def rg1_j2k_path() -> Path:
+    """The same radiograph, JPEG 2000 compressed."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("RG1_J2KR.dcm")
+    if path is None:
+        pytest.fail("pydicom-data is not installed: pip install pydicom-data")
+    return Path(path)
