@@ -75,6 +75,7 @@ class ReportGenerator(ABC):
 
     def close(self) -> None:
         """Release connections (no-op by default)."""
+        return None
 
     def __enter__(self) -> ReportGenerator:
         return self
