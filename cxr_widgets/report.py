@@ -106,10 +106,11 @@ def validate_box(values: Any) -> str | None:
     for value in values:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"box coordinates must be numbers, got {type(value).__name__}"
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             return f"box coordinate {value!r} is not finite"
-        if not 0.0 <= value <= 1.0:
-            return f"box coordinate {value!r} is outside 0..1"
+        if not 0.0 <= value <= 1.0:  # works for huge ints, which float() cannot hold
+            shown = repr(value) if len(repr(value)) <= 24 else repr(value)[:20] + "..."
+            return f"box coordinate {shown} is outside 0..1"
     x_min, y_min, x_max, y_max = values
     if x_min > x_max or y_min > y_max:
         return "box has min > max (expected x_min, y_min, x_max, y_max)"
