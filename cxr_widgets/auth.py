@@ -1,0 +1,169 @@
+"""Endpoint authentication: keys and tokens that never show themselves.
+
+A key lives in a :class:`Secret`, whose repr, str and pickle reveal nothing;
+only :meth:`Secret.reveal` gives the value, and only the pipeline's auth policy
+calls it. Entra ID tokens come from any azure-core ``TokenCredential`` through
+azure-core's own ``BearerTokenCredentialPolicy`` (which caches tokens and
+refreshes them before they expire).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from azure.core.credentials import AccessTokenInfo, AzureKeyCredential
+from azure.core.pipeline.policies import AzureKeyCredentialPolicy, BearerTokenCredentialPolicy
+
+from .errors import ConfigError
+
+#: The scope of Azure ML online endpoints for Microsoft Entra ID tokens.
+ENTRA_SCOPE = "https://ml.azure.com/.default"
+
+
+class Secret:
+    """A key or token that prints as ``'***'`` and refuses to be pickled."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The value itself; pass it only to an HTTP header."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Secret cannot be pickled; pass the key again after loading")
+
+
+def as_secret(value: Any, what: str) -> Secret | None:
+    """A :class:`Secret` from a string, an ``AzureKeyCredential`` or a Secret (None stays None)."""
+    if value is None or isinstance(value, Secret):
+        return value
+    if isinstance(value, AzureKeyCredential):
+        value = value.key
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{what} must be a string (or an AzureKeyCredential), got {type(value).__name__}"
+        )
+    value = value.strip()
+    return Secret(value) if value else None
+
+
+def is_token_credential(value: Any) -> bool:
+    """True for objects azure-core can take tokens from (``get_token`` or ``get_token_info``)."""
+    return callable(getattr(value, "get_token_info", None)) or callable(
+        getattr(value, "get_token", None)
+    )
+
+
+def redact(text: str, *secrets: Secret | None) -> str:
+    """``text`` with every secret value replaced by ``***`` (defence in depth for messages)."""
+    for secret in secrets:
+        if secret is not None and secret.reveal():
+            text = text.replace(secret.reveal(), "***")
+    return text
+
+
+class RefreshingTokenCredential:
+    """A TokenCredential over a function returning ``(token, expires_on, refresh_on)``.
+
+    Used for ``aml_token`` endpoints: the token comes from
+    ``ml_client.online_endpoints.get_keys`` and is fetched again when it is
+    due. The token is held as a :class:`Secret`; azure-core's bearer policy
+    decides when to ask for a new one.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], tuple[str, float, float | None]],
+        *,
+        first: tuple[str, float, float | None] | None = None,
+        label: str = "token",
+    ) -> None:
+        self._fetch = fetch
+        self._label = label
+        self._lock = threading.Lock()
+        self._token: Secret | None = None
+        self._expires_on = 0.0
+        self._refresh_on: float | None = None
+        self.fetch_count = 0
+        if first is not None:
+            self._store(first)
+
+    def _store(self, value: tuple[str, float, float | None]) -> None:
+        token, expires_on, refresh_on = value
+        self._token = Secret(token)
+        self._expires_on = float(expires_on or 0)
+        self._refresh_on = float(refresh_on) if refresh_on else None
+
+    def _due(self) -> bool:
+        now = time.time()
+        if self._token is None or self._expires_on <= now + 30:
+            return True
+        return self._refresh_on is not None and self._refresh_on <= now
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        with self._lock:
+            if self._due():
+                self._store(self._fetch())
+                self.fetch_count += 1
+            assert self._token is not None
+            refresh_on = int(self._refresh_on) if self._refresh_on else None
+            return AccessTokenInfo(
+                self._token.reveal(), int(self._expires_on), refresh_on=refresh_on
+            )
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        info = self.get_token_info(*scopes)
+        return AccessToken(info.token, info.expires_on)
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> RefreshingTokenCredential:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"RefreshingTokenCredential({self._label})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a token credential cannot be pickled")
+
+
+def auth_policy(key: Secret | None, credential: Any, scope: str) -> Any:
+    """The azure-core policy that puts ``Authorization: Bearer ...`` on each request.
+
+    Key: ``AzureKeyCredentialPolicy`` with the ``Bearer`` prefix, as Azure ML
+    expects. Credential: ``BearerTokenCredentialPolicy`` for ``scope``.
+    No auth: None.
+    """
+    if key is not None:
+        return AzureKeyCredentialPolicy(
+            AzureKeyCredential(key.reveal()), "Authorization", prefix="Bearer"
+        )
+    if credential is not None:
+        return BearerTokenCredentialPolicy(credential, scope)
+    return None

@@ -1,0 +1,254 @@
+"""Azure ML workspace helpers: resolve an endpoint once, or invoke as the docs do.
+
+``azure.ai.ml`` is imported only inside these functions (it takes seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from typing import Any
+
+from .auth import RefreshingTokenCredential
+from .backend import ReportGenerator
+from .contract import PreparedRequest, parse_response
+from .errors import (
+    ConfigError,
+    EndpointAuthError,
+    EndpointError,
+    EndpointNotFoundError,
+    ResponseFormatError,
+)
+from .report import Report
+from .study import Study
+
+
+def _ml_client(ml_client: Any, credential: Any, config_path: str | None) -> Any:
+    if ml_client is not None:
+        return ml_client
+    if credential is None:
+        raise ConfigError(
+            "from_workspace needs ml_client= (an azure.ai.ml.MLClient) or credential= "
+            "(e.g. DefaultAzureCredential()) to build one from config.json"
+        )
+    from azure.ai.ml import MLClient
+
+    try:
+        return MLClient.from_config(credential=credential, path=config_path)
+    except Exception as exc:
+        raise ConfigError(
+            f"could not build an MLClient from config.json ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}). Download config.json from "
+            "the workspace page in Azure ML studio, or pass ml_client=MLClient(...)."
+        ) from None
+
+
+def _workspace_label(ml_client: Any) -> str:
+    return str(getattr(ml_client, "workspace_name", None) or "workspace")
+
+
+def _sdk_error(exc: Exception, what: str, endpoint_name: str, workspace: str) -> EndpointError:
+    """An EndpointError for an azure-ai-ml / azure-core failure (no secrets, short)."""
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, HttpResponseError) and exc.response is not None:
+        status = exc.response.status_code
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    if status == 404:
+        return EndpointNotFoundError(
+            f"{what}: no online endpoint named {endpoint_name!r} in workspace {workspace} "
+            "(404). Check the name with ml_client.online_endpoints.list().",
+            status=404,
+        )
+    if status in (401, 403) or isinstance(exc, ClientAuthenticationError):
+        return EndpointAuthError(
+            f"{what}: the workspace refused the request ({status or 'no token'}): sign in again "
+            "and check that your identity has a role on the workspace that can read online "
+            f"endpoints and their keys. ({first})",
+            status=status,
+        )
+    return EndpointError(f"{what} for endpoint {endpoint_name!r} failed: {first}", status=status)
+
+
+def resolve_endpoint(
+    config_cls: Any,
+    endpoint_name: str,
+    *,
+    ml_client: Any = None,
+    deployment: str | None = None,
+    credential: Any = None,
+    config_path: str | None = None,
+    **options: Any,
+) -> Any:
+    """``EndpointConfig.from_workspace``: scoring URI, auth mode and key, looked up once."""
+    if not isinstance(endpoint_name, str) or not endpoint_name.strip():
+        raise ConfigError("endpoint_name must be the online endpoint's name")
+    ml_client = _ml_client(ml_client, credential, config_path)
+    workspace = _workspace_label(ml_client)
+    try:
+        endpoint = ml_client.online_endpoints.get(endpoint_name)
+    except Exception as exc:
+        raise _sdk_error(exc, "looking up the endpoint", endpoint_name, workspace) from None
+    scoring_uri = getattr(endpoint, "scoring_uri", None)
+    if not scoring_uri:
+        state = getattr(endpoint, "provisioning_state", None) or "unknown"
+        raise ConfigError(
+            f"endpoint {endpoint_name!r} has no scoring URI yet (provisioning state: {state}); "
+            "wait until it is created."
+        )
+    auth_mode = str(getattr(endpoint, "auth_mode", "") or "key").lower()
+    traffic = dict(getattr(endpoint, "traffic", None) or {})
+    if deployment is None and traffic and not any(v for v in traffic.values()):
+        raise ConfigError(
+            f"endpoint {endpoint_name!r} sends no traffic to any deployment ({traffic}); "
+            "set endpoint.traffic or pass deployment= to pin one"
+        )
+    if deployment is not None and traffic and deployment not in traffic:
+        raise ConfigError(
+            f"endpoint {endpoint_name!r} has no deployment {deployment!r} "
+            f"(deployments: {', '.join(sorted(traffic))})"
+        )
+    source = f"workspace {workspace}, endpoint {endpoint_name}"
+    options.setdefault("key_env", None)
+    if auth_mode == "key":
+        try:
+            keys = ml_client.online_endpoints.get_keys(endpoint_name)
+        except Exception as exc:
+            raise _sdk_error(exc, "getting the endpoint's keys", endpoint_name, workspace) from None
+        key = getattr(keys, "primary_key", None) or getattr(keys, "secondary_key", None)
+        if not key:
+            raise ConfigError(f"endpoint {endpoint_name!r} returned no key")
+        config = config_cls(
+            scoring_uri, deployment, key=key, auth_mode="key", source=source, **options
+        )
+        config.key_source = source
+        return config
+    if auth_mode in ("aml_token", "amltoken"):
+
+        def fetch() -> tuple[str, float, float | None]:
+            try:
+                token = ml_client.online_endpoints.get_keys(endpoint_name)
+            except Exception as exc:
+                raise _sdk_error(
+                    exc, "getting an Azure ML token", endpoint_name, workspace
+                ) from None
+            if not getattr(token, "access_token", None):
+                raise ConfigError(f"endpoint {endpoint_name!r} returned no access token")
+            return (
+                token.access_token,
+                float(getattr(token, "expiry_time_utc", 0) or 0),
+                float(getattr(token, "refresh_after_time_utc", 0) or 0) or None,
+            )
+
+        token_credential = RefreshingTokenCredential(
+            fetch, first=fetch(), label=f"aml_token for {endpoint_name}"
+        )
+        return config_cls(
+            scoring_uri,
+            deployment,
+            credential=token_credential,
+            auth_mode="aml_token",
+            source=source,
+            **options,
+        )
+    if auth_mode in ("aad_token", "aadtoken"):
+        entra = credential or getattr(ml_client, "_credential", None)
+        if entra is None:
+            raise ConfigError(
+                f"endpoint {endpoint_name!r} uses Microsoft Entra ID (aad_token): pass credential="
+            )
+        return config_cls(
+            scoring_uri,
+            deployment,
+            credential=entra,
+            auth_mode="aad_token",
+            source=source,
+            **options,
+        )
+    raise ConfigError(f"endpoint {endpoint_name!r} has an unknown auth mode {auth_mode!r}")
+
+
+class MLClientBackend(ReportGenerator):
+    """The model documentation's path: ``ml_client.online_endpoints.invoke`` with a request file.
+
+    Slower than :class:`~cxr_widgets.client.ReportGenClient` (azure-ai-ml makes
+    control-plane calls on every invoke) but exactly what the documentation does.
+    """
+
+    def __init__(
+        self,
+        ml_client: Any,
+        endpoint_name: str,
+        *,
+        deployment_name: str | None = None,
+        image_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(image_options)
+        self.ml_client = ml_client
+        self.endpoint_name = endpoint_name
+        self.deployment_name = deployment_name
+        workspace = _workspace_label(ml_client)
+        self.label = f"{workspace}/{endpoint_name}" + (
+            f" (deployment {deployment_name})" if deployment_name else ""
+        )
+
+    def send(self, request: PreparedRequest) -> list[Report]:
+        from azure.ai.ml.constants._endpoint import EndpointInvokeFields
+
+        # invoke() writes Authorization and the deployment into this shared class
+        # attribute; restore it so the key does not linger in azure-ai-ml's globals.
+        saved = dict(EndpointInvokeFields.DEFAULT_HEADER)
+        with tempfile.TemporaryDirectory(prefix="cxr-widgets-") as folder:
+            path = os.path.join(folder, "request.json")
+            with open(path, "w", encoding="utf-8") as handle:
+                json.dump(request.payload, handle)
+            try:
+                text = self.ml_client.online_endpoints.invoke(
+                    endpoint_name=self.endpoint_name,
+                    deployment_name=self.deployment_name,
+                    request_file=path,
+                )
+            except Exception as exc:
+                raise self._error(exc) from None
+            finally:
+                EndpointInvokeFields.DEFAULT_HEADER.clear()
+                EndpointInvokeFields.DEFAULT_HEADER.update(saved)
+        try:
+            reports = parse_response(text, n_studies=len(request.studies))
+        except ResponseFormatError as exc:
+            raise ResponseFormatError(f"{self.label}: {exc}") from None
+        return self.finish_reports(request, reports)
+
+    def _error(self, exc: Exception) -> EndpointError:
+        from .client import EndpointConfig, error_for_status
+
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+        if status is not None and response is not None:
+            try:
+                body = response.text()
+            except Exception:
+                body = ""
+            scoring = EndpointConfig(
+                "https://invoke.invalid/score", self.deployment_name, key_env=None
+            )
+            return error_for_status(status, response.headers, body, scoring, where=self.label)
+        return _sdk_error(exc, "invoking", self.endpoint_name, _workspace_label(self.ml_client))
+
+
+def invoke_with_mlclient(
+    ml_client: Any,
+    endpoint_name: str,
+    studies: Study | Iterable[Study],
+    *,
+    deployment_name: str | None = None,
+    **image_options: Any,
+) -> list[Report]:
+    """Reports through ``ml_client.online_endpoints.invoke`` with a request file, as documented."""
+    backend = MLClientBackend(
+        ml_client, endpoint_name, deployment_name=deployment_name, image_options=image_options
+    )
+    return backend.send(backend.prepare(studies))
