@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -107,6 +108,11 @@ def prepare_request(studies: Study | Iterable[Study], **image_options: Any) -> P
     """Encode studies into one request, keeping the prepared images."""
     if isinstance(studies, Study):
         studies = [studies]
+    elif isinstance(studies, (str, bytes, os.PathLike)) or not isinstance(studies, Iterable):
+        raise RequestError(
+            f"expected a Study or a list of studies, got {type(studies).__name__}; "
+            "wrap images in a Study, e.g. Study(frontal_image=path)"
+        )
     return assemble_request([encode_study(s, **image_options) for s in studies])
 
 
@@ -204,27 +210,45 @@ def _loads(text: str | bytes, what: str) -> Any:
         raise ResponseFormatError(f"{what} is not valid JSON ({exc.__class__.__name__})") from None
 
 
-def _looks_like_findings(value: Any) -> bool:
-    """True for ``[[text, boxes], ...]`` (or empty), False for a list of such lists."""
-    if not value:
-        return True
-    first = value[0]
-    return isinstance(first, list) and bool(first) and isinstance(first[0], str)
+def _decode_output(output: Any, what: str) -> Any:
+    """An ``output`` value, decoded when it is a JSON string (at most twice)."""
+    for _ in range(2):
+        if not isinstance(output, (str, bytes, bytearray)):
+            break
+        output = _loads(bytes(output) if isinstance(output, bytearray) else output, what)
+    return output
+
+
+def _is_study_list(value: Any) -> bool:
+    """True for a list of studies' outputs ``[[[text, boxes], ...], ...]`` or ``["<JSON>", ...]``.
+
+    A single study's findings start with their text, ``[["text", boxes], ...]``,
+    so an item whose first element is a string marks one study.
+    """
+    if not value or not isinstance(value, list):
+        return False
+    for item in value:
+        if isinstance(item, (str, bytes)):
+            continue
+        if not isinstance(item, list):
+            return False
+        if item and not isinstance(item[0], list):
+            return False
+    return True
 
 
 def _split_outputs(body: Any, n_studies: int | None) -> list[Any]:
-    """The per-study ``output`` values, still unvalidated."""
+    """The per-study ``output`` values, decoded from JSON strings but not validated."""
     if isinstance(body, dict):
         if "output" not in body:
             keys = ", ".join(sorted(map(str, body))[:5])
             raise ResponseFormatError(f'the response has no "output" (keys: {keys or "none"})')
-        output = body["output"]
-        if isinstance(output, (str, bytes)):
-            output = _loads(output, '"output"')
+        output = _decode_output(body["output"], '"output"')
         if not isinstance(output, list):
             raise ResponseFormatError(f'"output" must be a list, got {type(output).__name__}')
-        if n_studies not in (None, 1) and not _looks_like_findings(output):
-            return list(output)
+        if n_studies != 1 and _is_study_list(output):
+            # {"output": [study0, study1, ...]}: several studies in the documented shape.
+            return [_decode_output(o, f'study {n} "output"') for n, o in enumerate(output)]
         return [output]
     if isinstance(body, list):
         outputs = []
@@ -234,10 +258,7 @@ def _split_outputs(body: Any, n_studies: int | None) -> list[Any]:
                     f'study {number}: expected a record {{"output": ...}}, '
                     f"got {type(record).__name__}"
                 )
-            output = record["output"]
-            if isinstance(output, (str, bytes)):
-                output = _loads(output, f'study {number} "output"')
-            outputs.append(output)
+            outputs.append(_decode_output(record["output"], f'study {number} "output"'))
         return outputs
     raise ResponseFormatError(
         f"the response must be a JSON object or list, got {type(body).__name__}"
@@ -245,12 +266,13 @@ def _split_outputs(body: Any, n_studies: int | None) -> list[Any]:
 
 
 def _parse_findings(output: Any, study: int, strict: bool) -> tuple[list[Finding], list[str]]:
-    if not isinstance(output, list):
-        raise ResponseFormatError(
-            f'study {study}: "output" must be a list of findings, got {type(output).__name__}'
-        )
     findings: list[Finding] = []
     warnings: list[str] = []
+    if not isinstance(output, list):
+        message = f'"output" must be a list of findings, got {type(output).__name__}'
+        if strict:
+            raise ResponseFormatError(f"study {study}: {message}")
+        return findings, [f"{message}; no findings kept"]
 
     def problem(message: str) -> None:
         if strict:

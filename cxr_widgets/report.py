@@ -13,6 +13,7 @@ import html
 import io
 import json
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -191,10 +192,13 @@ class Report:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
         try:
-            findings = [
-                Finding(str(text), [Box.from_list(b) for b in (boxes or [])])
-                for text, boxes in data["findings"]
-            ]
+            findings = []
+            for number, (text, boxes) in enumerate(data["findings"], start=1):
+                for values in boxes or []:
+                    reason = validate_box(values)
+                    if reason:
+                        raise ValueError(f"finding {number}: {reason}")
+                findings.append(Finding(str(text), [Box.from_list(b) for b in (boxes or [])]))
             size = data.get("image_size")
             return cls(
                 findings=findings,
@@ -249,7 +253,7 @@ class Report:
             raise ImportError("to_dataframe() needs pandas: pip install pandas") from None
         return pd.DataFrame(self.to_records(), columns=list(RECORD_FIELDS))
 
-    def to_csv(self, path: str | None = None) -> str:
+    def to_csv(self, path: str | os.PathLike[str] | None = None) -> str:
         """The records as CSV text; also written to ``path`` when given."""
         return records_to_csv(self.to_records(), path)
 
@@ -274,7 +278,9 @@ class Report:
         ).replace("  ", " ")
 
 
-def records_to_csv(records: list[dict[str, Any]], path: str | None = None) -> str:
+def records_to_csv(
+    records: list[dict[str, Any]], path: str | os.PathLike[str] | None = None
+) -> str:
     """Records (from :meth:`Report.to_records`) as CSV text."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(RECORD_FIELDS), lineterminator="\n")
