@@ -24,14 +24,14 @@ ENTRA_SCOPE = "https://ml.azure.com/.default"
 
 
 class Secret:
-    """A key or token that prints as ``'***'`` and refuses to be pickled."""
+    """A key or token (or a credential object) that prints as ``'***'`` and refuses to be pickled."""
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: Any) -> None:
         self._value = value
 
-    def reveal(self) -> str:
+    def reveal(self) -> Any:
         """The value itself; pass it only to an HTTP header."""
         return self._value
 
@@ -77,7 +77,7 @@ def is_token_credential(value: Any) -> bool:
 def redact(text: str, *secrets: Secret | None) -> str:
     """``text`` with every secret value replaced by ``***`` (defence in depth for messages)."""
     for secret in secrets:
-        if secret is not None and secret.reveal():
+        if secret is not None and isinstance(secret.reveal(), str) and secret.reveal():
             text = text.replace(secret.reveal(), "***")
     return text
 

@@ -236,7 +236,8 @@ class EndpointConfig:
         #: Where the configuration came from (e.g. "workspace ws/endpoint ep"), for messages.
         self.source = source
         self._key: Secret | None = secret
-        self._credential = credential
+        # Wrapped so that a credential with a talkative repr cannot show a token here.
+        self._credential: Secret | None = Secret(credential) if credential is not None else None
         self._secret_lost = False
 
     # -- construction from a workspace ---------------------------------------------
@@ -277,7 +278,7 @@ class EndpointConfig:
     @property
     def credential(self) -> Any:
         """The token credential (Entra ID or aml_token), or None."""
-        return self._credential
+        return self._credential.reveal() if self._credential is not None else None
 
     @property
     def has_key(self) -> bool:
@@ -312,7 +313,7 @@ class EndpointConfig:
             return f"key auth (key from {self.key_source or 'workspace'})"
         if self.auth_mode == "aml_token":
             return "Azure ML token auth (aml_token)"
-        return f"Microsoft Entra ID ({type(self._credential).__name__}, scope {self.scope})"
+        return f"Microsoft Entra ID ({type(self.credential).__name__}, scope {self.scope})"
 
     def describe(self) -> str:
         """One line for people: endpoint, auth method and limits; never a secret."""
@@ -330,7 +331,7 @@ class EndpointConfig:
             "auth_mode": self.auth_mode,
             "key_source": self.key_source,
             "key_env": self.key_env,
-            "credential": type(self._credential).__name__ if self._credential else None,
+            "credential": type(self.credential).__name__ if self._credential else None,
             "scope": self.scope,
             "connect_timeout": self.connect_timeout,
             "read_timeout": self.read_timeout,
@@ -770,7 +771,7 @@ class ReportGenClient(ReportGenerator):
             UserAgentPolicy(base_user_agent=f"cxr-widgets/{__version__}"),
             self._retry,
         ]
-        auth = auth_policy(config._key, config._credential, config.scope)
+        auth = auth_policy(config._key, config.credential, config.scope)
         if auth is not None:
             policies.append(auth)
         policies.append(http_logging)
