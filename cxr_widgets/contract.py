@@ -294,6 +294,13 @@ def _parse_findings(output: Any, study: int, strict: bool) -> tuple[list[Finding
             problem(f"finding {number}: boxes must be null or a list, got {_short_type(boxes)}")
             findings.append(Finding(text, []))
             continue
+        if boxes and not any(isinstance(b, (list, tuple)) for b in boxes):
+            problem(
+                f"finding {number}: boxes must be a list of [x_min, y_min, x_max, y_max] "
+                f"lists, got a flat list of {len(boxes)} values; boxes dropped"
+            )
+            findings.append(Finding(text, []))
+            continue
         kept = []
         for box_number, values in enumerate(boxes, start=1):
             reason = validate_box(values)
