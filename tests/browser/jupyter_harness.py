@@ -1,0 +1,332 @@
+"""Drive real JupyterLab in Debian's Chromium: server, browser and notebook runs.
+
+Shared by the browser tests (tests/browser/conftest.py) and the render
+benchmark (bench/bench_widget_render.py). Follows the recipe in FACTS.md,
+"Browser tests on these machines".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+CELL_EDITOR = ".jp-NotebookPanel .jp-Cell .jp-InputArea-editor"
+KERNEL_NAME = ".jp-NotebookPanel-toolbar .jp-Toolbar-kernelName"
+KERNEL_IDLE = '.jp-Notebook-ExecutionIndicator[data-status="idle"]'
+CODE_PROMPT = ".jp-NotebookPanel .jp-CodeCell .jp-InputPrompt"
+
+
+class HarnessError(RuntimeError):
+    """The browser harness could not reach the state a test needs."""
+
+
+def find_chromium() -> str | None:
+    """Debian's Chromium, or ``chromium`` on PATH; None when neither exists."""
+    if Path("/usr/bin/chromium").exists():
+        return "/usr/bin/chromium"
+    return shutil.which("chromium")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody is listening on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def isolated_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment keeping Jupyter, IPython, matplotlib, Chromium and gunicorn in ``home``."""
+    env = dict(os.environ)
+    env.update(
+        HOME=str(home),
+        JUPYTER_CONFIG_DIR=str(home / ".jupyter"),
+        JUPYTER_DATA_DIR=str(home / ".local/share/jupyter"),
+        JUPYTER_RUNTIME_DIR=str(home / ".local/share/jupyter/runtime"),
+        IPYTHONDIR=str(home / ".ipython"),
+        MPLCONFIGDIR=str(home / ".matplotlib"),
+        JUPYTER_PLATFORM_DIRS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("JUPYTERLAB_SETTINGS_DIR", None)
+    env.pop("JUPYTERLAB_WORKSPACES_DIR", None)
+    env.update(extra or {})
+    return env
+
+
+def _quiet_lab_settings(config_dir: Path) -> None:
+    """User settings that stop the "Jupyter news" toast and update checks."""
+    target = config_dir / "lab/user-settings/@jupyterlab/apputils-extension"
+    target.mkdir(parents=True, exist_ok=True)
+    settings = {"fetchNews": "false", "checkForUpdates": False}
+    (target / "notification.jupyterlab-settings").write_text(json.dumps(settings))
+
+
+@dataclass
+class JupyterLab:
+    """A JupyterLab server on 127.0.0.1 serving ``root_dir``; stop() when done."""
+
+    root_dir: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> JupyterLab:
+        _quiet_lab_settings(Path(self.env["JUPYTER_CONFIG_DIR"]))
+        self.log_path = Path(self.env["HOME"]) / f"jupyterlab-{self.port}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            "--no-browser",
+            "--allow-root",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root_dir}",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--ServerApp.port_retries=0",
+        ]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root_dir
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise HarnessError(
+                    f"JupyterLab exited with code {self.process.returncode}; log:\n{self.log()}"
+                )
+            try:
+                self.api("GET", "/api/status")
+                return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.3)
+        self.stop()
+        raise HarnessError(f"JupyterLab did not answer within {timeout:.0f} s; log:\n{self.log()}")
+
+    def api(self, method: str, path: str) -> Any:
+        """Call the server's REST API with the token; the decoded JSON answer (or None)."""
+        sep = "&" if "?" in path else "?"
+        req = urllib.request.Request(f"{self.base_url}{path}{sep}token={self.token}", method=method)
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            body = resp.read()
+        return json.loads(body) if body else None
+
+    def shutdown_kernels(self) -> None:
+        """Stop every kernel the server runs (between notebooks, to spare the 2 cores)."""
+        for kernel in self.api("GET", "/api/kernels"):
+            try:
+                self.api("DELETE", f"/api/kernels/{kernel['id']}")
+            except urllib.error.HTTPError:
+                pass
+
+    def notebook_url(self, name: str) -> str:
+        # ?reset drops the saved workspace, so earlier tabs are not restored.
+        return f"{self.base_url}/lab/tree/{name}?reset&token={self.token}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path else ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+def launch_chromium(playwright: Any, user_data_dir: Path, executable: str | None = None) -> Any:
+    """A headless Chromium context with a fresh profile in ``user_data_dir``."""
+    executable = executable or find_chromium()
+    if executable is None:
+        raise HarnessError("Chromium not found: apt-get install -y chromium")
+    return playwright.chromium.launch_persistent_context(
+        str(user_data_dir),
+        executable_path=executable,
+        headless=True,
+        args=CHROMIUM_FLAGS,
+        viewport={"width": 1400, "height": 1000},
+        device_scale_factor=1,
+    )
+
+
+# --- notebooks -----------------------------------------------------------------
+
+
+def write_notebook(path: Path, cells: list[str]) -> Path:
+    """A notebook with one code cell per string (Python 3 kernel)."""
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": f"cell-{i}",
+                "metadata": {},
+                "outputs": [],
+                "source": src,
+            }
+            for i, src in enumerate(cells)
+        ],
+        "metadata": {
+            "kernelspec": {
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+                "name": "python3",
+            },
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.write_text(json.dumps(nb, indent=1))
+    return path
+
+
+def dismiss_popups(page: Any) -> None:
+    """Close the "Jupyter news" toast and any other notification that overlaps the notebook."""
+    for label in ("No", "Dismiss"):
+        buttons = page.locator(f'.Toastify__toast button:has-text("{label}")')
+        for i in range(buttons.count()):
+            try:
+                buttons.nth(i).click(timeout=1000)
+            except Exception:  # the toast may vanish between count() and click()
+                pass
+    page.evaluate(
+        "() => document.querySelectorAll('.Toastify__toast-container').forEach(e => e.remove())"
+    )
+
+
+def _prompts(page: Any) -> list[str]:
+    return [t.strip() for t in page.locator(CODE_PROMPT).all_inner_texts()]
+
+
+def wait_for_kernel(page: Any, timeout: float = 60.0) -> str:
+    """Wait until the notebook has a named, idle kernel; its display name."""
+    page.wait_for_selector(CELL_EDITOR, timeout=timeout * 1000)
+    deadline = time.monotonic() + timeout
+    name = ""
+    while time.monotonic() < deadline:
+        name = page.locator(KERNEL_NAME).first.inner_text().strip()
+        idle = page.locator(KERNEL_IDLE).count() > 0
+        if name and name != "No Kernel" and idle:
+            return name
+        time.sleep(0.2)
+    raise HarnessError(f"kernel not ready after {timeout:.0f} s (toolbar says {name!r})")
+
+
+def click_run_all(page: Any) -> None:
+    """Run menu > Run All Cells."""
+    page.locator('.lm-MenuBar-itemLabel:text-is("Run")').click()
+    page.locator('.lm-Menu-itemLabel:text-is("Run All Cells")').click()
+
+
+def error_outputs(page: Any) -> list[str]:
+    """Text of every traceback shown in the notebook."""
+    sel = '.jp-NotebookPanel .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
+    return [t for t in page.locator(sel).all_inner_texts() if "Traceback" in t or "Error" in t]
+
+
+def wait_cells_done(page: Any, timeout: float) -> None:
+    """Wait until every code cell shows ``[n]:``; raise with the traceback if one failed."""
+    deadline = time.monotonic() + timeout
+    prompts: list[str] = []
+    while time.monotonic() < deadline:
+        prompts = _prompts(page)
+        busy = any("*" in p for p in prompts)
+        if not busy:
+            errors = error_outputs(page)
+            if errors:
+                raise HarnessError("a notebook cell failed:\n" + "\n".join(errors)[-3000:])
+            if prompts and all(re.fullmatch(r"\[\d+\]:", p) for p in prompts):
+                return
+        time.sleep(0.2)
+    raise HarnessError(f"cells not finished after {timeout:.0f} s; prompts: {prompts}")
+
+
+def open_and_run_notebook(page: Any, lab: JupyterLab, name: str, timeout: float = 120.0) -> None:
+    """Open ``name`` (relative to the server root), Run All, and wait for every cell to finish."""
+    page.goto(lab.notebook_url(name))
+    wait_for_kernel(page, timeout=timeout)
+    dismiss_popups(page)
+    for _attempt in range(5):
+        click_run_all(page)
+        # A Run All clicked too early is silently dropped: confirm it started.
+        try:
+            page.wait_for_function(
+                """(sel) => [...document.querySelectorAll(sel)]
+                     .some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))""",
+                arg=CODE_PROMPT,
+                timeout=5000,
+            )
+            break
+        except Exception:
+            continue
+    else:
+        raise HarnessError(f"Run All never started in {name}; prompts: {_prompts(page)}")
+    wait_cells_done(page, timeout)
+    dismiss_popups(page)
+
+
+def run_cell(page: Any, code: str, timeout: float = 60.0) -> str:
+    """Append a code cell with ``code``, run it and return its text output."""
+    cells = page.locator(".jp-NotebookPanel .jp-Cell")
+    before = cells.count()
+    cells.nth(before - 1).locator(".jp-InputPrompt").click()  # select, command mode
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")  # insert a cell below
+    page.wait_for_function(
+        "([sel, n]) => document.querySelectorAll(sel).length > n",
+        arg=[".jp-NotebookPanel .jp-Cell", before],
+    )
+    new_cell = cells.nth(before)
+    new_cell.locator(".cm-content").click()
+    # insert_text bypasses key handling, so the editor does not auto-close brackets.
+    page.keyboard.insert_text(code)
+    page.keyboard.press("Shift+Enter")
+    prompt = new_cell.locator(".jp-InputPrompt")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = prompt.inner_text().strip()
+        if re.fullmatch(r"\[\d+\]:", text):
+            break
+        time.sleep(0.1)
+    else:
+        raise HarnessError(f"cell did not finish in {timeout:.0f} s: {code[:80]!r}")
+    output = new_cell.locator(".jp-OutputArea-output").all_inner_texts()
+    text = "\n".join(output)
+    if "Traceback" in text:
+        raise HarnessError(f"cell failed:\n{text[-3000:]}")
+    return text
