@@ -7,6 +7,7 @@ benchmark (bench/bench_widget_render.py). Follows the recipe in FACTS.md,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -145,10 +146,8 @@ class JupyterLab:
     def shutdown_kernels(self) -> None:
         """Stop every kernel the server runs (between notebooks, to spare the 2 cores)."""
         for kernel in self.api("GET", "/api/kernels"):
-            try:
+            with contextlib.suppress(urllib.error.HTTPError):
                 self.api("DELETE", f"/api/kernels/{kernel['id']}")
-            except urllib.error.HTTPError:
-                pass
 
     def notebook_url(self, name: str) -> str:
         # ?reset drops the saved workspace, so earlier tabs are not restored.
@@ -220,10 +219,9 @@ def dismiss_popups(page: Any) -> None:
     for label in ("No", "Dismiss"):
         buttons = page.locator(f'.Toastify__toast button:has-text("{label}")')
         for i in range(buttons.count()):
-            try:
+            # The toast may vanish between count() and click().
+            with contextlib.suppress(Exception):
                 buttons.nth(i).click(timeout=1000)
-            except Exception:  # the toast may vanish between count() and click()
-                pass
     page.evaluate(
         "() => document.querySelectorAll('.Toastify__toast-container').forEach(e => e.remove())"
     )
