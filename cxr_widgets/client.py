@@ -490,13 +490,14 @@ class EndpointRetryPolicy(RetryPolicy):
         settings = self.configure_retries(request.context.options)
         deadline_at = time.monotonic() + settings["timeout"]
         transport = request.context.transport
+        retries = 0
         while True:
             left = deadline_at - time.monotonic()
             if left <= 0:
                 raise _deadline_error(settings["timeout"], None, None, 0, None)
             request.context.options["connection_timeout"] = min(self.connect_timeout, left)
             request.context.options["read_timeout"] = min(self.read_timeout, left)
-            request.context["retry_count"] = len(settings["history"])
+            request.context["retry_count"] = retries
             self.stats.add(attempts=1)
             try:
                 response = self.next.send(request)
@@ -510,13 +511,15 @@ class EndpointRetryPolicy(RetryPolicy):
                 if not self.increment(settings, response=request, error=err):
                     raise
                 self._wait(settings, deadline_at, transport, None, err)
+                retries += 1
                 continue
             if not self.is_retry(settings, response) or not self.increment(
                 settings, response=response
             ):
                 break
             self._wait(settings, deadline_at, transport, response, None)
-        response.context["retry_count"] = len(settings["history"])
+            retries += 1
+        response.context["retry_count"] = retries
         self.update_context(response.context, settings)
         return response
 
@@ -647,7 +650,9 @@ def error_for_status(
                 "check that the endpoint's auth mode is aad_token and that your identity "
                 f"has {ROLE_ADVICE}."
             )
-        return EndpointAuthError(f"{where} refused the credentials ({status}): {advice}", **kwargs)
+        return EndpointAuthError(
+            f"{where} refused the credentials ({status}): {advice}{said}", **kwargs
+        )
     if status == 404:
         pin = (
             f" and that deployment {config.deployment!r} exists"
@@ -791,7 +796,7 @@ class ReportGenClient(ReportGenerator):
         budget = self.config.max_request_bytes
         if budget is not None and size > budget:
             raise RequestTooLargeError(
-                f"the request is {size / 1e6:.2f} MB, over the {budget / 1e6:.2f} MB budget "
+                f"the request is {size:,} bytes, over the budget of {budget:,} bytes "
                 f"(EndpointConfig max_request_bytes): {SIZE_ADVICE}. It was not sent."
             )
         return size

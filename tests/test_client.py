@@ -1,0 +1,520 @@
+"""ReportGenClient over real HTTP: success, every error status, retries, deadlines, secrets.
+
+Two servers on 127.0.0.1: a small scripted HTTP server that answers exactly
+the statuses and headers a test asks for (so every status Azure ML can send
+is covered, including 408/424/504 which the local endpoint does not make),
+and the package's LocalEndpoint (real azureml-inference-server-http).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.credentials import AccessTokenInfo
+
+from cxr_widgets.client import EndpointConfig, ReportGenClient
+from cxr_widgets.contract import PreparedRequest, assemble_request, encode_study, format_response
+from cxr_widgets.errors import (
+    BadRequestError,
+    DeadlineExceededError,
+    EndpointAuthError,
+    EndpointBusyError,
+    EndpointConnectionError,
+    EndpointError,
+    EndpointNotFoundError,
+    EndpointServerError,
+    EndpointTimeoutError,
+    ModelError,
+    RequestTooLargeError,
+    ResponseFormatError,
+)
+from cxr_widgets.report import Box, Finding
+from cxr_widgets.study import Study
+
+KEY = "k3y-Very-Secret-0123456789abcdef"
+FINDINGS = [
+    Finding("Heart size is normal.", []),
+    Finding("Small left pleural effusion.", [Box(0.615, 0.705, 0.895, 0.905)]),
+]
+
+
+# --- a scripted HTTP server -----------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None  # None: a valid response for the studies sent
+    delay: float = 0.0
+    drop: bool = False  # close the connection without answering
+
+
+@dataclass
+class Seen:
+    at: float
+    path: str
+    headers: dict[str, str]
+    size: int
+
+
+class ScriptedServer:
+    """Answers each POST with the next scripted Answer (then with ``default``)."""
+
+    def __init__(self) -> None:
+        self.script: list[Answer] = []
+        self.default = Answer()
+        self.seen: list[Seen] = []
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/score"
+
+    def reset(self, *answers: Answer, default: Answer | None = None) -> None:
+        with self._lock:
+            self.script = list(answers)
+            self.default = default or Answer()
+            self.seen = []
+
+    def _next(self, seen: Seen) -> Answer:
+        with self._lock:
+            self.seen.append(seen)
+            return self.script.pop(0) if self.script else self.default
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                answer = scripted._next(
+                    Seen(time.monotonic(), self.path, dict(self.headers), len(body))
+                )
+                if answer.delay:
+                    time.sleep(answer.delay)
+                if answer.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                data = answer.body
+                if data is None:
+                    rows = len(json.loads(body)["input_data"]["data"])
+                    data = json.dumps(format_response([FINDINGS] * rows)).encode()
+                self.send_response(answer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("x-request-id", f"req-{len(scripted.seen)}")
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def scripted() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def one_study(rg1_path: Path) -> PreparedRequest:
+    """The NEMA chest radiograph, prepared once (518 px shortest side) and reused."""
+    study = Study(rg1_path, indication="Cough.")
+    return assemble_request([encode_study(study, shortest_side=518)])
+
+
+@pytest.fixture(scope="module")
+def ten_studies(one_study: PreparedRequest) -> PreparedRequest:
+    return assemble_request(one_study.studies * 10)
+
+
+def make_client(uri: str, **options: Any) -> ReportGenClient:
+    options.setdefault("key", KEY)
+    options.setdefault("backoff_factor", 0.05)
+    return ReportGenClient(EndpointConfig(uri, **options))
+
+
+# --- success and headers ----------------------------------------------------------------
+
+
+def test_success_sends_the_documented_headers(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    scripted.reset()
+    with make_client(scripted.uri, deployment="blue") as client:
+        [report] = client.send(one_study)
+    assert [f.text for f in report.findings] == [f.text for f in FINDINGS]
+    assert report.findings[1].boxes == FINDINGS[1].boxes
+    assert report.request_id == "req-1"
+    assert report.image_size == (1841, 1955) or report.image_size == (1955, 1841)
+    assert not report.demo
+    [seen] = scripted.seen
+    assert seen.headers["Authorization"] == f"Bearer {KEY}"
+    assert seen.headers["Content-Type"] == "application/json"
+    assert seen.headers["azureml-model-deployment"] == "blue"
+    assert seen.headers["User-Agent"].startswith("cxr-widgets/")
+    assert seen.size == len(one_study.body)
+
+
+def test_ten_studies_in_one_request(scripted: ScriptedServer, ten_studies: PreparedRequest) -> None:
+    scripted.reset()
+    with make_client(scripted.uri, max_request_bytes=4_000_000) as client:
+        reports = client.send(ten_studies)
+    assert len(reports) == 10 and len(scripted.seen) == 1
+    assert all(len(r.findings) == 2 for r in reports)
+
+
+def test_demo_header_marks_reports_demo(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    scripted.reset(Answer(headers={"x-cxr-widgets-demo": "1"}))
+    with make_client(scripted.uri) as client:
+        [report] = client.send(one_study)
+    assert report.demo
+
+
+def test_asend_runs_the_same_pipeline(scripted: ScriptedServer, one_study: PreparedRequest) -> None:
+    scripted.reset(Answer(status=503), Answer())
+    with make_client(scripted.uri) as client:
+        [report] = asyncio.run(client.asend(one_study))
+    assert len(report.findings) == 2 and len(scripted.seen) == 2
+
+
+def test_invalid_response_body_is_a_response_format_error(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    scripted.reset(Answer(body=b'{"result": "ok"}'))
+    with make_client(scripted.uri) as client, pytest.raises(ResponseFormatError) as info:
+        client.send(one_study)
+    assert 'no "output"' in str(info.value) and "x-request-id: req-1" in str(info.value)
+
+
+# --- statuses that must not be retried ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "words"),
+    [
+        (
+            Answer(400, body=b'{"error": "row 0 has 2 values but there are 1 columns"}'),
+            BadRequestError,
+            ["malformed (400)", "row 0 has 2 values", "not retried"],
+        ),
+        (Answer(401, body=b""), EndpointAuthError, ["(401)", "check the key", "get_keys"]),
+        (
+            Answer(403, body=b""),
+            EndpointAuthError,
+            ["(403)", "AzureML Data Scientist", "score/action"],
+        ),
+        (
+            Answer(404, body=b"no healthy upstream"),
+            EndpointNotFoundError,
+            ["(404)", "ends in /score", "receives traffic"],
+        ),
+        (Answer(408, body=b""), EndpointTimeoutError, ["request timeout (408)", "fewer studies"]),
+        (Answer(413, body=b""), RequestTooLargeError, ["too large (413", "shortest_side"]),
+        (
+            Answer(
+                424,
+                headers={
+                    "ms-azureml-model-error-statuscode": "500",
+                    "ms-azureml-model-error-reason": "CUDA out of memory",
+                },
+                body=b"",
+            ),
+            ModelError,
+            ["model failed", "model status 500", "CUDA out of memory", "get_logs"],
+        ),
+    ],
+    ids=["400", "401", "403", "404", "408", "413", "424"],
+)
+def test_client_errors_are_reported_once_with_advice(
+    scripted: ScriptedServer,
+    one_study: PreparedRequest,
+    answer: Answer,
+    error: type[EndpointError],
+    words: list[str],
+) -> None:
+    scripted.reset(answer, default=Answer())  # a retry would succeed: it must not happen
+    with make_client(scripted.uri) as client, pytest.raises(error) as info:
+        client.send(one_study)
+    message = str(info.value)
+    for word in words:
+        assert word in message
+    assert info.value.status == answer.status
+    assert info.value.request_id == "req-1" and "x-request-id: req-1" in message
+    assert KEY not in message
+    assert len(scripted.seen) == 1
+
+
+def test_401_without_any_key_says_how_to_give_one(
+    scripted: ScriptedServer, one_study: PreparedRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CXR_ENDPOINT_KEY", raising=False)
+    scripted.reset(Answer(401, body=b""))
+    with make_client(scripted.uri, key=None) as client, pytest.raises(EndpointAuthError) as info:
+        client.send(one_study)
+    assert "no key or token was sent" in str(info.value)
+    assert "CXR_ENDPOINT_KEY" in str(info.value)
+    assert "Authorization" not in scripted.seen[0].headers
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_server_errors_are_retried_to_success(
+    scripted: ScriptedServer, one_study: PreparedRequest, status: int
+) -> None:
+    scripted.reset(Answer(status, body=b"upstream failure"), Answer(status, body=b""))
+    with make_client(scripted.uri) as client:
+        [report] = client.send(one_study)
+        assert client.stats.snapshot()["retries"] == 2
+    assert len(report.findings) == 2 and len(scripted.seen) == 3
+
+
+def test_429_waits_for_retry_after(scripted: ScriptedServer, one_study: PreparedRequest) -> None:
+    scripted.reset(Answer(429, headers={"Retry-After": "1"}, body=b""))
+    with make_client(scripted.uri) as client:
+        client.send(one_study)
+    first, second = scripted.seen
+    assert second.at - first.at >= 1.0  # the endpoint's Retry-After was honoured
+
+
+def test_429_until_retries_run_out_is_endpoint_busy(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    scripted.reset(default=Answer(429, body=b""))
+    with (
+        make_client(scripted.uri, max_retries=2) as client,
+        pytest.raises(EndpointBusyError) as info,
+    ):
+        client.send(one_study)
+    assert "busy (429" in str(info.value) and "after 2 retries" in str(info.value)
+    assert info.value.status == 429 and len(scripted.seen) == 3
+
+
+def test_503_until_retries_run_out_is_a_server_error(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    scripted.reset(default=Answer(503, body=b'{"message": "no healthy upstream"}'))
+    with (
+        make_client(scripted.uri, max_retries=1) as client,
+        pytest.raises(EndpointServerError) as info,
+    ):
+        client.send(one_study)
+    assert "failed with 503 after 1 retry" in str(info.value)
+    assert "no healthy upstream" in str(info.value)
+
+
+def test_dropped_connection_is_retried(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    scripted.reset(Answer(drop=True), Answer(drop=True))
+    with make_client(scripted.uri) as client:
+        [report] = client.send(one_study)
+    assert len(report.findings) == 2 and len(scripted.seen) == 3
+
+
+def test_always_dropped_connection_is_a_connection_error(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    scripted.reset(default=Answer(drop=True))
+    with (
+        make_client(scripted.uri, max_retries=2) as client,
+        pytest.raises(EndpointConnectionError, match="dropped the connection"),
+    ):
+        client.send(one_study)
+    assert len(scripted.seen) == 3
+
+
+def test_connection_refused(one_study: PreparedRequest) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    with (
+        make_client(f"http://127.0.0.1:{port}/score", max_retries=1) as client,
+        pytest.raises(
+            EndpointConnectionError, match=r"could not connect.*connection refused"
+        ) as info,
+    ):
+        client.send(one_study)
+    assert info.value.status is None
+
+
+# --- deadlines and timeouts --------------------------------------------------------------------
+
+
+def test_retry_after_beyond_the_deadline_fails_at_once(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    scripted.reset(Answer(429, headers={"Retry-After": "30"}, body=b""))
+    started = time.monotonic()
+    with (
+        make_client(scripted.uri, deadline=5) as client,
+        pytest.raises(DeadlineExceededError, match="asked to wait 30 s") as info,
+    ):
+        client.send(one_study)
+    assert time.monotonic() - started < 4
+    assert info.value.status == 429 and info.value.request_id == "req-1"
+
+
+def test_latency_longer_than_the_deadline(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    scripted.reset(default=Answer(delay=3.0))
+    started = time.monotonic()
+    with (
+        make_client(scripted.uri, deadline=1.0) as client,
+        pytest.raises(DeadlineExceededError, match="1 s deadline"),
+    ):
+        client.send(one_study)
+    assert time.monotonic() - started < 2.5
+    assert len(scripted.seen) == 1
+
+
+def test_read_timeout_is_not_retried(scripted: ScriptedServer, one_study: PreparedRequest) -> None:
+    scripted.reset(default=Answer(delay=2.0))
+    with (
+        make_client(scripted.uri, read_timeout=0.5, deadline=30) as client,
+        pytest.raises(EndpointTimeoutError, match=r"no answer within the 0.5 s read timeout"),
+    ):
+        client.send(one_study)
+    assert len(scripted.seen) == 1
+
+
+# --- size budget --------------------------------------------------------------------------------
+
+
+def test_request_over_the_budget_is_not_sent(
+    scripted: ScriptedServer, ten_studies: PreparedRequest
+) -> None:
+    scripted.reset()
+    budget = len(ten_studies.body) - 1
+    with (
+        make_client(scripted.uri, max_request_bytes=budget) as client,
+        pytest.raises(
+            RequestTooLargeError,
+            match=r"over the budget of [\d,]+ bytes.*shortest_side.*fewer studies",
+        ) as info,
+    ):
+        client.send(ten_studies)
+    assert info.value.status is None and scripted.seen == []
+
+
+# --- Microsoft Entra ID --------------------------------------------------------------------------
+
+
+class CountingCredential:
+    """An azure-core TokenCredential: issues numbered tokens with a given lifetime."""
+
+    def __init__(self, lifetime: float) -> None:
+        self.lifetime = lifetime
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        self.scopes.append(scopes)
+        return AccessTokenInfo(f"entra-{len(self.scopes)}", int(time.time() + self.lifetime))
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        raise AssertionError("azure-core prefers get_token_info when it exists")
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> CountingCredential:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_entra_token_is_cached_and_scoped(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    scripted.reset()
+    credential = CountingCredential(lifetime=3600)
+    with make_client(scripted.uri, key=None, credential=credential) as client:
+        client.send(one_study)
+        client.send(one_study)
+    assert credential.scopes == [("https://ml.azure.com/.default",)]
+    assert [s.headers["Authorization"] for s in scripted.seen] == ["Bearer entra-1"] * 2
+
+
+def test_entra_token_is_refreshed_when_it_expires(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    scripted.reset()
+    credential = CountingCredential(lifetime=-1)  # already expired when issued
+    with make_client(scripted.uri, key=None, credential=credential) as client:
+        client.send(one_study)
+        client.send(one_study)
+    assert [s.headers["Authorization"] for s in scripted.seen] == [
+        "Bearer entra-1",
+        "Bearer entra-2",
+    ]
+
+
+def test_entra_token_failure_is_an_auth_error(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+
+    class Refusing(CountingCredential):
+        def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+            raise ClientAuthenticationError("AADSTS700016: application not found in tenant")
+
+    scripted.reset()
+    with (
+        make_client(scripted.uri, key=None, credential=Refusing(0)) as client,
+        pytest.raises(
+            EndpointAuthError, match=r"could not get a Microsoft Entra ID token.*AADSTS700016"
+        ),
+    ):
+        client.send(one_study)
+    assert scripted.seen == []
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+
+def test_key_never_logged_even_on_a_401(
+    scripted: ScriptedServer, one_study: PreparedRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    scripted.reset(Answer(401, body=json.dumps({"error": f"bad key Bearer {KEY}"}).encode()))
+    with caplog.at_level(logging.DEBUG):
+        with make_client(scripted.uri) as client, pytest.raises(EndpointAuthError) as info:
+            client.send(one_study)
+        logging.getLogger("test").debug("%r %s", client, client.config.describe())
+    assert KEY not in str(info.value) and KEY not in repr(info.value)
+    assert "***" in str(info.value)  # the server echoed the key: redacted in the message
+    assert "Authorization" in caplog.text and "REDACTED" in caplog.text  # logging is on...
+    assert KEY not in caplog.text  # ...and the key is not in it
+    assert "Cough." not in caplog.text  # nor is patient text
