@@ -184,7 +184,7 @@ def _caption(canvas: Image.Image, report: Report, frame: Frame) -> Image.Image:
         left, top, right, bottom = draw.textbbox((0, 0), "DEMO", font=big)
         draw.rectangle(
             (0, 0, right - left + 4 * pad, bottom - top + 4 * pad),
-            fill=(255, 193, 7, 235),
+            fill=(255, 193, 7, 255),
         )
         draw.text((2 * pad - left, 2 * pad - top), "DEMO", font=big, fill=(0, 0, 0, 255))
     return Image.alpha_composite(canvas, layer)
