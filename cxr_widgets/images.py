@@ -429,7 +429,7 @@ def _guard(label: str, what: str, load: Any) -> _Loaded:
         raise ImageError(
             f"{label}: the {what} claims {_mp(pixels)} pixels, far more than a chest X-ray; "
             "refused before decoding (possible decompression bomb). If it is genuine, "
-            "pass max_pixels=... and reduce it first.",
+            "downscale it with another tool first.",
             source=label,
         ) from None
     except MemoryError:
@@ -614,6 +614,8 @@ def _load_dicom_bytes(data: bytes, label: str, max_pixels: int) -> _Loaded:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    if data.startswith(b"DICM"):  # file meta present but the preamble was cut off
+        data = bytes(128) + data
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), force=True)
     except InvalidDicomError:
@@ -651,6 +653,7 @@ def _from_dataset(ds: Any, label: str, max_pixels: int, kind: str) -> _Loaded:
             "image. Pick a frame: pass pydicom.dcmread(path).pixel_array[i] (or split the file).",
             source=label,
         )
+    ds = _with_transfer_syntax(ds)
     _check_decoder(ds, label)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     array = ds.pixel_array
@@ -678,6 +681,35 @@ def _from_dataset(ds: Any, label: str, max_pixels: int, kind: str) -> _Loaded:
         scaled = 255.0 - scaled
         notes.append("MONOCHROME1 inverted (bone bright)")
     return _Loaded(_to_image(scaled), kind, bit_depth, inverted, notes, windowing)
+
+
+def _with_transfer_syntax(ds: Any) -> Any:
+    """A dataset read without file meta (no preamble) gets the syntax it was read with.
+
+    The caller's dataset is not changed: a shallow copy carries the new file meta.
+    """
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID") is not None:
+        return ds
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None or little is None:
+        # Built in memory: native pixel data in this machine's (little-endian) order.
+        pixels = ds.get("PixelData")
+        if not isinstance(pixels, (bytes, bytearray)) or pixels[:4] == b"\xfe\xff\x00\xe0":
+            return ds
+        implicit, little = False, True
+    from pydicom import uid
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    copy = Dataset(ds)
+    copy.file_meta = FileMetaDataset(meta) if meta is not None else FileMetaDataset()
+    if implicit:
+        copy.file_meta.TransferSyntaxUID = uid.ImplicitVRLittleEndian
+    else:
+        copy.file_meta.TransferSyntaxUID = (
+            uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian
+        )
+    return copy
 
 
 def _check_decoder(ds: Any, label: str) -> None:
@@ -725,7 +757,7 @@ def _install_hint(missing: list[str]) -> str:
         if packages:
             options.append("pip install " + " ".join(dict.fromkeys(packages)))
     options.sort(key=lambda text: "pylibjpeg" not in text)  # pure pip wheels first
-    return " (or) ".join(options) if options else "a pydicom pixel data plugin (see pydicom docs)"
+    return " or ".join(options) if options else "a pydicom pixel data plugin (see pydicom docs)"
 
 
 def _apply_voi(values: np.ndarray, ds: Any) -> tuple[np.ndarray, str, str]:
