@@ -284,3 +284,32 @@ def test_plot_findings_makes_its_own_axis_and_marks_demo(plt):
 def test_plot_findings_without_an_image_says_so(plt):
     with pytest.raises(ImageError, match="no image"):
         plot_findings(make_report((100, 100)))
+
+
+def test_render_module_does_not_import_matplotlib():
+    import subprocess
+    import sys
+
+    code = "import sys, cxr_widgets.render; print('matplotlib' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_readme_figure_script(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "make_readme_figure.py"
+    spec = importlib.util.spec_from_file_location("make_readme_figure", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    output = tmp_path / "figure.png"
+    assert module.main(["--output", str(output), "--height", "400"]) == 0
+    assert capsys.readouterr().out.strip() == str(output)
+    with Image.open(output) as image:
+        assert image.height == 400 and image.width > 400  # radiograph plus legend
+        rgb = np.asarray(image.convert("RGB"))
+    assert tuple(rgb[2, 2]) == (255, 193, 7)  # marked DEMO: not a reading of this image
+    assert output.stat().st_size < module.SIZE_BUDGET
