@@ -229,6 +229,8 @@ def _is_study_list(value: Any) -> bool:
         return False
     for item in value:
         if isinstance(item, (str, bytes)):
+            if not item.lstrip().startswith("[" if isinstance(item, str) else b"["):
+                return False  # plain text: a malformed finding, not a study's JSON
             continue
         if not isinstance(item, list):
             return False

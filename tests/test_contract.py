@@ -574,3 +574,11 @@ def test_full_resolution_round_trip_keeps_every_pixel():
     payload = build_request(Study(original), full_resolution=True)
     (decoded,) = sent_images(payload)
     np.testing.assert_array_equal(decoded, pixels(original))
+
+
+def test_plain_text_findings_are_not_mistaken_for_studies():
+    body = {"output": ["The heart size is normal.", "No effusion."]}
+    with pytest.raises(ResponseFormatError, match="study 0, finding 1: expected \\[text, boxes\\]"):
+        parse_response(body)
+    (report,) = parse_response(body, strict=False)
+    assert report.findings == [] and len(report.warnings) == 2
