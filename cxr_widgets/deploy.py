@@ -12,10 +12,13 @@ anyone sends it a request.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DeploymentError
@@ -63,6 +66,55 @@ _QUOTA_PATTERN = re.compile(
 )
 
 Progress = Callable[[str], None]
+
+
+# --- the workspace -------------------------------------------------------------
+
+WORKSPACE_KEYS = ("subscription_id", "resource_group", "workspace_name")
+
+
+def find_workspace_config(start: str | os.PathLike[str] = ".") -> Path | None:
+    """The nearest workspace ``config.json`` (or ``.azureml/config.json``) from ``start`` up.
+
+    Only files with ``subscription_id``, ``resource_group`` and
+    ``workspace_name`` count (Azure ML studio's "Download config.json").
+    None when there is none: notebooks then run offline or as a dry run.
+    """
+    folder = Path(start).resolve()
+    for parent in (folder, *folder.parents):
+        for candidate in (parent / "config.json", parent / ".azureml" / "config.json"):
+            try:
+                data = json.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and all(data.get(k) for k in WORKSPACE_KEYS):
+                return candidate
+    return None
+
+
+def workspace_client(config: str | os.PathLike[str] | None = None, credential: Any = None) -> Any:
+    """An ``MLClient`` for the workspace in ``config`` (default: :func:`find_workspace_config`).
+
+    ``credential`` defaults to ``DefaultAzureCredential()`` (``az login``,
+    a managed identity, environment variables, ...).
+    """
+    path = Path(config) if config is not None else find_workspace_config()
+    if path is None:
+        raise ConfigError(
+            "no workspace config.json found here or in a parent folder: download it from "
+            "your workspace's page in Azure ML studio (or the Azure portal) and put it next "
+            "to the notebook"
+        )
+    try:
+        from azure.ai.ml import MLClient
+
+        if credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        return MLClient.from_config(credential=credential, path=str(path))
+    except Exception as exc:
+        raise _sdk_error(exc, f"connecting to the workspace of {path}") from None
 
 
 # --- the model ---------------------------------------------------------------

@@ -394,3 +394,18 @@ def test_import_does_not_load_azure_ai_ml() -> None:
     code = "import sys, cxr_widgets.deploy; print('azure.ai.ml' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_find_workspace_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    nested = tmp_path / "project" / "notebooks"
+    nested.mkdir(parents=True)
+    assert deploy.find_workspace_config(nested) is None
+    (tmp_path / "project" / "config.json").write_text('{"name": "not a workspace"}')
+    assert deploy.find_workspace_config(nested) is None
+    workspace = {"subscription_id": SUBSCRIPTION, "resource_group": "rg", "workspace_name": "ws"}
+    (tmp_path / "project" / ".azureml").mkdir()
+    (tmp_path / "project" / ".azureml" / "config.json").write_text(json.dumps(workspace))
+    assert deploy.find_workspace_config(nested) == tmp_path / "project" / ".azureml" / "config.json"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="download it"):
+        deploy.workspace_client()
