@@ -72,28 +72,6 @@ FALLBACK_PERCENTILES = (0.5, 99.5)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
-# Everything a corrupt file can make Pillow, numpy or pydicom raise.
-_DECODE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    struct.error,
-    EOFError,
-    NotImplementedError,
-    RuntimeError,
-    AttributeError,
-    KeyError,
-    IndexError,
-    TypeError,
-    MemoryError,
-    OverflowError,
-    ZeroDivisionError,
-    LookupError,
-    ArithmeticError,
-    AssertionError,
-    Image.DecompressionBombError,
-)
-
 
 @dataclass(repr=False)
 class PreparedImage:
@@ -438,16 +416,15 @@ def _guard(label: str, what: str, load: Any) -> _Loaded:
             "it is corrupt or far too large.",
             source=label,
         ) from None
-    except _DECODE_ERRORS as exc:
+    except Exception as exc:
+        # Decoders are foreign code: on a corrupt file Pillow, numpy and pydicom raise
+        # OSError, SyntaxError, ValueError, struct.error, EOFError, KeyError, TypeError,
+        # pydicom's BytesLengthException, ... Any of them means the file is bad.
         reason = _short_reason(exc, what)
         raise ImageError(
             f"{label}: the {what} is truncated or corrupt and cannot be decoded ({reason}). "
             "Re-export or re-download it.",
             source=label,
-        ) from None
-    except RecursionError:
-        raise ImageError(
-            f"{label}: the {what} is corrupt (nested too deeply).", source=label
         ) from None
 
 
@@ -549,7 +526,7 @@ def _is_gray(image: Image.Image) -> bool:
 
 
 def _minmax_to_image(array: np.ndarray) -> tuple[Image.Image, str]:
-    values = np.asarray(array, dtype=np.float64)
+    values = np.asarray(array, dtype=np.float64 if array.dtype == np.float64 else np.float32)
     if not np.isfinite(values).all():
         raise ValueError("the array contains NaN or infinite values")
     lo, hi = float(values.min()), float(values.max())
@@ -559,9 +536,10 @@ def _minmax_to_image(array: np.ndarray) -> tuple[Image.Image, str]:
 
 
 def _to_image(values: np.ndarray) -> Image.Image:
-    """Float values in 0..255 -> an 8-bit grayscale image."""
-    array = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-    return Image.fromarray(np.ascontiguousarray(array))
+    """Float values in 0..255 -> an 8-bit grayscale image (``values`` is overwritten)."""
+    np.rint(values, out=values)
+    np.clip(values, 0, 255, out=values)
+    return Image.fromarray(np.ascontiguousarray(values.astype(np.uint8)))
 
 
 # --- numpy --------------------------------------------------------------------------
@@ -656,7 +634,9 @@ def _from_dataset(ds: Any, label: str, max_pixels: int, kind: str) -> _Loaded:
     ds = _with_transfer_syntax(ds)
     _check_decoder(ds, label)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    array = ds.pixel_array
+    from pydicom.pixels import pixel_array
+
+    array = pixel_array(ds)  # unlike ds.pixel_array, leaves no cached copy on the dataset
     bit_depth = int(
         ds.get("BitsStored", 0) or ds.get("BitsAllocated", 0) or array.dtype.itemsize * 8
     )
@@ -665,20 +645,26 @@ def _from_dataset(ds: Any, label: str, max_pixels: int, kind: str) -> _Loaded:
         return _dicom_color(ds, array, photometric, kind, bit_depth)
     if array.ndim != 2:
         raise ValueError(f"unexpected pixel array shape {array.shape}")
-    from pydicom.pixels import apply_modality_lut
+    if ds.get("ModalityLUTSequence"):
+        from pydicom.pixels import apply_modality_lut
 
-    values = apply_modality_lut(array, ds)
-    if "ModalityLUTSequence" in ds:
+        values = np.asarray(apply_modality_lut(array, ds), dtype=np.float32)
         notes.append("modality LUT applied")
-    elif float(ds.get("RescaleSlope", 1) or 1) != 1 or float(ds.get("RescaleIntercept", 0) or 0):
-        notes.append(
-            f"rescale slope {float(ds.RescaleSlope):g} intercept {float(ds.RescaleIntercept):g}"
-        )
+    else:
+        # Rescale in float32 ourselves: half the memory of pydicom's float64 on large images.
+        slope = _first_number(ds.get("RescaleSlope"))
+        intercept = _first_number(ds.get("RescaleIntercept")) or 0.0
+        slope = slope or 1.0  # absent or 0 (invalid): identity
+        values = array.astype(np.float32)
+        if slope != 1.0 or intercept != 0.0:
+            values *= np.float32(slope)
+            values += np.float32(intercept)
+            notes.append(f"rescale slope {slope:g} intercept {intercept:g}")
     scaled, windowing, note = _apply_voi(values, ds)
     notes.append(note)
     inverted = photometric == "MONOCHROME1"
     if inverted:
-        scaled = 255.0 - scaled
+        np.subtract(255.0, scaled, out=scaled)
         notes.append("MONOCHROME1 inverted (bone bright)")
     return _Loaded(_to_image(scaled), kind, bit_depth, inverted, notes, windowing)
 
@@ -762,14 +748,16 @@ def _install_hint(missing: list[str]) -> str:
 
 def _apply_voi(values: np.ndarray, ds: Any) -> tuple[np.ndarray, str, str]:
     """VOI from the file (LUT or window), else a percentile window; returns 0..255 floats."""
-    values = np.asarray(values, dtype=np.float64)
     if ds.get("VOILUTSequence"):
         from pydicom.pixels import apply_voi_lut
 
-        item = ds.VOILUTSequence[0]
-        lut = np.asarray(item.LUTData, dtype=np.float64).ravel()
-        out = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
-        lo, hi = float(lut.min()), float(lut.max())
+        # The LUT's output range: its own entries, read by pydicom (LUTData may be OW bytes).
+        entries, first, _bits = (int(v) for v in ds.VOILUTSequence[0].LUTDescriptor)
+        every_input = np.arange(first, first + (entries or 65536), dtype=np.int32)
+        table = np.asarray(apply_voi_lut(every_input, ds, index=0, prefer_lut=True))
+        lo, hi = float(table.min()), float(table.max())
+        indexes = np.rint(values).astype(np.int32)  # a LUT maps integer modality values
+        out = np.asarray(apply_voi_lut(indexes, ds, index=0, prefer_lut=True), dtype=np.float32)
         if hi > lo:
             scaled = (out - lo) * (255.0 / (hi - lo))
             if _has_contrast(scaled):
@@ -788,7 +776,9 @@ def _apply_voi(values: np.ndarray, ds: Any) -> tuple[np.ndarray, str, str]:
     lo, hi = (float(v) for v in np.percentile(sample, [low_p, high_p]))
     if hi <= lo:
         lo, hi = float(values.min()), float(values.max())
-    scaled = np.clip((values - lo) * (255.0 / (hi - lo)), 0, 255) if hi > lo else 0 * values
+    scaled = np.subtract(values, lo, dtype=values.dtype)
+    scaled *= 255.0 / (hi - lo) if hi > lo else 0.0
+    np.clip(scaled, 0, 255, out=scaled)
     return (
         scaled,
         "percentile window",
@@ -825,7 +815,12 @@ def _windowing(values: np.ndarray, center: float, width: float, function: str) -
         return 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
     if function == "LINEAR":
         center, width = center - 0.5, width - 1.0
-    return np.clip(((values - center) / width + 0.5) * 255.0, 0, 255)
+    # ((v - c) / w + 0.5) * 255, with one temporary array (images can be 64 MP).
+    out = np.subtract(values, center, dtype=values.dtype)
+    out *= 255.0 / width
+    out += 127.5
+    np.clip(out, 0, 255, out=out)
+    return out
 
 
 def _has_contrast(scaled: np.ndarray) -> bool:

@@ -587,3 +587,22 @@ def test_mutated_files_raise_only_image_error(rg1_path: Path, tmp_path: Path) ->
                 assert str(exc) and exc.__cause__ is None
                 outcomes["rejected"] += 1
     assert outcomes["rejected"] > 0
+
+
+def test_dicom_voi_lut_sequence_preferred_over_window(tmp_path: Path) -> None:
+    stored = np.tile(np.arange(0, 4096, 8, dtype=np.uint16), (520, 1))
+    curve = np.rint(65535 * np.sqrt(np.arange(4096) / 4095)).astype(np.uint16)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.add_new("LUTData", "OW", curve.astype("<u2").tobytes())
+    path = write_dicom(
+        tmp_path / "lut.dcm",
+        stored,
+        VOILUTSequence=[item],
+        WindowCenter=100,  # a window that would saturate nearly everything
+        WindowWidth=10,
+    )
+    out = prepare_image(path, full_resolution=True)
+    assert out.windowing == "VOI LUT" and "VOI LUT from the file" in out.notes
+    expected = curve[stored].astype(float) * 255 / 65535
+    assert np.abs(pixels(out) - expected).max() <= 1
