@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from .auth import RefreshingTokenCredential
@@ -26,23 +27,20 @@ from .study import Study
 
 
 def _ml_client(ml_client: Any, credential: Any, config_path: str | None) -> Any:
+    """The given MLClient, or one built from ``config.json`` (as :mod:`cxr_widgets.deploy` does)."""
     if ml_client is not None:
         return ml_client
-    if credential is None:
-        raise ConfigError(
-            "from_workspace needs ml_client= (an azure.ai.ml.MLClient) or credential= "
-            "(e.g. DefaultAzureCredential()) to build one from config.json"
-        )
-    from azure.ai.ml import MLClient
+    from .deploy import find_workspace_config, workspace_client
 
-    try:
-        return MLClient.from_config(credential=credential, path=config_path)
-    except Exception as exc:
-        raise ConfigError(
-            f"could not build an MLClient from config.json ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}). Download config.json from "
-            "the workspace page in Azure ML studio, or pass ml_client=MLClient(...)."
-        ) from None
+    path: Any = config_path
+    if path is not None and Path(path).is_dir():
+        path = find_workspace_config(path)
+        if path is None:
+            raise ConfigError(
+                f"no workspace config.json in {config_path} or its parents: download it from "
+                "your workspace's page in Azure ML studio, or pass ml_client=MLClient(...)"
+            )
+    return workspace_client(path, credential)
 
 
 def _workspace_label(ml_client: Any) -> str:

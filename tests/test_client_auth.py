@@ -476,16 +476,16 @@ def test_from_workspace_aml_token_is_fetched_again_when_expired(
     assert "aml-token" not in repr(credential)
 
 
-def test_from_workspace_needs_a_client_or_credential() -> None:
-    with pytest.raises(ConfigError, match="ml_client="):
-        EndpointConfig.from_workspace("cxr")
-
-
-def test_from_workspace_missing_config_json(tmp_path: Any) -> None:
-    with pytest.raises(ConfigError, match=r"config\.json"):
+def test_from_workspace_without_config_json(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "notebooks"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=r"no workspace config\.json"):
         EndpointConfig.from_workspace(
-            "cxr", credential=StaticTokenCredential("t"), config_path=str(tmp_path)
+            "cxr", credential=StaticTokenCredential("t"), config_path=str(empty)
         )
+    monkeypatch.chdir(empty)
+    with pytest.raises(ConfigError, match=r"no workspace config\.json found here"):
+        EndpointConfig.from_workspace("cxr", credential=StaticTokenCredential("t"))
 
 
 def test_workspace_errors_hide_keys(
