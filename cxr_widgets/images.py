@@ -262,9 +262,9 @@ def _target_size(
 
 
 def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    # reducing_gap: an integer box reduction first, then Lanczos; several times
-    # faster than plain Lanczos and indistinguishable at these factors.
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    # Plain Lanczos: 1841x1955 -> 768x816 takes ~14 ms here (bench/bench_prepare.py);
+    # a box reduction first (reducing_gap) saves nothing measurable at chest X-ray sizes.
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 # --- loading --------------------------------------------------------------------
