@@ -43,6 +43,10 @@ class ManifestError(CxrWidgetsError, ValueError):
     """A batch manifest is missing, empty or malformed."""
 
 
+class StoreError(CxrWidgetsError):
+    """The result store cannot be opened or read."""
+
+
 class DeploymentError(CxrWidgetsError):
     """An Azure ML deployment step failed."""
 
