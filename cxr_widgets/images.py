@@ -27,7 +27,6 @@ import io
 import os
 import re
 import struct
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -396,10 +395,8 @@ def _load_bytes(data: bytes, label: str, max_pixels: int) -> _Loaded:
 def _guard(label: str, what: str, load: Any) -> _Loaded:
     """Run a decoder; turn anything a corrupt file makes it raise into ImageError."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DecompressionBombWarning, pydicom's VR warnings
-            with np.errstate(all="ignore"):
-                return load()
+        with np.errstate(all="ignore"):  # thread-local, unlike warnings.catch_warnings
+            return load()
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -463,12 +460,50 @@ def _bomb(
 
 def _load_pillow(data: bytes, kind: str, label: str, max_pixels: int) -> _Loaded:
     what = f"{kind.upper()} file"
+    # Read the size from the header ourselves first: Image.open would warn
+    # (DecompressionBombWarning) about a bomb before we could refuse it.
+    claimed = _header_size(data, kind)
+    if claimed is not None and claimed[0] * claimed[1] > max_pixels:
+        raise _bomb(label, what, claimed[0], claimed[1], 1, max_pixels)
     image = Image.open(io.BytesIO(data), formats=[kind.upper()])
     width, height = image.size
     if width * height > max_pixels:
         raise _bomb(label, what, width, height, 1, max_pixels)
     image.load()
     return _from_pil(image, label, max_pixels, kind)
+
+
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_NO_LENGTH = frozenset([0x01, 0xD8, *range(0xD0, 0xD8)])
+
+
+def _header_size(data: bytes, kind: str) -> tuple[int, int] | None:
+    """(width, height) from a PNG IHDR or the first JPEG SOF marker; None if not found."""
+    if kind == "png":
+        if data[12:16] == b"IHDR" and len(data) >= 24:
+            return struct.unpack(">II", data[16:24])
+        return None
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_NO_LENGTH:
+            pos += 2
+            continue
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return width, height
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        pos += 2 + length
+    return None
 
 
 def _from_pil(image: Image.Image, label: str, max_pixels: int, kind: str) -> _Loaded:
