@@ -278,11 +278,16 @@ class _Endpoints:
     def begin_create_or_update(self, endpoint: Any) -> _Poller:
         self.calls.append(("create", endpoint.name, dict(endpoint.traffic or {})))
         endpoint._scoring_uri = f"https://{endpoint.name}.eastus.inference.ml.azure.com/score"
+        endpoint._id = deploy.endpoint_resource_id(SUBSCRIPTION, "rg", "ws", endpoint.name)
+        endpoint._provisioning_state = "Succeeded"
         self.store[endpoint.name] = endpoint
         return _Poller(endpoint, polls=2)
 
     def get(self, name: str) -> Any:
         return self.store[name]
+
+    def list(self) -> list[Any]:
+        return list(self.store.values())
 
     def begin_delete(self, name: str) -> _Poller:
         self.calls.append(("delete", name))
@@ -292,11 +297,17 @@ class _Endpoints:
 
 class _Deployments:
     def __init__(self, error: Exception | None = None) -> None:
-        self.error, self.calls = error, []
+        self.error, self.calls, self.created = error, [], []
 
     def begin_create_or_update(self, deployment: Any) -> _Poller:
         self.calls.append(deployment.name)
+        if self.error is None:
+            deployment._provisioning_state = "Succeeded"
+            self.created.append(deployment)
         return _Poller(deployment, error=self.error, polls=3)
+
+    def list(self, endpoint_name: str) -> list[Any]:
+        return [d for d in self.created if d.endpoint_name == endpoint_name]
 
 
 class _MLClient:
@@ -324,6 +335,35 @@ def test_deploy_creates_then_routes_traffic() -> None:
     assert any("InProgress" in line for line in lines)
     assert any("billed" in line for line in lines)  # the cost warning is shown
     assert lines[-1].endswith(f"https://{ENDPOINT}.eastus.inference.ml.azure.com/score")
+
+
+def test_list_deployed_and_grant_after_deploy(capsys: pytest.CaptureFixture[str]) -> None:
+    client = _MLClient()
+    deploy.deploy(
+        client,
+        deploy.build_endpoint(ENDPOINT, auth_mode="aad_token"),
+        deploy.build_deployment(ENDPOINT, MODEL_ID, instance_count=2),
+        progress=False,
+        poll_interval=0.01,
+    )
+    (row,) = deploy.list_deployed(client)
+    assert row["endpoint"] == ENDPOINT
+    assert row["auth_mode"] == "aad_token"
+    assert row["traffic"] == {"default": 100}
+    assert row["deployments"] == [
+        {
+            "name": "default",
+            "model": MODEL_ID,
+            "instance_type": "Standard_NC24ads_A100_v4",
+            "instance_count": 2,
+            "state": "Succeeded",
+        }
+    ]
+    command = deploy.grant_score_access(client, ENDPOINT, "someone@example.org")
+    assert command in capsys.readouterr().out
+    assert command.endswith(
+        f'--scope "{deploy.endpoint_resource_id(SUBSCRIPTION, "rg", "ws", ENDPOINT)}"'
+    )
 
 
 def test_deploy_turns_quota_failure_into_deployment_error(arm_error_server: str) -> None:
