@@ -547,10 +547,8 @@ def _from_pil(image: Image.Image, label: str, max_pixels: int, kind: str) -> _Lo
         if mode not in ("LA", "La"):
             if image.mode != "RGB":
                 image = image.convert("RGB")
-            if mode not in ("P", "PA") and not _is_gray(image):
+            if not _is_gray(image):
                 notes.append(f"{mode} converted to grayscale (ITU-R 601-2 luma)")
-            elif mode == "CMYK":
-                notes.append("CMYK converted to grayscale")
         gray = image.convert("L")
     return _Loaded(gray, kind, bit_depth, notes=notes, windowing=windowing)
 
@@ -594,7 +592,8 @@ def _from_array(array: np.ndarray, label: str, max_pixels: int) -> _Loaded:
         raise ImageError(f"{label}: the array is empty (shape {array.shape}).", source=label)
     if width * height > max_pixels:
         raise _bomb(label, "array", width, height, 1, max_pixels)
-    if array.dtype == np.bool_:
+    is_bool = array.dtype == np.bool_
+    if is_bool:
         array = array.astype(np.uint8) * 255
     if array.dtype.kind not in "uif":
         raise ImageError(
@@ -603,19 +602,17 @@ def _from_array(array: np.ndarray, label: str, max_pixels: int) -> _Loaded:
         )
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ImageError(f"{label}: the array contains NaN or infinite values.", source=label)
-    bit_depth = array.dtype.itemsize * 8
+    bit_depth = 1 if is_bool else array.dtype.itemsize * 8
     if array.ndim == 3:
         if array.dtype != np.uint8:
             scaled, note = _minmax_to_image(array.reshape(height, -1))
             array = np.asarray(scaled).reshape(array.shape)
-        mode = "RGB" if array.shape[2] == 3 else "RGBA"
-        loaded = _from_pil(
-            Image.fromarray(np.ascontiguousarray(array), mode), label, max_pixels, "numpy"
-        )
+        rgb_or_rgba = Image.fromarray(np.ascontiguousarray(array))  # uint8 x 3 or 4 channels
+        loaded = _from_pil(rgb_or_rgba, label, max_pixels, "numpy")
         loaded.bit_depth = bit_depth
         return loaded
     if array.dtype == np.uint8:
-        return _Loaded(Image.fromarray(np.ascontiguousarray(array)), "numpy", 8)
+        return _Loaded(Image.fromarray(np.ascontiguousarray(array)), "numpy", bit_depth)
     gray, note = _minmax_to_image(array)
     return _Loaded(gray, "numpy", bit_depth, notes=[note], windowing="min-max scaled")
 

@@ -437,6 +437,27 @@ def test_numpy_color_and_bad_arrays() -> None:
         prepare_image(np.zeros((2, 3, 4, 5)))
     with pytest.raises(ImageError, match="empty"):
         prepare_image(np.zeros((0, 10)))
+    mask = np.zeros((530, 530), dtype=bool)
+    mask[:, 265:] = True
+    out = prepare_image(mask)
+    assert out.bit_depth == 1 and pixels(out)[0, 0] == 0 and pixels(out)[0, -1] == 255
+
+
+def test_lazy_pil_image_of_a_truncated_file() -> None:
+    png = encode(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (600, 600), np.uint8)), "PNG"
+    )
+    lazy = Image.open(io.BytesIO(png[: len(png) // 2]))  # opens; fails only when loaded
+    with pytest.raises(ImageError, match="PIL image is truncated or corrupt"):
+        prepare_image(lazy)
+
+
+def test_describe_for_a_16bit_png() -> None:
+    values = np.tile(np.linspace(0, 4095, 600).astype(np.uint16), (1200, 1))
+    out = prepare_image(encode(Image.fromarray(values), "PNG"))
+    text = out.describe()
+    assert text.startswith("PNG 600x1200 16-bit, min-max scaled, ") and text.endswith(" KB")
+    assert "resized" not in text and "inverted" not in text
 
 
 # --- size ------------------------------------------------------------------------------
