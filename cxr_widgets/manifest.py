@@ -1,0 +1,163 @@
+"""Batch manifests: a CSV file, one study per row, read into :class:`Study` objects.
+
+Columns (header names, any case): ``frontal`` (required), ``lateral``,
+``prior`` (image paths, relative to the manifest's folder or absolute),
+``indication``, ``technique``, ``comparison``, ``prior_report`` and an
+optional ``study_id`` (default: the frontal path as written). The request
+column names (``frontal_image``, ...) are accepted too. Every problem is
+reported as a :class:`ManifestError` naming the row, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from .errors import ManifestError, StudyError
+from .study import Study
+
+__all__ = ["MANIFEST_COLUMNS", "read_manifest", "write_manifest"]
+
+#: Manifest columns, in the order :func:`write_manifest` writes them.
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "frontal",
+    "lateral",
+    "prior",
+    "indication",
+    "technique",
+    "comparison",
+    "prior_report",
+)
+_IMAGE_COLUMNS = ("frontal", "lateral", "prior")
+_ALIASES = {"frontal_image": "frontal", "lateral_image": "lateral", "prior_image": "prior"}
+_STUDY_FIELDS = {"frontal": "frontal_image", "lateral": "lateral_image", "prior": "prior_image"}
+
+
+def _header(names: list[str], path: Path) -> list[str]:
+    columns = []
+    for position, raw in enumerate(names, start=1):
+        name = (raw or "").strip().lower()
+        name = _ALIASES.get(name, name)
+        if not name:
+            raise ManifestError(
+                f"{path}: column {position} of the header has no name; every column needs "
+                f"one of {', '.join(MANIFEST_COLUMNS)}."
+            )
+        if name not in MANIFEST_COLUMNS:
+            raise ManifestError(
+                f"{path}: unknown column {raw.strip()!r}; allowed columns: "
+                f"{', '.join(MANIFEST_COLUMNS)} (frontal is required)."
+            )
+        if name in columns:
+            raise ManifestError(f"{path}: the column {name!r} appears twice in the header.")
+        columns.append(name)
+    if "frontal" not in columns:
+        raise ManifestError(
+            f"{path}: no 'frontal' column; the header must name the frontal image column "
+            f"(allowed columns: {', '.join(MANIFEST_COLUMNS)})."
+        )
+    return columns
+
+
+def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True) -> list[Study]:
+    """The studies in a CSV manifest, in file order.
+
+    Rows are numbered as in a spreadsheet (the header is row 1). Raises
+    :class:`ManifestError` for a missing or empty file, an unknown or missing
+    column, a row without a frontal image, or (``check_files``) an image file
+    that does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ManifestError(f"the manifest {path} does not exist; check the path.")
+    if path.is_dir():
+        raise ManifestError(f"the manifest {path} is a folder; give the CSV file inside it.")
+    folder = path.resolve().parent
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            lines = list(csv.reader(handle))
+    except UnicodeDecodeError:
+        raise ManifestError(
+            f"{path} is not a UTF-8 text file; save the manifest as CSV (UTF-8)."
+        ) from None
+    except csv.Error as exc:
+        raise ManifestError(f"{path} is not valid CSV ({exc}).") from None
+    numbered = [(n, row) for n, row in enumerate(lines, start=1) if any(c.strip() for c in row)]
+    if not numbered:
+        raise ManifestError(
+            f"the manifest {path} is empty; it needs a header row (frontal, lateral, prior, "
+            "indication, technique, comparison, prior_report, study_id) and one row per study."
+        )
+    _, names = numbered[0]
+    columns = _header(names, path)
+    rows = numbered[1:]
+    if not rows:
+        raise ManifestError(
+            f"the manifest {path} has a header but no studies; add one row per study."
+        )
+    studies = []
+    for number, values in rows:
+        if len(values) > len(columns) and any(v.strip() for v in values[len(columns) :]):
+            raise ManifestError(
+                f"{path}, row {number}: {len(values)} values but the header has "
+                f"{len(columns)} columns (a comma inside a text needs quotes)."
+            )
+        record = {name: (values[i] if i < len(values) else "") for i, name in enumerate(columns)}
+        studies.append(_study(record, number, path, folder, check_files))
+    return studies
+
+
+def _study(
+    record: Mapping[str, str], number: int, path: Path, folder: Path, check_files: bool
+) -> Study:
+    where = f"{path}, row {number}"
+    fields: dict[str, object] = {}
+    for column in _IMAGE_COLUMNS:
+        value = record.get(column, "").strip()
+        if not value:
+            if column == "frontal":
+                raise ManifestError(f"{where}: no frontal image; every study needs one.")
+            continue
+        image = Path(value).expanduser()
+        if not image.is_absolute():
+            image = folder / image
+        if check_files and not image.is_file():
+            missing = "is a folder, not a file" if image.is_dir() else "does not exist"
+            raise ManifestError(
+                f"{where}: the {column} image {value!r} {missing} (looked for {image})."
+            )
+        fields[_STUDY_FIELDS[column]] = image
+    for column in ("indication", "technique", "comparison", "prior_report"):
+        fields[column] = record.get(column, "").strip()
+    study_id = record.get("study_id", "").strip() or record["frontal"].strip()
+    try:
+        return Study(**fields, study_id=study_id)  # type: ignore[arg-type]
+    except StudyError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
+
+
+def write_manifest(
+    path: str | os.PathLike[str], rows: Iterable[Mapping[str, str | os.PathLike[str]]]
+) -> Path:
+    """Write a manifest CSV; image paths inside the manifest's folder are made relative."""
+    path = Path(path)
+    folder = path.resolve().parent
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            out: dict[str, str] = {}
+            for name in MANIFEST_COLUMNS:
+                value = row.get(name) or ""
+                if name in _IMAGE_COLUMNS and value:
+                    image = Path(value).resolve()
+                    try:
+                        value = image.relative_to(folder).as_posix()
+                    except ValueError:
+                        value = str(image)
+                out[name] = str(value)
+            writer.writerow(out)
+    return path
