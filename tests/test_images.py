@@ -632,3 +632,32 @@ def test_dicom_voi_lut_sequence_preferred_over_window(tmp_path: Path) -> None:
     assert out.windowing == "VOI LUT" and "VOI LUT from the file" in out.notes
     expected = curve[stored].astype(float) * 255 / 65535
     assert np.abs(pixels(out) - expected).max() <= 1
+
+
+def test_dicom_window_that_saturates_everything_falls_back(tmp_path: Path) -> None:
+    stored = np.tile(np.arange(0, 4096, 8, dtype=np.uint16), (520, 1))
+    path = write_dicom(tmp_path / "badwin.dcm", stored, WindowCenter=60000, WindowWidth=10)
+    out = prepare_image(path, full_resolution=True)
+    assert out.windowing == "percentile window"
+    row = pixels(out)[0].astype(int)
+    assert row[0] == 0 and row[-1] == 255 and np.all(np.diff(row) >= 0)
+
+
+def test_rgb_dicom_to_grayscale(tmp_path: Path) -> None:
+    rgb = np.zeros((530, 540, 3), dtype=np.uint8)
+    rgb[:, :270] = (0, 255, 0)
+    rgb[:, 270:] = (255, 255, 255)
+    path = write_dicom(
+        tmp_path / "rgb.dcm",
+        rgb[..., 0],
+        photometric="RGB",
+        bits_stored=8,
+        SamplesPerPixel=3,
+        PlanarConfiguration=0,
+        BitsAllocated=8,
+        HighBit=7,
+        PixelData=rgb.tobytes(),
+    )
+    out = prepare_image(path, full_resolution=True)
+    assert out.size == (540, 530)
+    assert pixels(out)[0, 0] == 150 and pixels(out)[0, -1] == 255
