@@ -328,3 +328,39 @@ def run_cell(page: Any, code: str, timeout: float = 60.0) -> str:
     if "Traceback" in text:
         raise HarnessError(f"cell failed:\n{text[-3000:]}")
     return text
+
+
+def collapse_left_sidebar(page: Any) -> None:
+    """Hide the file browser so the notebook (and the widget) gets the full width."""
+    current = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+    if current.count():
+        current.first.click()
+
+
+class WebSocketRecorder:
+    """Every websocket frame the page sends and receives (kernel channels included)."""
+
+    def __init__(self, page: Any) -> None:
+        self.received: list[bytes] = []
+        self.sent: list[bytes] = []
+        page.on("websocket", self._attach)
+
+    def _attach(self, ws: Any) -> None:
+        ws.on("framereceived", lambda payload: self.received.append(_as_bytes(payload)))
+        ws.on("framesent", lambda payload: self.sent.append(_as_bytes(payload)))
+
+    def mark(self) -> tuple[int, int]:
+        """Positions to measure from (see :meth:`since`)."""
+        return len(self.received), len(self.sent)
+
+    def since(self, mark: tuple[int, int]) -> tuple[list[bytes], list[bytes]]:
+        """Frames received and sent after ``mark``."""
+        return self.received[mark[0] :], self.sent[mark[1] :]
+
+    def contains(self, needle: str) -> bool:
+        data = needle.encode()
+        return any(data in frame for frame in (*self.received, *self.sent))
+
+
+def _as_bytes(payload: str | bytes) -> bytes:
+    return payload.encode() if isinstance(payload, str) else bytes(payload)
