@@ -1,0 +1,395 @@
+"""The ``cxr-widgets`` command: ``serve`` a local endpoint, ``run`` a batch manifest,
+write a ``sample`` manifest.
+
+Exit codes: 0 everything answered; 1 some studies failed (or the endpoint
+refused the run); 2 a usage, manifest or configuration error, reported before
+any request; 130 interrupted (Ctrl-C; the store keeps what was answered).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import (
+    ConfigError,
+    CxrWidgetsError,
+    ImageError,
+    ManifestError,
+    RequestError,
+    StoreError,
+)
+
+__all__ = ["main"]
+
+#: Errors that mean "fix the command or its inputs" (exit 2), not "the endpoint failed".
+USAGE_ERRORS = (ManifestError, ConfigError, StoreError, RequestError, ImageError)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+RUN_EPILOG = """\
+manifest columns (CSV, header row first): frontal (required), lateral, prior
+  (image paths: DICOM, PNG or JPEG, relative to the manifest's folder),
+  indication, technique, comparison, prior_report, study_id (optional).
+
+endpoint: --demo (the default when no endpoint is given) answers offline with
+  canned example findings; --scoring-uri for an Azure ML endpoint or
+  `cxr-widgets serve`; --endpoint-name to look the endpoint up in an Azure ML
+  workspace (config.json). Keys are read from an environment variable
+  (--key-env, default CXR_ENDPOINT_KEY), never from the command line.
+
+resuming: results are committed to --store as each request completes; run the
+  same command again after an interruption to send only what is missing.
+
+example:
+  cxr-widgets sample ./cxr-sample
+  cxr-widgets run ./cxr-sample/manifest.csv --out ./cxr-sample/reports.csv
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cxr-widgets",
+        description="Grounded chest X-ray report generation (CXRReportGen): a local "
+        "endpoint and resumable batch runs. For research only, not for clinical use.",
+    )
+    parser.add_argument("--version", action="version", version=f"cxr-widgets {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    serve = commands.add_parser(
+        "serve",
+        help="start a local CXRReportGen-compatible endpoint (demo findings)",
+        description="Start a local CXRReportGen-compatible endpoint inside "
+        "azureml-inference-server-http, on 127.0.0.1 unless --host says otherwise. It "
+        "checks requests as the real service does and answers with canned demo findings. "
+        "Fault options add latency, a bandwidth cap, a pending-request cap and random "
+        "failures, for testing clients.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument("--port", type=int, default=5001, help="TCP port")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 exposes the endpoint to your network",
+    )
+    serve.add_argument(
+        "--key-env",
+        metavar="VAR",
+        default=None,
+        help="require this key: the name of an environment variable holding it "
+        "(callers then send 'Authorization: Bearer <key>')",
+    )
+    _add_fault_arguments(serve)
+
+    run = commands.add_parser(
+        "run",
+        help="send the studies in a CSV manifest; resumable",
+        description="Send every study in a CSV manifest to an endpoint, up to 10 per "
+        "request with several requests in flight, storing each answer as it arrives.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("manifest", metavar="MANIFEST.csv", help="the manifest (CSV)")
+    where = run.add_argument_group("endpoint (default: --demo)")
+    where.add_argument(
+        "--demo", action="store_true", help="offline demo backend: canned example findings"
+    )
+    where.add_argument(
+        "--scoring-uri",
+        metavar="URI",
+        help="e.g. https://EP.REGION.inference.ml.azure.com/score or http://127.0.0.1:5001/score",
+    )
+    where.add_argument(
+        "--deployment", metavar="NAME", help="pin a deployment (azureml-model-deployment)"
+    )
+    where.add_argument(
+        "--key-env",
+        metavar="VAR",
+        default="CXR_ENDPOINT_KEY",
+        help="environment variable holding the endpoint key (default: CXR_ENDPOINT_KEY)",
+    )
+    where.add_argument(
+        "--endpoint-name",
+        metavar="NAME",
+        help="look the endpoint up in the Azure ML workspace (scoring URI, auth, key)",
+    )
+    where.add_argument(
+        "--workspace-config",
+        metavar="PATH",
+        help="the workspace's config.json for --endpoint-name (default: searched from here)",
+    )
+    out = run.add_argument_group("results")
+    out.add_argument(
+        "--store",
+        metavar="PATH",
+        help="SQLite result store (default: MANIFEST.results.sqlite next to the manifest)",
+    )
+    out.add_argument("--no-store", action="store_true", help="keep nothing (not resumable)")
+    out.add_argument(
+        "--out",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="write the reports to a .jsonl or .csv file (may be repeated)",
+    )
+    tuning = run.add_argument_group("tuning")
+    tuning.add_argument(
+        "--max-in-flight",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="requests in flight at most; fewer are used while the endpoint answers 429 "
+        "(default: 8)",
+    )
+    tuning.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="studies per request, 1 to 10, within the 1.5 MB request budget (default: 10)",
+    )
+    tuning.add_argument(
+        "--shortest-side",
+        type=_positive_int,
+        metavar="PX",
+        help="resize images to this shortest side before sending (default: 768)",
+    )
+    tuning.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sample = commands.add_parser(
+        "sample",
+        help="write a small manifest with the NEMA chest radiograph",
+        description="Copy the NEMA chest radiograph (RG1, from pydicom-data) into FOLDER "
+        "and write FOLDER/manifest.csv with three studies, ready for `cxr-widgets run`.",
+    )
+    sample.add_argument("folder", metavar="FOLDER", help="created if missing")
+    return parser
+
+
+def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
+    try:
+        from .local.faults import FaultConfig
+    except ImportError:
+        try:
+            from .local.server import FaultConfig  # type: ignore[no-redef]
+        except ImportError:
+            return
+    group = parser.add_argument_group("fault injection (for tests and benchmarks)")
+    FaultConfig.add_arguments(group)
+
+
+# --- serve -------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .local import server
+
+    key = None
+    if args.key_env:
+        key = os.environ.get(args.key_env)
+        if not key:
+            raise ConfigError(
+                f"--key-env {args.key_env}: that environment variable is not set or empty; "
+                f"set it (export {args.key_env}=...) or leave --key-env out for no key."
+            )
+    fault_config = getattr(server, "FaultConfig", None)
+    if fault_config is None:
+        from .local.faults import FaultConfig as fault_config  # type: ignore[no-redef]
+    faults = fault_config.from_args(args)
+    server.serve(port=args.port, host=args.host, key=key, faults=faults)
+    return EXIT_OK
+
+
+# --- run ---------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> Any:
+    options: dict[str, Any] = {}
+    if args.shortest_side:
+        options["shortest_side"] = args.shortest_side
+    chosen = [name for name in ("scoring_uri", "endpoint_name") if getattr(args, name)]
+    if args.demo and chosen:
+        raise ConfigError("--demo answers offline; leave out --scoring-uri/--endpoint-name")
+    if len(chosen) > 1:
+        raise ConfigError("give either --scoring-uri or --endpoint-name, not both")
+    if not chosen:
+        from .demo import DemoBackend
+
+        return DemoBackend(image_options=options)
+    from .client import EndpointConfig, ReportGenClient
+
+    if args.endpoint_name:
+        config = EndpointConfig.from_workspace(
+            args.endpoint_name,
+            deployment=args.deployment,
+            config_path=args.workspace_config,
+            key_env=args.key_env,
+        )
+    else:
+        config = EndpointConfig(args.scoring_uri, deployment=args.deployment, key_env=args.key_env)
+    return ReportGenClient(config, image_options=options)
+
+
+def _default_store(manifest: Path) -> Path:
+    return manifest.resolve().parent / f"{manifest.stem}.results.sqlite"
+
+
+def _print_summary(result: Any, label: str, out: Sequence[str]) -> None:
+    rows = [
+        ("endpoint", label),
+        ("studies", result.studies),
+        ("ok", result.ok),
+        ("failed", result.failed),
+        ("skipped (from store)", result.skipped),
+        ("requests", result.requests),
+        ("retries / 429 seen", f"{result.retries} / {result.busy}"),
+        ("wall time", f"{result.wall_time:.1f} s"),
+    ]
+    if result.store_path:
+        rows.append(("store", result.store_path))
+    rows.extend(("output", path) for path in out)
+    width = max(len(name) for name, _ in rows)
+    print()
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {value}")
+    shown = result.failures[:10]
+    if shown:
+        print("\nfailed studies:")
+        for failure in shown:
+            print(
+                f"  {failure.study_id or f'#{failure.index}'}: {failure.error_type}: {failure.message}"
+            )
+        if len(result.failures) > len(shown):
+            print(f"  ... and {len(result.failures) - len(shown)} more (see --out)")
+        print("Run the same command again to retry the failed studies.")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+    from .manifest import read_manifest
+
+    for path in args.out:
+        if Path(path).suffix.lower() not in (".jsonl", ".json", ".ndjson", ".csv"):
+            raise ConfigError(f"--out {path}: use a file name ending in .jsonl or .csv")
+    if args.batch_size > 10:
+        raise ConfigError(f"--batch-size {args.batch_size}: the endpoint takes at most 10")
+    if args.no_store and args.store:
+        raise ConfigError("give either --store or --no-store, not both")
+    manifest = Path(args.manifest)
+    studies = read_manifest(manifest)
+    client = _client(args)
+    store = (
+        None if args.no_store else (Path(args.store) if args.store else _default_store(manifest))
+    )
+    print(
+        f"{len(studies)} studies from {manifest} -> {client.label}"
+        + (" (DEMO: canned findings)" if getattr(client, "is_demo", False) else ""),
+        file=sys.stderr,
+    )
+    try:
+        result = run_batch(
+            studies,
+            client,
+            store=store,
+            max_in_flight=args.max_in_flight,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
+    finally:
+        client.close()
+    for path in args.out:
+        result.export(path)
+    _print_summary(result, client.label, args.out)
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if result.failures else EXIT_OK
+
+
+# --- sample ------------------------------------------------------------------------
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .manifest import write_manifest
+    from .samples import (
+        SAMPLE_COMPARISON,
+        SAMPLE_FRONTAL,
+        SAMPLE_INDICATION,
+        SAMPLE_PRIOR,
+        SAMPLE_PRIOR_REPORT,
+        SAMPLE_TECHNIQUE,
+        sample_path,
+    )
+
+    folder = Path(args.folder)
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    frontal = images / SAMPLE_FRONTAL
+    prior = images / SAMPLE_PRIOR
+    shutil.copyfile(sample_path(SAMPLE_FRONTAL), frontal)
+    shutil.copyfile(sample_path(SAMPLE_PRIOR), prior)
+    manifest = write_manifest(
+        folder / "manifest.csv",
+        [
+            {"study_id": "rg1-frontal", "frontal": frontal},
+            {
+                "study_id": "rg1-indication",
+                "frontal": frontal,
+                "indication": SAMPLE_INDICATION,
+                "technique": SAMPLE_TECHNIQUE,
+            },
+            {
+                "study_id": "rg1-with-prior",
+                "frontal": frontal,
+                "prior": prior,
+                "indication": SAMPLE_INDICATION,
+                "technique": SAMPLE_TECHNIQUE,
+                "comparison": SAMPLE_COMPARISON,
+                "prior_report": SAMPLE_PRIOR_REPORT,
+            },
+        ],
+    )
+    print(f"wrote {manifest} (3 studies of the NEMA chest radiograph RG1; made-up texts)")
+    print(f"next: cxr-widgets run {manifest}")
+    return EXIT_OK
+
+
+# --- entry point -------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"serve": _serve, "run": _run, "sample": _sample}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except USAGE_ERRORS as exc:
+        print(f"cxr-widgets {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CxrWidgetsError as exc:
+        print(f"cxr-widgets {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
