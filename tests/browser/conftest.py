@@ -13,11 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jupyter_harness import JupyterLab, find_chromium, isolated_env, launch_chromium
+from jupyter_harness import KEY_ENV, JupyterLab, find_chromium, isolated_env, launch_chromium
 
 HERE = Path(__file__).parent
-#: The kernel reads the local endpoint's key from this variable; no notebook holds it.
-KEY_ENV = "CXR_BROWSER_TEST_KEY"
 
 
 def _missing() -> str | None:

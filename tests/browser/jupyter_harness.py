@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: The kernel reads the local endpoint's key from this variable; no notebook holds it.
+KEY_ENV = "CXR_BROWSER_TEST_KEY"
+
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
