@@ -33,10 +33,12 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 class ClientStats:
     """Counters for benchmarks and batch summaries (thread-safe)."""
 
-    requests: int = 0
-    attempts: int = 0
-    retries: int = 0
-    failures: int = 0
+    requests: int = 0  # send() calls
+    attempts: int = 0  # HTTP attempts, retries included
+    retries: int = 0  # attempts repeated after a 429, 5xx or dropped connection
+    busy: int = 0  # 429 answers seen (retried or not): a sign to send less at once
+    dropped: int = 0  # connections refused or dropped before an answer
+    failures: int = 0  # send() calls that raised
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -47,10 +49,8 @@ class ClientStats:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return {
-                "requests": self.requests,
-                "attempts": self.attempts,
-                "retries": self.retries,
-                "failures": self.failures,
+                name: getattr(self, name)
+                for name in ("requests", "attempts", "retries", "busy", "dropped", "failures")
             }
 
 
@@ -147,11 +147,14 @@ class EndpointRetryPolicy(RetryPolicy):
                     raise _deadline_error(settings["timeout"], None, err, 0, None) from None
                 raise
             except (ServiceRequestError, ServiceResponseError) as err:
+                self.stats.add(dropped=1)
                 if not self.increment(settings, response=request, error=err):
                     raise
                 self._wait(settings, deadline_at, transport, None, err)
                 retries += 1
                 continue
+            if response.http_response.status_code == 429:
+                self.stats.add(busy=1)
             if not self.is_retry(settings, response) or not self.increment(
                 settings, response=response
             ):
