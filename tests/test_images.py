@@ -580,39 +580,81 @@ def test_decompression_bombs_rejected_before_decoding() -> None:
     assert MAX_PIXELS >= 50_000_000
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about mangled values
-def test_mutated_files_raise_only_image_error(rg1_path: Path, tmp_path: Path) -> None:
-    """A quick sample; the long fuzz run lives in the hardening tests."""
-    rng = np.random.default_rng(1234)
-    small_dicom = write_dicom(
-        tmp_path / "s.dcm",
-        (gradient(64, 64).astype(np.uint16) * 16),
-        WindowCenter=2000,
-        WindowWidth=4000,
-    ).read_bytes()
+def small_rg1(transfer_syntax: str | None = None) -> bytes:
+    """The NEMA radiograph with its real header, pixels reduced 8x (optionally compressed)."""
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("RG1_UNCR.dcm"))
+    small = np.ascontiguousarray(ds.pixel_array[::8, ::8])
+    ds.Rows, ds.Columns = small.shape
+    ds.PixelData = small.tobytes()
+    if transfer_syntax:
+        ds.compress(transfer_syntax, small)
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def mutate(seed: bytes, rng: np.random.Generator) -> bytes:
+    """Bit flips, truncation, deletion, insertion or a header overwrite."""
+    data = bytearray(seed)
+    operation = rng.integers(0, 5)
+    if operation == 0:  # truncate
+        return bytes(data[: int(rng.integers(0, len(data)))])
+    if operation == 1:  # delete a run
+        start = int(rng.integers(0, len(data)))
+        del data[start : start + int(rng.integers(1, 64))]
+    elif operation == 2:  # insert random bytes
+        start = int(rng.integers(0, len(data)))
+        data[start:start] = rng.bytes(int(rng.integers(1, 16)))
+    elif operation == 3:  # a big number in the header (sizes, lengths)
+        start = int(rng.integers(0, min(len(data), 1024)))
+        data[start : start + 4] = rng.choice(
+            [b"\xff\xff\xff\x7f", b"\x00\x00\x00\x00", b"\xff\xff"]
+        )
+    # ... and always a few bit flips, half of them in the first 1 KB (the header)
+    for _ in range(int(rng.integers(1, 8))):
+        if data:
+            limit = len(data) if rng.random() < 0.5 else min(len(data), 1024)
+            data[int(rng.integers(0, limit))] ^= 1 << int(rng.integers(0, 8))
+    return bytes(data)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom and Pillow warn about mangled values
+def test_mutated_files_raise_only_image_error(tmp_path: Path) -> None:
+    """2,000 mutated PNG, JPEG and DICOM files (the NEMA radiograph among them)."""
+    from pydicom.uid import JPEG2000Lossless, RLELossless
+
+    card = gradient(96, 80)
+    exif = Image.Exif()
+    exif[0x0112] = 6
     seeds = {
-        "png": encode(Image.fromarray(gradient(64, 64)), "PNG"),
-        "jpeg": encode(Image.fromarray(gradient(64, 64)), "JPEG"),
-        "dicom": small_dicom,
-        "rg1-head": rg1_path.read_bytes()[:4096],
+        "png-8": encode(Image.fromarray(card), "PNG"),
+        "png-16": encode(Image.fromarray(card.astype(np.uint16) * 250), "PNG"),
+        "png-rgba": encode(Image.fromarray(np.dstack([card] * 4)), "PNG"),
+        "png-palette": encode(Image.fromarray(card).quantize(8), "PNG"),
+        "jpeg": encode(Image.fromarray(card), "JPEG"),
+        "jpeg-exif": encode(Image.fromarray(card).convert("RGB"), "JPEG", exif=exif.tobytes()),
+        "dicom-12bit": write_dicom(
+            tmp_path / "s.dcm", card.astype(np.uint16) * 16, WindowCenter=2000, WindowWidth=4000
+        ).read_bytes(),
+        "rg1": small_rg1(),
+        "rg1-j2k": small_rg1(JPEG2000Lossless),
+        "rg1-rle": small_rg1(RLELossless),
     }
-    outcomes = {"decoded": 0, "rejected": 0}
-    for seed in seeds.values():
-        for _ in range(40):
-            data = bytearray(seed)
-            if rng.random() < 0.3:
-                data = data[: int(rng.integers(0, len(data)))]
-            for _ in range(int(rng.integers(1, 6))):
-                if data:
-                    pos = int(rng.integers(0, len(data)))
-                    data[pos] ^= 1 << int(rng.integers(0, 8))
+    rng = np.random.default_rng(20240601)
+    outcomes: dict[str, int] = {"decoded": 0, "rejected": 0}
+    for _ in range(200):
+        for seed in seeds.values():
             try:
-                prepare_image(bytes(data), shortest_side=None)
+                prepare_image(mutate(seed, rng), shortest_side=None)
                 outcomes["decoded"] += 1
             except ImageError as exc:  # anything else fails the test
                 assert str(exc) and exc.__cause__ is None
                 outcomes["rejected"] += 1
-    assert outcomes["rejected"] > 0
+    assert sum(outcomes.values()) == 2000
+    assert outcomes["rejected"] > 500 and outcomes["decoded"] > 100  # both paths exercised
 
 
 def test_dicom_voi_lut_sequence_preferred_over_window(tmp_path: Path) -> None:
