@@ -10,7 +10,7 @@ Choices, and why:
 * DICOM: modality LUT (rescale slope/intercept), then the file's VOI LUT or
   first window center/width; without either, a 0.5-99.5 percentile window.
   MONOCHROME1 is inverted so that bone is bright, as the model expects.
-* 16-bit PNG/TIFF-like data and integer arrays: linear min-max over the values
+* 16-bit PNGs, 16-bit PIL images and integer arrays: linear min-max over the values
   actually present (not the container's 0-65535), because such files are
   usually already display-ready renderings that use only part of the range
   (for example 12 bits in a 16-bit PNG); min-max keeps all of their contrast
