@@ -277,6 +277,7 @@ class _Stats:
         self._stats = getattr(client, "stats", None)
         self._start = self._read()
         self.last = dict(self._start)
+        self.counts_busy = "busy" in self._start
 
     def _read(self) -> dict[str, int]:
         if self._stats is None or not hasattr(self._stats, "snapshot"):
@@ -484,6 +485,7 @@ class _Runner:
         self._prepare_lock = threading.Lock()
         self._fatal: BaseException | None = None
         self._sending: dict[Future[Any], _Batch] = {}
+        self._raised_busy = 0
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -573,7 +575,8 @@ class _Runner:
         result = self.result
         result.wall_time = time.monotonic() - started
         result.retries = max(0, self.stats.delta("retries"))
-        result.busy += max(0, self.stats.delta("busy"))
+        # The client's busy count includes the 429 behind each EndpointBusyError raised.
+        result.busy = self.stats.delta("busy") if self.stats.counts_busy else self._raised_busy
         result.final_limit = self.limit.limit
         result.peak_limit = self.limit.peak
         result.failures.sort(key=lambda f: f.index)
@@ -719,7 +722,7 @@ class _Runner:
         try:
             reports = future.result()
         except EndpointBusyError as exc:
-            self.result.busy += 1
+            self._raised_busy += 1
             self.limit.on_busy(batch.sequence, self._sequence)
             if requeue and batch.requeues < MAX_REQUEUES:
                 batch.requeues += 1
