@@ -492,13 +492,14 @@ class _Runner:
     def run(self, progress: bool) -> BatchResult:
         started = time.monotonic()
         self._bar = _progress_bar(len(self.studies), progress)
-        todo = deque(self._first_pass())
+        todo: deque[int] = deque()
         prepare_pool = ThreadPoolExecutor(self.prepare_workers, thread_name_prefix="cxr-prepare")
         send_pool = ThreadPoolExecutor(self.limit.maximum, thread_name_prefix="cxr-send")
         preparing: dict[Future[Any], int] = {}
         sending: dict[Future[Any], _Batch] = self._sending
         window = (self.limit.maximum + 1) * self.batch_size + self.prepare_workers
         try:
+            todo.extend(self._first_pass())
             while todo or preparing or sending or self._queue or self._has_groups():
                 if self._fatal is None:
                     # Prepare ahead, but only as far as the senders can use (bounded memory).
