@@ -4,8 +4,9 @@ Seeds are real files: the NEMA chest radiograph RG1 (full size, and an 8x
 smaller copy that keeps its DICOM header, plain and JPEG 2000), and 8-bit,
 16-bit and palette PNGs and JPEGs made from its pixels. Mutations are bit
 flips, byte overwrites (random or "interesting" values such as 0xFFFFFFFF),
-truncations, PNG chunks with repaired CRCs (so Pillow reads past the checksum)
-and DICOM header elements set to hostile values. Every case must return a
+truncations, PNG chunks with repaired CRCs (so Pillow reads past the checksum),
+PNGs rebuilt with hostile IHDR fields or mangled pixel rows, and DICOM header
+elements set to hostile values. Every case must return a
 PreparedImage or raise ImageError (never another exception), within a hang
 guard; decompression bombs are refused before decoding, shown by the peak
 memory of a fresh process.
@@ -158,6 +159,53 @@ def fix_png_crcs(data: bytearray) -> None:
         pos = end + 4
 
 
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, body) of each chunk of a well-formed PNG."""
+    chunks, pos = [], 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        chunks.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    return chunks
+
+
+def build_png(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    out = [b"\x89PNG\r\n\x1a\n"]
+    for kind, body in chunks:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        out.append(struct.pack(">I", len(body)) + kind + body + crc)
+    return b"".join(out)
+
+
+#: IHDR fields (offset, format) and hostile values: width, height, depth, colour, interlace.
+PNG_HEADER_EDITS: tuple[tuple[int, str, tuple[int, ...]], ...] = (
+    (0, ">I", (0, 1, 2**31 - 1, 7999, 100_000)),
+    (4, ">I", (0, 1, 2**31 - 1, 7999, 100_000)),
+    (8, ">B", (1, 2, 3, 4, 8, 16, 255)),
+    (9, ">B", (0, 1, 2, 3, 4, 6, 7)),
+    (12, ">B", (0, 1, 2)),
+)
+
+
+def mutate_png_structure(data: bytes, rng: np.random.Generator) -> bytes:
+    """A PNG that passes every checksum: hostile IHDR fields, or mangled pixel rows.
+
+    Byte-level mutations mostly die at a CRC or in zlib; this reaches the decoder
+    itself (filter types, row lengths, palette indexes, bit depth / colour type mismatches).
+    """
+    chunks = png_chunks(data)
+    raw = bytearray(zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT")))
+    ihdr = bytearray(chunks[0][1])
+    if rng.random() < 0.5:
+        offset, fmt, values = PNG_HEADER_EDITS[int(rng.integers(0, len(PNG_HEADER_EDITS)))]
+        struct.pack_into(fmt, ihdr, offset, values[int(rng.integers(0, len(values)))])
+    else:
+        [flip_bits, overwrite_bytes, truncate][int(rng.integers(0, 3))](raw, rng)
+    rest = [(k, b) for k, b in chunks[1:] if k not in (b"IDAT", b"IEND")]
+    idat = zlib.compress(bytes(raw))
+    return build_png([(b"IHDR", bytes(ihdr)), *rest, (b"IDAT", idat), (b"IEND", b"")])
+
+
 def edit_dicom_header(data: bytes, rng: np.random.Generator) -> bytes:
     """Set one to three pixel-describing elements to hostile values (via pydicom)."""
     import pydicom
@@ -184,6 +232,8 @@ def mutate(name: str, data: bytes, rng: np.random.Generator) -> bytes:
     """One mutated copy of seed ``name``; the choice of mutation is drawn from ``rng``."""
     if name.startswith("dicom") and rng.random() < 0.3:
         return edit_dicom_header(data, rng)
+    if name.startswith("png") and rng.random() < 0.3:
+        return mutate_png_structure(data, rng)
     out = bytearray(data)
     operation = int(rng.integers(0, 4))
     if operation == 0:
