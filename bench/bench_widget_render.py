@@ -28,7 +28,7 @@ from pathlib import Path
 from common import machine, print_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/browser"))
-from jupyter_harness import (  # noqa: E402
+from jupyter_harness import (
     JupyterLab,
     WebSocketRecorder,
     find_chromium,
@@ -42,12 +42,12 @@ from jupyter_harness import (  # noqa: E402
 BOX = ".cxr-widget .cxr-box"
 
 OBSERVER = """
-() => {
+(selector) => {
   const log = (window.__cxrBoxes = []);
   let last = -1;
   const stamp = () => performance.timeOrigin + performance.now();
   const check = () => {
-    const n = document.querySelectorAll(%r).length;
+    const n = document.querySelectorAll(selector).length;
     if (n === last) return;
     last = n;
     const entry = { n, mutated: stamp(), painted: null };
@@ -57,7 +57,7 @@ OBSERVER = """
   new MutationObserver(check).observe(document.body, { childList: true, subtree: true });
   check();
 }
-""" % BOX
+"""
 
 SETUP = """
 import time, json
@@ -96,7 +96,7 @@ def kernel_float(page, code: str) -> float:
 
 
 def measure(page, frames: WebSocketRecorder, runs: int) -> dict[str, list[float]]:
-    page.evaluate(OBSERVER)
+    page.evaluate(OBSERVER, BOX)
     offset = clock_offset_ms(page)
     results: dict[str, list[float]] = {
         "study_bytes": [],
