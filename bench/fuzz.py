@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -75,11 +76,21 @@ def fuzz_images(total: int, seed: int) -> list[tuple]:
     rg1_cases = max(1, round(total * RG1_SHARE))
     per_seed = {name: -(-(total - rg1_cases) // len(small)) for name in small}
     per_seed["rg1"] = rg1_cases
-    before = reset_peak()
+    # Peak RSS per call: reset the high-water mark before each case, read it after.
+    peaks: dict[str, list[float]] = {name: [] for name in per_seed}
+    baseline = [reset_peak()]
+    worst: list[tuple[float, str, bytes]] = [(0.0, "", b"")]
+
+    def on_case(name: str, data: bytes, outcome: str, seconds: float, error: object) -> None:
+        growth = max(0.0, vm_mb("VmHWM") - baseline[0])
+        peaks[name].append(growth)
+        if growth > worst[0][0]:
+            worst[0] = (growth, name, data)
+        baseline[0] = reset_peak()
+
     start = time.perf_counter()
-    results = images_kit.fuzz(seeds, per_seed, seed=seed)
+    results = images_kit.fuzz(seeds, per_seed, seed=seed, on_case=on_case)
     wall = time.perf_counter() - start
-    growth = vm_mb("VmHWM") - before
     rows = []
     bugs = []
     for name, record in results.items():
@@ -94,6 +105,7 @@ def fuzz_images(total: int, seed: int) -> list[tuple]:
                 len(record["other"]),
                 ms(statistics.median(times)),
                 ms(max(times)),
+                f"{max(peaks[name]):.0f} MB",
             )
         )
         bugs.extend((name, data, error) for data, error in record["other"])
@@ -108,13 +120,36 @@ def fuzz_images(total: int, seed: int) -> list[tuple]:
             len(bugs),
             ms(statistics.median(every)),
             ms(max(every)),
+            f"{max(max(p) for p in peaks.values()):.0f} MB",
         )
     )
-    print(f"\n### prepare_image on mutated files ({wall:.0f} s, peak RSS +{growth:.0f} MB)\n")
+    print(f"\n### prepare_image on mutated files ({wall:.0f} s in all)\n")
     print_table(
-        ("seed file", "seed size", "cases", "ok", "ImageError", "other", "median", "max"), rows
+        (
+            "seed file",
+            "seed size",
+            "cases",
+            "ok",
+            "ImageError",
+            "other",
+            "median time",
+            "max time",
+            "max peak RSS growth",
+        ),
+        rows,
     )
+    growth, name, data = worst[0]
+    print(f"\nLargest peak: {growth:.0f} MB, a mutated {name}: {describe(data)}")
     return bugs
+
+
+def describe(data: bytes) -> str:
+    """What a mutated file claims to be (the PNG header, or prepare_image's description)."""
+    if data.startswith(b"\x89PNG"):
+        width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+        return f"PNG header {width}x{height}, bit depth {depth}, colour type {colour}"
+    outcome, _, error = images_kit.run_case(data)
+    return outcome if error is None else f"{outcome}: {str(error)[:120]}"
 
 
 def bomb_table() -> None:
@@ -124,6 +159,7 @@ def bomb_table() -> None:
         "JPEG header 30000x30000": images_kit.jpeg_bomb(30000),
         "DICOM Rows/Columns 60000": images_kit.dicom_bomb(rg1, 60000),
         "real PNG 6000x6000 (decoded, for scale)": images_kit.png_bomb(6000, 6000),
+        "real 16-bit PNG 8000x8000 (at max_pixels)": images_kit.png_bomb(8000, 8000, 16),
         "RG1_UNCR.dcm (decoded, for scale)": rg1.read_bytes(),
     }
     rows = []

@@ -296,17 +296,17 @@ def fuzz(
 # --- bombs and peak memory ------------------------------------------------------------
 
 
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid PNG of zeros: a small file that inflates to width x height pixels."""
+def png_bomb(width: int, height: int, depth: int = 8) -> bytes:
+    """A valid greyscale PNG of zeros: a small file that inflates to width x height pixels."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         crc = struct.pack(">I", zlib.crc32(kind + body))
         return struct.pack(">I", len(body)) + kind + body + crc
 
     compressor = zlib.compressobj(9)
-    row = bytes(1 + width)  # filter byte + 8-bit grey
+    row = bytes(1 + width * depth // 8)  # filter byte + grey samples
     idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
     )
