@@ -112,3 +112,7 @@ class DeadlineExceededError(EndpointError):
 
 class BadRequestError(EndpointError):
     """400: the endpoint rejected the request as malformed."""
+
+
+class LocalEndpointError(CxrWidgetsError, RuntimeError):
+    """The local endpoint (``cxr-widgets serve``, ``LocalEndpoint``) could not start."""
