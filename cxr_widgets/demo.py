@@ -1,0 +1,52 @@
+"""DemoBackend: canned demo findings, offline, from the local endpoint's own scoring code.
+
+Every report it returns has ``demo=True``. The findings are fixed examples
+(the model documentation's answer and two variants, chosen by a hash of the
+study's content); they never depend on what the image shows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from .backend import ReportGenerator
+from .contract import PreparedRequest, parse_response
+from .local.demo_findings import score_payload
+from .report import Report
+
+
+class DemoBackend(ReportGenerator):
+    """Answers like an endpoint, in-process, with canned demo findings.
+
+    ``latency`` (seconds per request) simulates a model's time, so that a
+    widget's progress indicator is visible; the default 0 keeps tests fast.
+    """
+
+    label = "demo (offline)"
+    is_demo = True
+
+    def __init__(
+        self, image_options: dict[str, Any] | None = None, *, latency: float = 0.0
+    ) -> None:
+        super().__init__(image_options)
+        if latency < 0:
+            raise ValueError(f"latency must be >= 0 seconds, got {latency}")
+        self.latency = float(latency)
+        #: Requests answered so far (for tests and notebooks).
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"DemoBackend(latency={self.latency:g})"
+
+    def send(self, request: PreparedRequest) -> list[Report]:
+        """Validate the payload as the endpoint does and answer canned findings."""
+        if self.latency:
+            time.sleep(self.latency)
+        # The same path as the local endpoint: validate -> findings -> wire body -> parse.
+        body = json.dumps(score_payload(request.payload))
+        reports = parse_response(body, n_studies=len(request.studies))
+        self.requests += 1
+        return self.finish_reports(request, reports, request_id=f"demo-{uuid.uuid4()}")
