@@ -58,7 +58,7 @@ from .report import RECORD_FIELDS, Report, records_to_csv
 from .store import ResultStore, source_fingerprint, study_key, write_jsonl
 from .study import IMAGE_COLUMNS, Study
 
-__all__ = ["AdaptiveLimit", "BatchResult", "StudyFailure", "run_batch"]
+__all__ = ["AdaptiveLimit", "BatchResult", "StudyFailure", "prepared_key", "run_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,9 @@ class BatchResult:
     splits: int = 0  # requests split to isolate a study the endpoint refused
     wall_time: float = 0.0
     prepare_time: float = 0.0  # summed over preparation threads
-    final_limit: int = 0
+    final_limit: int = 0  # requests in flight allowed at the end (adaptive)
     peak_limit: int = 0
+    backoffs: int = 0  # times the limit was lowered after 429s
     interrupted: bool = False
     store_path: str | None = None
 
@@ -316,6 +317,13 @@ def _key_columns(encoded: EncodedStudy) -> dict[str, str]:
         else:
             columns[column] = value
     return columns
+
+
+def prepared_key(
+    encoded: EncodedStudy, identity: str, image_options: dict[str, Any] | None = None
+) -> str:
+    """The store key of an encoded study (see :func:`cxr_widgets.store.study_key`)."""
+    return study_key(_key_columns(encoded), identity, image_options)
 
 
 def _cached_key(
@@ -580,6 +588,7 @@ class _Runner:
         result.busy = self.stats.delta("busy") if self.stats.counts_busy else self._raised_busy
         result.final_limit = self.limit.limit
         result.peak_limit = self.limit.peak
+        result.backoffs = self.limit.decreases
         result.failures.sort(key=lambda f: f.index)
         if self._bar is not None:
             self._update_bar()
@@ -659,7 +668,7 @@ class _Runner:
             self._fail([index], exc, store_keys=[])
             return
         self.result.prepare_time += seconds
-        key = study_key(_key_columns(encoded), self.identity, self.options)
+        key = prepared_key(encoded, self.identity, self.options)
         self.result.keys[index] = key
         if self.store is not None:
             fingerprints = {}
