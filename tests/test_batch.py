@@ -1,0 +1,372 @@
+"""run_batch: grouping, packing, resume, failures, adaptive concurrency, exports, SIGKILL."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr_widgets.batch import AdaptiveLimit, BatchResult, run_batch
+from cxr_widgets.client import EndpointConfig, ReportGenClient
+from cxr_widgets.contract import DEFAULT_REQUEST_BUDGET, encode_study
+from cxr_widgets.demo import DemoBackend
+from cxr_widgets.errors import ConfigError, EndpointAuthError, RequestError
+from cxr_widgets.local.demo_findings import wire_digest
+from cxr_widgets.local.faults import FaultConfig
+from cxr_widgets.local.server import LocalEndpoint
+from cxr_widgets.store import ResultStore, load_jsonl
+from cxr_widgets.study import Study
+
+# --- the adaptive limit -----------------------------------------------------------------
+
+
+def test_adaptive_limit_slow_start_then_aimd() -> None:
+    limit = AdaptiveLimit(maximum=8, start=2)
+    for _ in range(3):
+        limit.on_success()
+    assert limit.limit == 5  # slow start: +1 per success until the first busy signal
+    assert limit.on_busy(sequence=4, next_sequence=7)
+    assert limit.limit == 3
+    assert not limit.on_busy(sequence=6, next_sequence=8)  # sent before the decrease
+    assert limit.limit == 3
+    for _ in range(2):
+        limit.on_success()
+    assert limit.limit == 3  # additive: +1 only after `limit` successes
+    limit.on_success()
+    assert limit.limit == 4
+    assert limit.on_busy(sequence=7, next_sequence=9)
+    assert limit.limit == 2
+    assert limit.on_busy(sequence=9, next_sequence=10) and limit.limit == 1
+    assert limit.on_busy(sequence=10, next_sequence=11) and limit.limit == 1  # never below 1
+    for _ in range(100):
+        limit.on_success()
+    assert limit.limit == 8 and limit.peak == 8  # never above the maximum
+
+
+def test_adaptive_limit_respects_small_maximum() -> None:
+    limit = AdaptiveLimit(maximum=1, start=2)
+    limit.on_success()
+    assert limit.limit == 1
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+def png_bytes(seed: int, size: tuple[int, int] = (96, 80)) -> bytes:
+    """A small grayscale PNG whose content differs for every seed."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0]), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_images(folder: Path, n: int, start: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in range(start, start + n):
+        path = folder / f"img{seed:04d}.png"
+        path.write_bytes(png_bytes(seed))
+        paths.append(path)
+    return paths
+
+
+def small_studies(n: int, start: int = 0) -> list[Study]:
+    return [Study(png_bytes(i), study_id=f"s{i}") for i in range(start, start + n)]
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> LocalEndpoint:
+    with LocalEndpoint() as running:
+        yield running
+
+
+def client_for(endpoint: LocalEndpoint, **options: object) -> ReportGenClient:
+    return ReportGenClient(EndpointConfig(endpoint.scoring_uri, **options))  # type: ignore[arg-type]
+
+
+def digests(studies: list[Study], **image_options: object) -> list[str]:
+    """What the endpoint's request log records for each study."""
+    out = []
+    for study in studies:
+        encoded = encode_study(study, **image_options)
+        out.append(wire_digest(encoded.columns, encoded.row))
+    return out
+
+
+def log_since(endpoint: LocalEndpoint, start: int) -> list[dict]:
+    return endpoint.received()[start:]
+
+
+# --- grouping, packing, order ------------------------------------------------------------
+
+
+def test_groups_by_columns_and_splits_over_ten(endpoint: LocalEndpoint) -> None:
+    plain = small_studies(13)
+    texted = [
+        s.replace(indication="Cough.", study_id=s.study_id + "-i") for s in small_studies(4, 100)
+    ]
+    lateral = [Study(png_bytes(200), lateral_image=png_bytes(201), study_id="lat")]
+    studies = [*plain[:5], *texted[:2], *lateral, *plain[5:], *texted[2:]]
+    start = len(endpoint.received())
+    with client_for(endpoint) as client:
+        result = run_batch(studies, client, progress=False)
+    assert result.ok == len(studies) and result.failed == 0
+    assert [r.study_id for r in result.reports] == [s.study_id for s in studies]  # input order
+    column_of = {}
+    for group, studies_in in (("plain", plain), ("texted", texted), ("lateral", lateral)):
+        for digest in digests(studies_in):
+            column_of[digest] = group
+    log = log_since(endpoint, start)
+    assert all(e["status"] == 200 for e in log)
+    sizes: dict[str, list[int]] = {}
+    for entry in log:
+        groups = {column_of[d] for d in entry["sha256"]}
+        assert len(groups) == 1, "a request mixed studies with different columns"
+        sizes.setdefault(groups.pop(), []).append(entry["n_studies"])
+    assert sorted(sizes["plain"]) == [3, 10]
+    assert sizes["texted"] == [4] and sizes["lateral"] == [1]
+    assert result.requests == len(log) == 4
+    assert sorted(d for e in log for d in e["sha256"]) == sorted(column_of)  # each once
+
+
+def test_batch_size_and_request_budget(endpoint: LocalEndpoint, rg1_path: Path) -> None:
+    start = len(endpoint.received())
+    studies = small_studies(7)
+    with client_for(endpoint) as client:
+        result = run_batch(studies, client, progress=False, batch_size=3)
+    assert [e["n_studies"] for e in log_since(endpoint, start)] == [3, 3, 1]
+    assert result.requests == 3
+    # RG1 prepares to ~318 KB of base64: the 1.5 MB budget allows 4 per request.
+    start = len(endpoint.received())
+    rg1 = [Study(rg1_path, indication=f"case {i}", study_id=f"rg{i}") for i in range(6)]
+    with client_for(endpoint) as client:
+        result = run_batch(rg1, client, progress=False)
+    log = log_since(endpoint, start)
+    assert result.ok == 6 and sorted(e["n_studies"] for e in log) == [2, 4]
+    assert all(e["bytes"] <= DEFAULT_REQUEST_BUDGET for e in log)
+
+
+def test_duplicate_studies_are_sent_once() -> None:
+    backend = DemoBackend()
+    study = small_studies(1)[0]
+    twin = study.replace(study_id="twin")
+    result = run_batch([study, twin, *small_studies(2, 5)], backend, progress=False)
+    assert result.ok == 4 and result.sent == 3 and backend.requests == 1
+    assert result.reports[1].study_id == "twin" and result.keys[0] == result.keys[1]
+    assert result.reports[0].findings == result.reports[1].findings
+
+
+def test_unreadable_image_fails_alone(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    studies = [*small_studies(3), Study(bad, study_id="broken"), *small_studies(2, 10)]
+    store = tmp_path / "r.sqlite"
+    result = run_batch(studies, DemoBackend(), store=store, progress=False)
+    assert result.ok == 5 and result.failed == 1
+    (failure,) = result.failures
+    assert failure.index == 3 and failure.study_id == "broken"
+    assert failure.error_type == "ImageError" and "broken.png" in failure.message
+    assert result.reports[3] is None and result.reports[4] is not None
+    with ResultStore(store) as opened:
+        assert opened.counts() == {"ok": 5, "error": 0, "total": 5}
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ConfigError, match="batch_size must be 1 to 10"):
+        run_batch(small_studies(1), DemoBackend(), batch_size=11)
+    with pytest.raises(ConfigError, match="max_in_flight"):
+        run_batch(small_studies(1), DemoBackend(), max_in_flight=0)
+    with pytest.raises(RequestError, match=r"studies\[1\] is a str"):
+        run_batch([small_studies(1)[0], "x.png"], DemoBackend())  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match="ReportGenClient or DemoBackend"):
+        run_batch(small_studies(1), object())  # type: ignore[arg-type]
+
+
+# --- resume --------------------------------------------------------------------------------
+
+
+def test_resume_sends_only_what_is_missing(tmp_path: Path, endpoint: LocalEndpoint) -> None:
+    paths = write_images(tmp_path / "images", 15)
+    studies = [Study(p, indication="Fever.", study_id=p.stem) for p in paths]
+    store = tmp_path / "r.sqlite"
+    with client_for(endpoint) as client:
+        first = run_batch(studies[:12], client, store=store, progress=False)
+        assert first.ok == 12 and first.skipped == 0 and first.prepare_time > 0
+        start = len(endpoint.received())
+        second = run_batch(studies, client, store=store, progress=False)
+        sent = [d for e in log_since(endpoint, start) for d in e["sha256"]]
+        assert sorted(sent) == sorted(digests(studies[12:]))  # only the 3 new ones
+        assert second.skipped == 12 and second.sent == 3 and second.ok == 15
+        assert [r.study_id for r in second.reports] == [s.study_id for s in studies]
+        assert second.reports[:12] == [
+            r
+            for r in first.reports  # the stored reports come back unchanged
+        ]
+        # Unchanged files: keys come from the digest cache, nothing is prepared or sent.
+        start = len(endpoint.received())
+        third = run_batch(studies, client, store=store, progress=False)
+        assert third.skipped == 15 and third.requests == 0 and third.prepare_time == 0
+        # A touched file is prepared again, found in the store by content, not sent.
+        paths[0].touch()
+        os.utime(paths[0], ns=(10**18, 10**18))
+        fourth = run_batch(studies, client, store=store, progress=False)
+        assert fourth.skipped == 15 and fourth.requests == 0 and fourth.prepare_time > 0
+        assert log_since(endpoint, start) == []
+    # Another endpoint, image size or text is another key: sent again.
+    with ResultStore(store) as opened:
+        assert len(opened) == 15
+    changed = run_batch(
+        [studies[0].replace(indication="Cough.")], DemoBackend(), store=store, progress=False
+    )
+    assert changed.skipped == 0 and changed.sent == 1
+
+
+def test_failed_studies_are_recorded_and_retried(tmp_path: Path) -> None:
+    studies = small_studies(24)
+    store = tmp_path / "r.sqlite"
+    faults = FaultConfig(rate_503=0.5, seed=3)
+    with LocalEndpoint(faults=faults) as flaky:
+        client = client_for(flaky, max_retries=0)
+        wire = dict(zip(digests(studies), range(len(studies)), strict=True))
+        result = run_batch(
+            studies, client, store=store, progress=False, max_in_flight=1, batch_size=4
+        )
+        assert 0 < result.failed < 24 and result.ok + result.failed == 24
+        assert {f.error_type for f in result.failures} == {"EndpointServerError"}
+        failed = {f.index for f in result.failures}
+        with ResultStore(store) as opened:
+            errors = list(opened.results("error"))
+            assert len(errors) == len(failed) and all(e.attempts == 1 for e in errors)
+            assert all("503" in (e.error_message or "") for e in errors)
+        for _ in range(12):
+            start = len(flaky.received())
+            again = run_batch(
+                studies, client, store=store, progress=False, max_in_flight=1, batch_size=4
+            )
+            sent = {wire[d] for e in log_since(flaky, start) for d in e["sha256"]}
+            assert sent == failed  # only what had failed is sent again
+            assert again.skipped == 24 - len(failed)
+            failed = {f.index for f in again.failures}
+            if not failed:
+                break
+        assert not failed, "studies still failing after 12 runs at 50% 503"
+        with ResultStore(store) as opened:
+            assert opened.counts() == {"ok": 24, "error": 0, "total": 24}
+            assert any(r.attempts > 1 for r in opened.results("ok"))
+        client.close()
+
+
+def test_retry_failed_false_reports_stored_failures(tmp_path: Path) -> None:
+    studies = small_studies(3)
+    store = tmp_path / "r.sqlite"
+    key = run_batch(studies[:1], DemoBackend(), progress=False).keys[0]
+    with ResultStore(store) as opened:
+        opened.put_error(key, ("ModelError", "the model failed (424)"), study_id="s0")
+    result = run_batch(studies, DemoBackend(), store=store, progress=False, retry_failed=False)
+    assert result.ok == 2 and result.skipped == 1
+    (failure,) = result.failures
+    assert failure.from_store and failure.error_type == "ModelError" and failure.index == 0
+
+
+# --- the endpoint pushing back --------------------------------------------------------------
+
+
+def test_adaptive_concurrency_backs_off_on_429() -> None:
+    faults = FaultConfig(latency=0.15, instances=1)  # 2 pending at most, as Azure ML
+    studies = small_studies(30)
+    with LocalEndpoint(faults=faults) as busy:
+        with client_for(busy) as client:
+            result = run_batch(studies, client, progress=False, batch_size=1, max_in_flight=6)
+        log = busy.received()
+    assert result.ok == 30 and result.failed == 0
+    capped = [e for e in log if e["fault"] == "pending_cap"]
+    assert capped and all(e["status"] == 429 for e in capped)
+    assert result.busy == len(capped) and result.backoffs >= 1
+    assert result.peak_limit > 2 and result.final_limit < 6
+    answered = [d for e in log if e["status"] == 200 for d in e["sha256"]]
+    assert sorted(answered) == sorted(digests(studies))  # each study answered once
+
+
+def test_429_after_the_clients_retries_is_requeued() -> None:
+    faults = FaultConfig(latency=0.15, instances=1, retry_after=0.1)
+    studies = small_studies(12)
+    with LocalEndpoint(faults=faults) as busy:
+        client = client_for(busy, max_retries=0)  # every 429 reaches run_batch
+        result = run_batch(studies, client, progress=False, batch_size=1, max_in_flight=5)
+        client.close()
+    assert result.ok == 12 and result.requeued >= 1 and result.busy >= result.requeued
+
+
+def test_wrong_key_stops_the_run(tmp_path: Path) -> None:
+    with LocalEndpoint(key="the-right-key") as locked:
+        client = client_for(locked, key="a-wrong-key")
+        with pytest.raises(EndpointAuthError, match="refused the credentials"):
+            run_batch(
+                small_studies(40), client, store=tmp_path / "r.sqlite", progress=False, batch_size=2
+            )
+        client.close()
+        assert 1 <= len(locked.received()) <= 2  # stopped at once, not 20 requests
+    with ResultStore(tmp_path / "r.sqlite") as opened:
+        assert opened.counts()["ok"] == 0
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+def test_exports_load_back(tmp_path: Path) -> None:
+    studies = small_studies(6)
+    studies[2] = studies[2].replace(indication="Cough.")
+    result = run_batch(studies, DemoBackend(), store=tmp_path / "r.sqlite", progress=False)
+    assert result.ok == 6 and all(r.demo for r in result.reports)
+    jsonl = tmp_path / "out.jsonl"
+    assert result.export(jsonl) == 6
+    assert load_jsonl(jsonl) == result.reports
+    csv_path = tmp_path / "out.csv"
+    rows = result.export(csv_path)
+    assert rows == sum(len(r.to_records()) for r in result.reports)
+    assert len(csv_path.read_text().splitlines()) == rows + 1
+    frame = result.to_dataframe()
+    assert len(frame) == rows and set(frame["study_id"]) == {s.study_id for s in studies}
+    with ResultStore(tmp_path / "r.sqlite") as opened:
+        stored = sorted(opened.load_reports(), key=lambda r: r.study_id)
+    assert stored == sorted(result.reports, key=lambda r: r.study_id)
+    with pytest.raises(ConfigError, match=r"\.jsonl or \.csv"):
+        result.export(tmp_path / "out.txt")
+
+
+def test_on_result_sees_every_study() -> None:
+    seen: list[tuple[int, bool]] = []
+    lock = threading.Lock()
+
+    def on_result(index: int, report: object, failure: object) -> None:
+        with lock:
+            seen.append((index, report is not None))
+
+    run_batch(small_studies(12), DemoBackend(), on_result=on_result, progress=False, batch_size=5)
+    assert sorted(seen) == [(i, True) for i in range(12)]
+
+
+def test_keyboard_interrupt_keeps_what_is_stored(tmp_path: Path) -> None:
+    studies = small_studies(20)
+    store = tmp_path / "r.sqlite"
+
+    def stop_after(index: int, report: object, failure: object) -> None:
+        if index == 7:
+            raise KeyboardInterrupt
+
+    first = run_batch(
+        studies, DemoBackend(), store=store, progress=False, batch_size=4, on_result=stop_after
+    )
+    assert first.interrupted and 8 <= first.ok < 20
+    with ResultStore(store) as opened:
+        stored = opened.counts()["ok"]
+    assert stored >= 8
+    second = run_batch(studies, DemoBackend(), store=store, progress=False, batch_size=4)
+    assert not second.interrupted and second.ok == 20 and second.skipped == stored
+    assert isinstance(second, BatchResult) and "20 ok" in repr(second)
