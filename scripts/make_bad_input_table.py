@@ -1,0 +1,652 @@
+"""The bad-input table: every bad input tried, and the message the user gets.
+
+Each case below really runs: bad files go through ``build_request`` (as the
+widget, the client and run_batch do), manifests through ``read_manifest``,
+responses through ``parse_response``, and HTTP failures through
+``ReportGenClient`` against the package's LocalEndpoint (real
+azureml-inference-server-http) or, for statuses it cannot produce
+(403, 404, 408, 424), a loopback test peer that answers with the status and
+headers Azure ML sends. :func:`render` turns the outcomes into Markdown with
+volatile parts (temporary folders, ports, request ids) normalised; running the
+script writes ``docs/bad-inputs.md``. ``tests/test_bad_input_table.py``
+regenerates the table and checks that the page matches it byte for byte.
+
+    .venv/bin/python scripts/make_bad_input_table.py [--output docs/bad-inputs.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import socket
+import struct
+import tempfile
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = ROOT / "docs" / "bad-inputs.md"
+
+#: Table order; every case names one of these.
+CATEGORIES = (
+    "Image files",
+    "Studies",
+    "Requests",
+    "Manifests",
+    "Responses",
+    "HTTP failures",
+)
+
+#: The key of the local endpoint; the client sends a different one for the 401 case.
+ENDPOINT_KEY = "bad-input-table-endpoint-key"
+
+
+@dataclass
+class Case:
+    """One bad input and what came of it."""
+
+    category: str
+    input: str
+    error: BaseException | None = None
+
+    @property
+    def error_class(self) -> str:
+        return type(self.error).__name__ if self.error is not None else "(no error)"
+
+    @property
+    def message(self) -> str:
+        return str(self.error) if self.error is not None else ""
+
+
+def attempt(category: str, what: str, run: Callable[[], object]) -> Case:
+    """Run ``run`` and keep whatever it raised (nothing raised is recorded too)."""
+    try:
+        run()
+    except Exception as exc:  # the table shows exactly what a user would catch
+        return Case(category, what, exc)
+    return Case(category, what, None)
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def _png(width: int = 640, height: int = 600) -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.tile(np.linspace(0, 255, width).astype(np.uint8), (height, 1))
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _jpeg() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(_png())).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _png_bomb(side: int) -> bytes:
+    """A valid PNG of zeros, under 1 MB, that would inflate to side x side pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + (side + 7) // 8)  # 1-bit grey: the smallest rows
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def _dicom(path: Path, *, frames: int = 1, pixel_data: bool = True) -> Path:
+    """A small secondary-capture DICOM (made-up content) written with pydicom."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[path.name])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "OT"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = 64, 64
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if pixel_data:
+        ds.PixelData = np.zeros((frames, 64, 64), dtype="<u2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def file_cases(work: Path) -> list[Case]:
+    from cxr_widgets import Study, build_request
+
+    good = _png()
+    text = work / "notes.png"
+    text.write_text("This is a text file that was renamed to .png.\n")
+    empty = work / "empty.png"
+    empty.write_bytes(b"")
+    truncated = work / "truncated.png"
+    truncated.write_bytes(good[: len(good) // 2])
+    corrupt = bytearray(_jpeg())
+    corrupt[200:600] = bytes(400)  # wipe the Huffman/quantisation tables
+    corrupt_jpeg = work / "corrupt.jpg"
+    corrupt_jpeg.write_bytes(bytes(corrupt))
+    bomb = work / "bomb.png"
+    bomb.write_bytes(_png_bomb(30000))
+    pdf = work / "scan.dcm"
+    pdf.write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n")
+    no_pixels = _dicom(work / "no-pixels.dcm", pixel_data=False)
+    multi = _dicom(work / "multiframe.dcm", frames=3)
+    folder = work / "images"
+    folder.mkdir(exist_ok=True)
+
+    def send(frontal: object) -> Callable[[], object]:
+        return lambda: build_request(Study(frontal_image=frontal))
+
+    return [
+        attempt("Image files", "text file renamed `.png`", send(text)),
+        attempt("Image files", "empty file (0 bytes)", send(empty)),
+        attempt("Image files", "PNG cut off half way", send(truncated)),
+        attempt("Image files", "JPEG with its tables overwritten", send(corrupt_jpeg)),
+        attempt("Image files", "decompression bomb (PNG header 30000x30000)", send(bomb)),
+        attempt("Image files", "PDF renamed `.dcm`", send(pdf)),
+        attempt("Image files", "DICOM without pixel data", send(no_pixels)),
+        attempt("Image files", "multi-frame DICOM (3 frames)", send(multi)),
+        attempt("Image files", "path that does not exist", send(work / "missing.png")),
+        attempt("Image files", "a directory", send(folder)),
+        attempt(
+            "Image files",
+            "PNG of 640x600 with max_pixels=100000",
+            lambda: build_request(Study(frontal_image=good), max_pixels=100_000),
+        ),
+    ]
+
+
+# --- studies and requests ---------------------------------------------------------------
+
+
+def study_cases(work: Path) -> list[Case]:
+    from cxr_widgets import Study, build_request
+
+    image = work / "frontal.png"
+    image.write_bytes(_png())
+    return [
+        attempt("Studies", "no frontal image", lambda: Study(frontal_image=None)),
+        attempt(
+            "Studies",
+            "only a lateral image",
+            lambda: Study(frontal_image=None, lateral_image=image),
+        ),
+        attempt("Studies", "frontal image is a number", lambda: Study(frontal_image=42)),
+        attempt("Studies", "frontal image is empty bytes", lambda: Study(frontal_image=b"")),
+        attempt("Studies", "frontal image is an empty path", lambda: Study(frontal_image="")),
+        attempt(
+            "Studies",
+            "indication is not text (a number)",
+            lambda: Study(frontal_image=image, indication=5),  # type: ignore[arg-type]
+        ),
+        attempt(
+            "Studies",
+            "a path given where a Study is expected",
+            lambda: build_request(str(image)),  # type: ignore[arg-type]
+        ),
+    ]
+
+
+def request_cases(work: Path) -> list[Case]:
+    from cxr_widgets import EndpointConfig, ReportGenClient, Study, build_request
+    from cxr_widgets.samples import sample_path
+
+    image = work / "frontal.png"
+    image.write_bytes(_png())
+    study = Study(frontal_image=image)
+    with_text = Study(frontal_image=image, indication="Cough.")
+    rg1 = Study(frontal_image=sample_path("RG1_UNCR.dcm"))
+    # Never sent: the size is checked before any connection is made.
+    client = ReportGenClient(
+        EndpointConfig("http://127.0.0.1:9/score", key_env=None),
+        image_options={"full_resolution": True},
+    )
+    cases = [
+        attempt("Requests", "11 studies in one request", lambda: build_request([study] * 11)),
+        attempt("Requests", "no studies", lambda: build_request([])),
+        attempt(
+            "Requests",
+            "studies with different column sets in one request",
+            lambda: build_request([study, with_text]),
+        ),
+        attempt(
+            "Requests",
+            "over the 1.5 MB size budget (RG1 at full resolution)",
+            lambda: client.generate(rg1),
+        ),
+        attempt(
+            "Requests",
+            "image option below the model's input size (shortest_side=256)",
+            lambda: build_request(study, shortest_side=256),
+        ),
+    ]
+    client.close()
+    return cases
+
+
+# --- manifests ----------------------------------------------------------------------------
+
+
+def manifest_cases(work: Path) -> list[Case]:
+    from cxr_widgets.manifest import read_manifest
+
+    folder = work / "manifests"
+    folder.mkdir(exist_ok=True)
+    (folder / "frontal.png").write_bytes(_png())
+
+    def manifest(name: str, text: str | bytes) -> Path:
+        path = folder / name
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+        return path
+
+    empty = manifest("empty.csv", "")
+    header_only = manifest("header-only.csv", "frontal,indication\n")
+    unknown = manifest("unknown-column.csv", "frontal,diagnosis\nfrontal.png,x\n")
+    no_frontal_column = manifest("no-frontal-column.csv", "lateral,indication\nfrontal.png,x\n")
+    missing_value = manifest("missing-frontal.csv", "frontal,indication\nfrontal.png,a\n,b\n")
+    not_found = manifest("image-not-found.csv", "frontal\nfrontal.png\nmissing/scan.dcm\n")
+    extra = manifest("extra-values.csv", "frontal,indication\nfrontal.png,cough, fever\n")
+    latin1 = manifest(
+        "latin-1.csv", "frontal,indication\nfrontal.png,toux fébrile\n".encode("latin-1")
+    )
+    return [
+        attempt("Manifests", "file does not exist", lambda: read_manifest(folder / "none.csv")),
+        attempt("Manifests", "a folder instead of a file", lambda: read_manifest(folder)),
+        attempt("Manifests", "empty file", lambda: read_manifest(empty)),
+        attempt("Manifests", "header but no studies", lambda: read_manifest(header_only)),
+        attempt("Manifests", "unknown column", lambda: read_manifest(unknown)),
+        attempt("Manifests", "no frontal column", lambda: read_manifest(no_frontal_column)),
+        attempt("Manifests", "row without a frontal value", lambda: read_manifest(missing_value)),
+        attempt("Manifests", "image file not found", lambda: read_manifest(not_found)),
+        attempt("Manifests", "unquoted comma in a text", lambda: read_manifest(extra)),
+        attempt("Manifests", "not UTF-8 (Latin-1)", lambda: read_manifest(latin1)),
+    ]
+
+
+# --- responses ----------------------------------------------------------------------------
+
+
+RESPONSES: tuple[tuple[str, object, int], ...] = (
+    ("not JSON (an HTML error page)", b"<html><body>502 Bad Gateway</body></html>", 1),
+    ("JSON without `output`", {"result": [["The heart size is normal.", None]]}, 1),
+    ("`output` is not a list", {"output": {"text": "The heart size is normal."}}, 1),
+    ("`output` is a string that is not JSON", [{"output": "The heart size is normal."}], 1),
+    (
+        "two reports for one study",
+        [{"output": '[["Normal.", null]]'}, {"output": '[["Normal.", null]]'}],
+        1,
+    ),
+    ("one report for two studies", [{"output": '[["Normal.", null]]'}], 2),
+    ("NaN coordinate", '{"output": [["Effusion.", [[NaN, 0.5, 0.7, 0.9]]]]}', 1),
+    ("coordinate out of range (1.5)", {"output": [["Effusion.", [[0.1, 0.5, 1.5, 0.9]]]]}, 1),
+    ("x_min > x_max", {"output": [["Effusion.", [[0.8, 0.5, 0.2, 0.9]]]]}, 1),
+    ("box with three numbers", {"output": [["Effusion.", [[0.1, 0.5, 0.9]]]]}, 1),
+    ("coordinate is a string", {"output": [["Effusion.", [["0.1", 0.5, 0.7, 0.9]]]]}, 1),
+    ("finding text is not a string", {"output": [[42, None]]}, 1),
+    ("finding is not [text, boxes]", {"output": [["Effusion."]]}, 1),
+    ("deeply nested JSON (100,000 levels)", "[" * 100_000 + "]" * 100_000, 1),
+)
+
+
+def response_cases() -> list[Case]:
+    from cxr_widgets import parse_response
+
+    return [
+        attempt("Responses", what, lambda b=body, n=n: parse_response(b, n_studies=n))
+        for what, body, n in RESPONSES
+    ]
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+#: What the loopback test peer answers, by path: status, headers, body, seconds to wait.
+#: Bodies and headers follow Azure ML's (FACTS.md: x-request-id on every answer,
+#: ms-azureml-model-error-* on 424).
+PEER_ANSWERS: dict[str, tuple[int, dict[str, str], bytes, float]] = {
+    "/forbidden/score": (
+        403,
+        {"Content-Type": "application/json"},
+        b'{"message": "Identity does not have permission to score."}',
+        0.0,
+    ),
+    "/no-deployment/score": (
+        404,
+        {"Content-Type": "application/json"},
+        b'{"message": "No valid deployments to route to. Please check that the endpoint has '
+        b"at least one deployment with positive weight values or use a deployment specific "
+        b'header to route."}',
+        0.0,
+    ),
+    "/timeout/score": (
+        408,
+        {"Content-Type": "text/plain"},
+        b"Request timed out",
+        0.0,
+    ),
+    "/model-error/score": (
+        424,
+        {
+            "Content-Type": "application/json",
+            "ms-azureml-model-error-statuscode": "500",
+            "ms-azureml-model-error-reason": "model_error",
+        },
+        b'{"message": "An unexpected error occurred in scoring script."}',
+        0.0,
+    ),
+    "/busy-long/score": (
+        429,
+        {"Content-Type": "application/json", "Retry-After": "30"},
+        b'{"message": "Too many pending requests."}',
+        0.0,
+    ),
+    "/html/score": (
+        200,
+        {"Content-Type": "text/html"},
+        b"<html><body>Welcome to nginx!</body></html>",
+        0.0,
+    ),
+    "/slow/score": (200, {"Content-Type": "application/json"}, b"[]", 3.0),
+}
+
+
+class _Peer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return None  # clients that time out hang up on purpose
+
+
+@contextlib.contextmanager
+def test_peer() -> Iterator[str]:
+    """A loopback HTTP server answering PEER_ANSWERS; yields its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, headers, body, delay = PEER_ANSWERS[self.path]
+            if delay:
+                time.sleep(delay)
+            self.send_response(status)
+            for name, value in {**headers, "x-request-id": str(uuid.uuid4())}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = _Peer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that is bound but not listening: connecting is refused."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def http_cases(work: Path) -> list[Case]:
+    from cxr_widgets import EndpointConfig, ReportGenClient, Study
+
+    image = work / "frontal.png"
+    image.write_bytes(_png())
+    study = Study(frontal_image=image)
+    fast = {"backoff_factor": 0.01, "backoff_max": 0.05, "key_env": None}
+
+    def call(uri: str, **options: Any) -> Callable[[], object]:
+        def run() -> object:
+            with ReportGenClient(EndpointConfig(uri, **{**fast, **options})) as client:
+                return client.generate(study)
+
+        return run
+
+    cases: list[Case] = []
+    with test_peer() as peer:
+        cases += [
+            attempt(
+                "HTTP failures",
+                "403 Forbidden (no scoring permission)",
+                call(f"{peer}/forbidden/score", key="a-key"),
+            ),
+            attempt(
+                "HTTP failures",
+                "404 Not Found (no deployment takes traffic)",
+                call(f"{peer}/no-deployment/score", key="a-key"),
+            ),
+            attempt(
+                "HTTP failures", "408 Request Timeout", call(f"{peer}/timeout/score", key="a-key")
+            ),
+            attempt(
+                "HTTP failures",
+                "424 model error (`ms-azureml-model-error-*` headers)",
+                call(f"{peer}/model-error/score", key="a-key"),
+            ),
+            attempt(
+                "HTTP failures",
+                "429 with Retry-After: 30 beyond a 5 s deadline",
+                call(f"{peer}/busy-long/score", key="a-key", deadline=5.0),
+            ),
+            attempt(
+                "HTTP failures",
+                "200 with an HTML page instead of JSON",
+                call(f"{peer}/html/score", key="a-key"),
+            ),
+            attempt(
+                "HTTP failures",
+                "no answer within the read timeout (1 s)",
+                call(f"{peer}/slow/score", key="a-key", read_timeout=1.0),
+            ),
+        ]
+    with refused_port() as port:
+        cases.append(
+            attempt(
+                "HTTP failures",
+                "connection refused (nothing listens)",
+                call(f"http://127.0.0.1:{port}/score", max_retries=2),
+            )
+        )
+    cases += local_endpoint_cases(call, study)
+    return cases
+
+
+def local_endpoint_cases(call: Callable[..., Callable[[], object]], study: Any) -> list[Case]:
+    """What the real local endpoint (azureml-inference-server-http) answers: 400, 401, 413,
+    and injected 429, 503 and dropped connections (one endpoint per fault, ~0.5 s each)."""
+    from cxr_widgets import EndpointConfig, ReportGenClient, Study
+    from cxr_widgets.contract import PreparedRequest, prepare_request
+    from cxr_widgets.local.faults import FaultConfig
+    from cxr_widgets.local.server import LocalEndpoint
+    from cxr_widgets.samples import sample_path
+
+    def send_not_an_image(uri: str) -> Callable[[], object]:
+        def run() -> object:
+            prepared = prepare_request(study)
+            payload = json.loads(json.dumps(prepared.payload))
+            payload["input_data"]["data"][0][0] = "R0lGODlhAQABAAAAACw="  # a GIF, base64
+            config = EndpointConfig(uri, key=ENDPOINT_KEY, key_env=None)
+            with ReportGenClient(config) as client:
+                return client.send(PreparedRequest(payload, prepared.studies))
+
+        return run
+
+    def too_large(uri: str) -> Callable[[], object]:
+        def run() -> object:
+            config = EndpointConfig(uri, key=ENDPOINT_KEY, key_env=None, max_request_bytes=None)
+            options = {"full_resolution": True}
+            with ReportGenClient(config, image_options=options) as client:
+                return client.generate(Study(frontal_image=sample_path("RG1_UNCR.dcm")))
+
+        return run
+
+    cases: list[Case] = []
+    with LocalEndpoint(key=ENDPOINT_KEY) as endpoint:
+        uri = endpoint.scoring_uri
+        cases += [
+            attempt(
+                "HTTP failures",
+                "400 from the local endpoint (the image value is a GIF)",
+                send_not_an_image(uri),
+            ),
+            attempt(
+                "HTTP failures",
+                "401 wrong key (local endpoint)",
+                call(uri, key="not-the-endpoint-key"),
+            ),
+            attempt("HTTP failures", "401 no key sent (local endpoint)", call(uri)),
+            attempt(
+                "HTTP failures",
+                "413 over the endpoint's 1.5 MB limit (client budget off, RG1 at full size)",
+                too_large(uri),
+            ),
+        ]
+    faults = {
+        "429 on every attempt (local endpoint), 2 retries": FaultConfig(
+            rate_429=1.0, retry_after=0
+        ),
+        "503 on every attempt (local endpoint), 2 retries": FaultConfig(rate_503=1.0),
+        "connection dropped on every attempt (local endpoint), 2 retries": FaultConfig(
+            rate_drop=1.0
+        ),
+    }
+    for what, fault in faults.items():
+        with LocalEndpoint(faults=fault) as endpoint:
+            cases.append(attempt("HTTP failures", what, call(endpoint.scoring_uri, max_retries=2)))
+    return cases
+
+
+# --- the table ------------------------------------------------------------------------------
+
+
+def collect(work: Path) -> list[Case]:
+    """Run every case (in ``work``, a scratch folder) and return the outcomes."""
+    return [
+        *file_cases(work),
+        *study_cases(work),
+        *request_cases(work),
+        *manifest_cases(work),
+        *response_cases(),
+        *http_cases(work),
+    ]
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+def normalise(text: str, work: Path) -> str:
+    """Replace what changes from run to run: folders, ports, request ids, addresses."""
+    for folder in {str(work), str(work.resolve())}:
+        text = text.replace(folder, "<dir>")
+    text = text.replace(os.getcwd(), "<cwd>")
+    text = re.sub(r"(127\.0\.0\.1|localhost):\d+", r"\1:<port>", text)
+    text = _UUID.sub("<id>", text)
+    text = re.sub(r"0x[0-9a-f]{6,}", "<address>", text)
+    text = re.sub(r"\(\d+ s in all\)", "(<n> s in all)", text)  # wall time of a timeout
+    return text
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ").strip()
+
+
+def render(cases: list[Case], work: Path) -> str:
+    """The Markdown page: one table per category (input, error class, message)."""
+    lines = [
+        "# Bad inputs and the messages they give",
+        "",
+        "Every bad input below was tried by `scripts/make_bad_input_table.py`, which",
+        "wrote this page; `tests/test_bad_input_table.py` runs the cases again and",
+        "fails if the page no longer matches. Images go through `build_request` (as in",
+        "the widget, `ReportGenClient.generate` and `run_batch`), manifests through",
+        "`read_manifest` (as in `cxr-widgets run`), responses through `parse_response`,",
+        "and HTTP failures through `ReportGenClient` against the local endpoint",
+        "(azureml-inference-server-http on 127.0.0.1) or, for 403, 404, 408, 424 and",
+        "slow or non-JSON answers, a loopback test server that answers like Azure ML.",
+        "Every error is a subclass of `cxr_widgets.CxrWidgetsError`.",
+        "",
+        "Placeholders: `<dir>` a temporary folder, `<cwd>` the working directory,",
+        "`<port>` a port, `<id>` the endpoint's `x-request-id`.",
+    ]
+    for category in CATEGORIES:
+        rows = [c for c in cases if c.category == category]
+        lines += ["", f"## {category}", "", "| Input | Error | Message |", "|---|---|---|"]
+        for case in rows:
+            message = normalise(case.message, work)
+            lines.append(f"| {_cell(case.input)} | `{case.error_class}` | {_cell(message)} |")
+    return "\n".join(lines) + "\n"
+
+
+def generate() -> tuple[str, list[Case]]:
+    """Run all cases in a fresh scratch folder; the page and the raw outcomes."""
+    import warnings
+
+    with tempfile.TemporaryDirectory(prefix="cxr-bad-inputs-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        work = Path(tmp)
+        cases = collect(work)
+        return render(cases, work), cases
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args()
+    page, cases = generate()
+    args.output.write_text(page, encoding="utf-8")
+    print(f"wrote {args.output} ({len(cases)} cases)")
+    missing = [c.input for c in cases if c.error is None]
+    if missing:
+        print("no error raised for:", *missing, sep="\n  ")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
