@@ -30,6 +30,7 @@ Error answers are JSON ``{"error": "..."}``; every answer carries ``x-request-id
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 import os
 import socket
@@ -97,6 +98,7 @@ class Settings:
 
 _settings: Settings | None = None
 _log_lock = threading.Lock()
+_sequence = itertools.count(1)  # arrival order of requests (next() is atomic)
 
 
 def init() -> None:
@@ -154,6 +156,7 @@ def run(request: Any) -> AMLResponse:
     settings = _settings or Settings.from_env()
     started = time.time()
     entry: dict[str, Any] = {
+        "seq": next(_sequence),
         "time": round(started, 3),
         "request_id": _request_id(),
         "status": None,

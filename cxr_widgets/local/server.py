@@ -44,6 +44,19 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail at once (gunicorn would retry for seconds) when ``port`` is taken."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise LocalEndpointError(
+                f"cannot listen on {host}:{port}: the port is in use or not available "
+                f"({exc.strerror}). Choose another port, or port=None for a free one."
+            ) from None
+
+
 def _server_version() -> str:
     try:
         return version("azureml-inference-server-http")
@@ -197,9 +210,13 @@ class LocalEndpoint:
             try:
                 self._launch(port)
                 return self
-            except LocalEndpointError:
+            except LocalEndpointError as exc:
                 self._kill()
-                if attempt == attempts - 1 or "in use" not in self.stderr_tail():
+                self._process = None
+                taken = "in use" in str(exc) or "in use" in self.stderr_tail()
+                if attempt == attempts - 1 or not taken:
+                    if self._own_log:
+                        self.log_path = None
                     self._cleanup()
                     raise
         return self  # pragma: no cover
@@ -207,6 +224,7 @@ class LocalEndpoint:
     def _launch(self, port: int) -> None:
         assert self._tmp is not None
         self.port = port
+        _check_port_free(self.host, port)
         if self.output == "file":
             self._stdout = open(self._tmp / "server.log", "wb")  # noqa: SIM115
             out: Any = self._stdout
@@ -308,8 +326,10 @@ class LocalEndpoint:
 
     # --- request log ----------------------------------------------------
     def received(self) -> list[dict[str, Any]]:
-        """The request log so far: one dict per request (time, request_id, status,
-        n_studies, sha256 per study, bytes, fault, seconds)."""
+        """The request log so far, one dict per request: ``seq`` (arrival order),
+        ``time``, ``request_id``, ``status`` (None: dropped), ``n_studies``,
+        ``sha256`` (one per study, see ``demo_findings.wire_digest``), ``bytes``,
+        ``fault`` (None, "drop", "429", "503" or "pending_cap"), ``seconds``."""
         if self.log_path is None:
             return list(self._final_received or [])
         try:
