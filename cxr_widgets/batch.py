@@ -485,7 +485,6 @@ class _Runner:
         self.stats = _Stats(client)
         self.abandoned = False
         self._bar: Any = None
-        self._done = 0
         self._waiting: dict[str, list[int]] = {}  # key -> indices (duplicates in this run)
         self._groups: dict[tuple[str, ...], list[_Item]] = {}
         self._queue: deque[_Batch] = deque()
@@ -766,13 +765,17 @@ class _Runner:
             return
         self.limit.on_success()
         self.result.sent += len(batch.items)
+        finished: list[tuple[int, Report | None, StudyFailure | None]] = []
         for item, report in zip(batch.items, reports, strict=True):
             for index in self._waiting.pop(item.key, [item.index]):
-                if index != item.index:
-                    report = Report.from_dict(report.to_dict())
-                    report.study_id = self.studies[index].study_id
+                if index != item.index:  # a duplicate of the study sent: its own copy
+                    twin = Report.from_dict(report.to_dict())
+                    twin.study_id = self.studies[index].study_id
                     self.result.keys[index] = item.key
-                self._finish_study(index, report, None)
+                    finished.append((index, twin, None))
+                else:
+                    finished.append((index, report, None))
+        self._finish_many(finished)
 
     def _fail_batch(self, batch: _Batch, exc: BaseException) -> None:
         self.result.sent += len(batch.items)
@@ -791,28 +794,45 @@ class _Runner:
                 self.store.put_many_errors(store_keys, exc, request_id=request_id)
             except Exception:  # the failure is still reported in the result
                 logger.exception("batch: could not record a failure in the store")
-        for index in indices:
-            failure = StudyFailure(
-                index, self.studies[index].study_id, type(exc).__name__, str(exc), request_id
-            )
-            self._finish_study(index, None, failure)
+        self._finish_many(
+            [
+                (
+                    index,
+                    None,
+                    StudyFailure(
+                        index,
+                        self.studies[index].study_id,
+                        type(exc).__name__,
+                        str(exc),
+                        request_id,
+                    ),
+                )
+                for index in indices
+            ]
+        )
 
     # --- results -----------------------------------------------------------------------
 
     def _finish_study(
         self, index: int, report: Report | None, failure: StudyFailure | None
     ) -> None:
-        if report is not None:
-            if not self.keep_images:
-                report.frontal_image = None
-            self.result.reports[index] = report
-        if failure is not None:
-            self.result.failures.append(failure)
-        self._done += 1
+        self._finish_many([(index, report, failure)])
+
+    def _finish_many(self, finished: list[tuple[int, Report | None, StudyFailure | None]]) -> None:
+        """Record a request's studies, then tell the callback (which may raise
+        KeyboardInterrupt: nothing recorded is lost then)."""
+        for index, report, failure in finished:
+            if report is not None:
+                if not self.keep_images:
+                    report.frontal_image = None
+                self.result.reports[index] = report
+            if failure is not None:
+                self.result.failures.append(failure)
         if self._bar is not None:
-            self._bar.update(1)
+            self._bar.update(len(finished))
         if self.on_result is not None:
-            self.on_result(index, report, failure)
+            for index, report, failure in finished:
+                self.on_result(index, report, failure)
 
     def _update_bar(self) -> None:
         if self._bar is None:

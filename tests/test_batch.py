@@ -356,9 +356,12 @@ def test_keyboard_interrupt_keeps_what_is_stored(tmp_path: Path) -> None:
     studies = small_studies(20)
     store = tmp_path / "r.sqlite"
 
+    finished: list[int] = []
+
     def stop_after(index: int, report: object, failure: object) -> None:
-        if index == 7:
-            raise KeyboardInterrupt
+        finished.append(index)
+        if len(finished) == 8:
+            raise KeyboardInterrupt  # what Ctrl-C does
 
     first = run_batch(
         studies, DemoBackend(), store=store, progress=False, batch_size=4, on_result=stop_after
