@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .contract import DEFAULT_REQUEST_BUDGET
 from .errors import (
     ConfigError,
     CxrWidgetsError,
@@ -81,20 +83,35 @@ def build_parser() -> argparse.ArgumentParser:
         "checks requests as the real service does and answers with canned demo findings. "
         "Fault options add latency, a bandwidth cap, a pending-request cap and random "
         "failures, for testing clients.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    serve.add_argument("--port", type=int, default=5001, help="TCP port")
+    serve.add_argument("--port", type=int, default=5001, help="TCP port (default: 5001)")
     serve.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on; 0.0.0.0 exposes the endpoint to your network",
+        help="address to listen on (default: 127.0.0.1); 0.0.0.0 exposes the endpoint "
+        "to your network",
     )
     serve.add_argument(
         "--key-env",
         metavar="VAR",
         default=None,
-        help="require this key: the name of an environment variable holding it "
-        "(callers then send 'Authorization: Bearer <key>')",
+        help="require a key: the name of an environment variable holding it "
+        "(callers then send 'Authorization: Bearer <key>'; default: no key)",
+    )
+    serve.add_argument(
+        "--max-request-bytes",
+        type=_positive_int,
+        default=DEFAULT_REQUEST_BUDGET,
+        metavar="N",
+        help=f"answer 413 above this body size (default: {DEFAULT_REQUEST_BUDGET:,}, "
+        "the older Azure ML limit)",
+    )
+    serve.add_argument(
+        "--response-shape",
+        choices=("records", "documented"),
+        default="records",
+        help="records: what the deployed service sends (default); documented: the "
+        "model documentation's shape",
     )
     _add_fault_arguments(serve)
 
@@ -184,13 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
-    try:
-        from .local.faults import FaultConfig
-    except ImportError:
-        try:
-            from .local.server import FaultConfig  # type: ignore[no-redef]
-        except ImportError:
-            return
+    from .local.faults import FaultConfig
+
     group = parser.add_argument_group("fault injection (for tests and benchmarks)")
     FaultConfig.add_arguments(group)
 
@@ -198,8 +210,13 @@ def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
 # --- serve -------------------------------------------------------------------------
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .local import server
+    from .local.faults import FaultConfig
 
     key = None
     if args.key_env:
@@ -209,11 +226,18 @@ def _serve(args: argparse.Namespace) -> int:
                 f"--key-env {args.key_env}: that environment variable is not set or empty; "
                 f"set it (export {args.key_env}=...) or leave --key-env out for no key."
             )
-    fault_config = getattr(server, "FaultConfig", None)
-    if fault_config is None:
-        from .local.faults import FaultConfig as fault_config  # type: ignore[no-redef]
-    faults = fault_config.from_args(args)
-    server.serve(port=args.port, host=args.host, key=key, faults=faults)
+    faults = FaultConfig.from_args(args)
+    # `kill PID` (SIGTERM) must stop the server too, not leave it orphaned in its own
+    # process group: turn it into the Ctrl-C path, which stops the endpoint.
+    signal.signal(signal.SIGTERM, _interrupt)
+    server.serve(
+        port=args.port,
+        host=args.host,
+        key=key,
+        faults=faults,
+        max_request_bytes=args.max_request_bytes,
+        response_shape=args.response_shape,
+    )
     return EXIT_OK
 
 
