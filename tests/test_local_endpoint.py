@@ -547,7 +547,8 @@ def test_busy_port_gives_a_clear_error_and_stop_releases_everything() -> None:
     assert [e["status"] for e in server.received()] == [200]  # kept after stop
 
 
-def test_serve_runs_in_the_foreground_until_ctrl_c(isolated_home: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_serve_runs_in_the_foreground_until_stopped(isolated_home: Path, stop: int) -> None:
     port = free_port()
     code = f"from cxr_widgets.local.server import serve; serve(port={port})"
     env = {**os.environ, "HOME": str(isolated_home)}
@@ -570,7 +571,7 @@ def test_serve_runs_in_the_foreground_until_ctrl_c(isolated_home: Path) -> None:
         server = LocalEndpoint(port)
         server.port = port
         assert post(server, DOC_SIMPLE, key=None).status == 200
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         assert process.wait(timeout=30) == 0
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -578,3 +579,35 @@ def test_serve_runs_in_the_foreground_until_ctrl_c(isolated_home: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_server_goes_when_the_process_that_started_it_is_killed(isolated_home: Path) -> None:
+    code = (
+        "import sys, time\n"
+        "from cxr_widgets.local.server import LocalEndpoint\n"
+        "endpoint = LocalEndpoint().start()\n"
+        "print(endpoint.pid, endpoint.port, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    env = {**os.environ, "HOME": str(isolated_home)}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        pid, port = map(int, parent.stdout.readline().split())  # type: ignore[union-attr]
+        parent.kill()  # SIGKILL: no cleanup code runs in the parent
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -55,6 +56,21 @@ def _check_port_free(host: str, port: int) -> None:
                 f"cannot listen on {host}:{port}: the port is in use or not available "
                 f"({exc.strerror}). Choose another port, or port=None for a free one."
             ) from None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Ask Linux to SIGTERM the server when the process that started it dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _tie_to_parent() -> bool:
+    return sys.platform == "linux" and threading.current_thread() is threading.main_thread()
 
 
 def _server_version() -> str:
@@ -239,6 +255,8 @@ class LocalEndpoint:
             stdout=out,
             stderr=subprocess.STDOUT if out is not None else None,
             start_new_session=True,  # its own process group, stopped as a whole
+            # Linux ties the child to the starting *thread*: only do it from the main thread.
+            preexec_fn=_die_with_parent if _tie_to_parent() else None,
         )
         deadline = began + self.startup_timeout
         while True:
@@ -369,6 +387,29 @@ def serve(
         log_path=log_path,
         output="inherit",
     )
+
+    def _stop_on_signal(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # `kill` and a closed terminal stop the server too, not only Ctrl-C.
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {
+            sig: signal.signal(sig, _stop_on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)
+        }
+    try:
+        _serve_foreground(endpoint, host, key)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve_foreground(endpoint: LocalEndpoint, host: str, key: str | None) -> None:
+    try:
+        endpoint.start()
+    except KeyboardInterrupt:
+        endpoint.stop()
+        return
     with endpoint:
         print(
             f"\nCXRReportGen-compatible local endpoint (DEMO: canned findings, not a model) "
