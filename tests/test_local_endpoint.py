@@ -194,6 +194,14 @@ def test_canned_answers_are_the_documented_example_and_variants() -> None:
     assert chosen <= {tuple(text for text, _ in variant) for variant in VARIANTS}
 
 
+def test_params_beside_input_data_is_accepted(endpoint: LocalEndpoint) -> None:
+    # The official notebooks send "params": {} next to "input_data".
+    payload = {**json.loads(DOC_COMPLEX), "params": {}}
+    answer = post(endpoint, payload)
+    assert answer.status == 200
+    assert len(parse_response(answer.body, n_studies=1)) == 1
+
+
 def test_ten_studies_in_one_request(endpoint: LocalEndpoint) -> None:
     studies = [study(seed, indication=f"case {seed}") for seed in range(10)]
     answer = post(endpoint, build_request(studies))
@@ -303,6 +311,8 @@ def test_request_log_has_study_hashes_and_no_patient_text(endpoint: LocalEndpoin
         assert entry["sha256"] == expected
         assert entry["n_studies"] == 2 and entry["status"] == 200
         assert entry["bytes"] == len(request.body)
+    answered = endpoint.received_digests()
+    assert answered.count(expected[0]) == answered.count(expected[1]) == 2
     log_text = Path(endpoint.log_path).read_text()  # type: ignore[arg-type]
     assert secret not in log_text and "John" not in log_text
     assert secret not in endpoint.stderr_tail(lines=100_000)

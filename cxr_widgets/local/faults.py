@@ -86,10 +86,6 @@ class FaultConfig:
         """Requests admitted at once (scored or waiting for an instance); None: no cap."""
         return None if self.instances is None else self.instances * self.pending_per_instance
 
-    @property
-    def active(self) -> bool:
-        return self != FaultConfig(seed=self.seed)
-
     # --- environment ----------------------------------------------------
     def to_env(self) -> dict[str, str]:
         """The ``CXR_FAULT_*`` variables for the server process (``none`` for no value)."""

@@ -16,13 +16,23 @@ Configuration (environment variables, read by :func:`init`):
 ``CXR_LOCAL_RESPONSE_SHAPE``
     ``records`` (default; what the deployed service sends) or ``documented``.
 ``CXR_LOCAL_REQUEST_LOG``
-    A file to which each request appends one JSON line: time, request id,
-    status, number of studies, the sha256 of each study's content (see
-    :func:`.demo_findings.study_digest`), body size, injected fault. No
-    patient text, no key.
+    A file to which each request appends one JSON line: arrival order, time,
+    request id, status (null when dropped), number of studies, the sha256 of
+    each study's content (:func:`.demo_findings.study_digest`; clients compute
+    it with :func:`.demo_findings.wire_digest`), body size, injected fault,
+    seconds. No patient text, no key.
 ``CXR_FAULT_*``
-    Fault injection, see :class:`.faults.FaultConfig` (latency, bandwidth,
-    instances and the pending cap, 429/503/drop rates, seed).
+    Fault injection, see :class:`.faults.FaultConfig`: ``CXR_FAULT_LATENCY``
+    and ``CXR_FAULT_LATENCY_PER_STUDY`` (seconds), ``CXR_FAULT_BANDWIDTH``
+    (request bytes/s, shared), ``CXR_FAULT_INSTANCES`` and
+    ``CXR_FAULT_PENDING_PER_INSTANCE`` (the pending cap; 429 beyond it),
+    ``CXR_FAULT_RETRY_AFTER`` (seconds), ``CXR_FAULT_RATE_429``,
+    ``CXR_FAULT_RATE_503``, ``CXR_FAULT_RATE_DROP`` (fractions) and
+    ``CXR_FAULT_SEED`` (``none`` for an unseeded RNG).
+
+Order of checks: 401 (key), 413 (size), bandwidth wait, injected
+drop/429/503, 400 (contract), pending cap 429, then the simulated model time
+holding one of ``instances``.
 
 Error answers are JSON ``{"error": "..."}``; every answer carries ``x-request-id``.
 """
@@ -227,7 +237,8 @@ def _score(request: Any, settings: Settings, entry: dict[str, Any]) -> AMLRespon
         entry["fault"] = "pending_cap"
         return _error(
             429,
-            f"too many pending requests (more than {faults.config.max_pending}); retry later",
+            f"too many pending requests ({faults.config.max_pending} already pending); "
+            f"retry after {retry_after} s",
             {"Retry-After": retry_after},
         )
     try:
