@@ -383,3 +383,106 @@ def test_patient_tags_not_in_image_errors(tagged_rg1: Path, patient_needles: set
         with pytest.raises(ImageError) as info:
             prepare_image(bad, name="frontal_image")
         assert_absent(error_texts(info.value), patient_needles, "an ImageError")
+
+
+# --- notebooks, executed with the key in the environment and saved with widget state ------
+
+PROBE = """
+# secrets probe (added by tests/test_secrets.py): which keys did this kernel hold?
+import json as _json, os as _os
+from pathlib import Path as _Path
+from cxr_widgets.config import EndpointConfig as _Config
+_found = set()
+for _name, _value in list(globals().items()):
+    if _name.startswith("_"):
+        continue
+    if isinstance(_value, str) and len(_value) >= 12 and any(
+        _w in _name.lower() for _w in ("key", "token", "secret")
+    ):
+        _found.add(_value)
+    for _candidate in (_value, getattr(_value, "config", None),
+                       getattr(getattr(_value, "client", None), "config", None)):
+        if isinstance(_candidate, _Config) and _candidate._key is not None:
+            _found.add(_candidate._key.reveal())
+_Path("secrets-probe-NAME.json").write_text(_json.dumps(
+    {"env": _os.environ.get("CXR_ENDPOINT_KEY"), "found": sorted(_found)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def executed_notebooks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """Every tutorial run with KEY in the kernel's environment, saved with widget state."""
+    import sys
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    root = Path(__file__).resolve().parent.parent / "notebooks"
+    home = tmp_path_factory.mktemp("nbhome")
+    work = tmp_path_factory.mktemp("notebooks")
+    kernels = home / "share/jupyter/kernels/cxr-secrets"
+    kernels.mkdir(parents=True)
+    (kernels / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "cxr-widgets secrets test",
+                "language": "python",
+            }
+        )
+    )
+    probes: dict[str, Any] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(KEY_ENV, KEY)
+        for name, value in {
+            "HOME": home,
+            "JUPYTER_DATA_DIR": home / "share/jupyter",
+            "JUPYTER_CONFIG_DIR": home / ".jupyter",
+            "JUPYTER_RUNTIME_DIR": home / "runtime",
+            "IPYTHONDIR": home / ".ipython",
+            "MPLCONFIGDIR": home / ".matplotlib",
+        }.items():
+            mp.setenv(name, str(value))
+        mp.setenv("JUPYTER_PLATFORM_DIRS", "1")
+        for source in sorted(root.glob("*.ipynb")):
+            nb = nbformat.read(source, as_version=4)
+            nb.cells.append(nbformat.v4.new_code_cell(PROBE.replace("NAME", source.stem)))
+            NotebookClient(
+                nb,
+                kernel_name="cxr-secrets",
+                timeout=180,
+                resources={"metadata": {"path": str(work)}},
+                store_widget_state=True,
+            ).execute()
+            nbformat.write(nb, work / source.name)
+            probes[source.name] = json.loads(
+                (work / f"secrets-probe-{source.stem}.json").read_text()
+            )
+    return work, probes
+
+
+@pytest.mark.slow
+def test_no_key_in_executed_notebooks_or_their_files(
+    executed_notebooks: tuple[Path, dict[str, Any]],
+) -> None:
+    work, probes = executed_notebooks
+    assert len(probes) >= 4
+    keys = {KEY}
+    for name, probe in probes.items():
+        assert probe["env"] == KEY, f"{name}: the kernel did not see {KEY_ENV}"
+        keys |= set(probe["found"])
+    # The probe is not blind: notebook 2 makes a throwaway key for its local endpoint.
+    assert len(probes["02_invoke.ipynb"]["found"]) >= 1
+    needles = keys | {json.dumps(k)[1:-1] for k in keys}
+    saved_with_widgets = 0
+    for path in sorted(work.rglob("*")):
+        if not path.is_file() or path.name.startswith("secrets-probe-"):
+            continue
+        assert_absent(path.read_bytes(), needles, str(path.relative_to(work)))
+        if path.suffix == ".ipynb":
+            nb = json.loads(path.read_text())
+            saved_with_widgets += "widgets" in nb.get("metadata", {})
+    widget_notebook = work / "04_widget.ipynb"
+    if widget_notebook.exists():  # the widget tutorial must have been saved WITH its state
+        assert "widgets" in json.loads(widget_notebook.read_text())["metadata"]
+        assert saved_with_widgets >= 1
