@@ -400,14 +400,22 @@ def test_pending_cap_answers_429_with_retry_after() -> None:
         log = server.received()
     statuses = Counter(a.status for a in answers)
     assert set(statuses) <= {200, 429} and sum(statuses.values()) == n
-    # 1 instance, 2 pending allowed: 2 answered, the rest refused while those wait.
-    assert statuses[200] == 2 and statuses[429] == n - 2
+    # 1 instance, 2 pending allowed: the requests sent together are mostly refused.
+    assert statuses[200] >= 2 and statuses[429] >= 1
     for answer in answers:
         assert UUID.match(answer.headers["x-request-id"])
         if answer.status == 429:
             assert answer.headers["retry-after"] == "2"
             assert "pending" in answer.json()["error"]
-    assert Counter(e["fault"] for e in log if e["status"] == 429) == {"pending_cap": n - 2}
+    assert Counter(e["fault"] for e in log if e["status"] == 429) == {"pending_cap": statuses[429]}
+    # From the server's log: never more than 2 admitted at once, and each refusal came
+    # while 2 were pending. Scored requests hold the single instance one after another.
+    spans = [(e["time"], e["time"] + e["seconds"]) for e in log if e["status"] == 200]
+    for start, _ in spans:
+        assert sum(a <= start + 0.01 and start < b - 0.01 for a, b in spans) <= 2
+    for refused in (e["time"] for e in log if e["status"] == 429):
+        assert sum(a <= refused + 0.01 and refused <= b + 0.01 for a, b in spans) >= 2
+    assert max(e["seconds"] for e in log if e["status"] == 200) >= 2 * faults.latency - 0.01
 
 
 def _outcome(endpoint: LocalEndpoint, body: str) -> int | str:
