@@ -34,6 +34,7 @@ from cxr_widgets.errors import ConfigError, LocalEndpointError
 from cxr_widgets.local.demo_findings import (
     DOCUMENTATION_EXAMPLE,
     VARIANTS,
+    answer_digest,
     demo_findings,
     wire_digest,
 )
@@ -309,6 +310,8 @@ def test_request_log_has_study_hashes_and_no_patient_text(endpoint: LocalEndpoin
     for answer in (first, again):
         [entry] = entries_for(endpoint, answer)
         assert entry["sha256"] == expected
+        reports = parse_response(answer.body, n_studies=2)
+        assert entry["answers"] == [answer_digest(r.findings) for r in reports]
         assert entry["n_studies"] == 2 and entry["status"] == 200
         assert entry["bytes"] == len(request.body)
     answered = endpoint.received_digests()

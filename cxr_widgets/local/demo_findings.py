@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -80,6 +81,16 @@ def wire_digest(columns: Sequence[str], values: Sequence[str]) -> str:
     for column, value in zip(columns, values, strict=True):
         row[column] = base64.b64decode(value) if column in IMAGE_COLUMNS else value
     return study_digest(row)
+
+
+def answer_digest(findings: Sequence[Finding]) -> str:
+    """sha256 of one study's answer (its findings as sent), as in the request log's ``answers``.
+
+    A client checks a stored report against the endpoint's log with
+    ``answer_digest(report.findings)``.
+    """
+    wire = json.dumps([f.to_wire() for f in findings], separators=(",", ":"))
+    return hashlib.sha256(wire.encode("utf-8")).hexdigest()
 
 
 def demo_findings(row: Mapping[str, bytes | str]) -> list[Finding]:

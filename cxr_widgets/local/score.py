@@ -19,8 +19,9 @@ Configuration (environment variables, read by :func:`init`):
     A file to which each request appends one JSON line: arrival order, time,
     request id, status (null when dropped), number of studies, the sha256 of
     each study's content (:func:`.demo_findings.study_digest`; clients compute
-    it with :func:`.demo_findings.wire_digest`), body size, injected fault,
-    seconds. No patient text, no key.
+    it with :func:`.demo_findings.wire_digest`), the sha256 of each study's
+    answer when answered (:func:`.demo_findings.answer_digest`), body size,
+    injected fault, seconds. No patient text, no key.
 ``CXR_FAULT_*``
     Fault injection, see :class:`.faults.FaultConfig`: ``CXR_FAULT_LATENCY``
     and ``CXR_FAULT_LATENCY_PER_STUDY`` (seconds), ``CXR_FAULT_BANDWIDTH``
@@ -60,7 +61,12 @@ from cxr_widgets.local import (
     ENV_REQUEST_LOG,
     ENV_RESPONSE_SHAPE,
 )
-from cxr_widgets.local.demo_findings import answer_rows, study_digest
+from cxr_widgets.local.demo_findings import (
+    answer_digest,
+    answer_rows,
+    demo_findings,
+    study_digest,
+)
 from cxr_widgets.local.faults import FaultConfig, FaultState
 
 _CHUNK = 1 << 16
@@ -174,6 +180,7 @@ def run(request: Any) -> AMLResponse:
         "sha256": [],
         "bytes": 0,
         "fault": None,
+        "answers": [],
     }
     try:
         response = _score(request, settings, entry)
@@ -243,7 +250,9 @@ def _score(request: Any, settings: Settings, entry: dict[str, Any]) -> AMLRespon
         )
     try:
         faults.score(len(rows))
-        return _answer(200, answer_rows(rows, settings.shape))  # type: ignore[arg-type]
+        body = answer_rows(rows, settings.shape)  # type: ignore[arg-type]
+        entry["answers"] = [answer_digest(demo_findings(row)) for row in rows]
+        return _answer(200, body)
     finally:
         faults.release()
 

@@ -346,7 +346,8 @@ class LocalEndpoint:
     def received(self) -> list[dict[str, Any]]:
         """The request log so far, one dict per request: ``seq`` (arrival order),
         ``time``, ``request_id``, ``status`` (None: dropped), ``n_studies``,
-        ``sha256`` (one per study, see ``demo_findings.wire_digest``), ``bytes``,
+        ``sha256`` (one per study, see ``demo_findings.wire_digest``), ``answers``
+        (sha256 per study of the findings sent, ``demo_findings.answer_digest``), ``bytes``,
         ``fault`` (None, "drop", "429", "503" or "pending_cap"), ``seconds``."""
         if self.log_path is None:
             return list(self._final_received or [])
