@@ -234,7 +234,14 @@ class MLClientBackend(ReportGenerator):
                 "https://invoke.invalid/score", self.deployment_name, key_env=None
             )
             return error_for_status(status, response.headers, body, scoring, where=self.label)
-        return _sdk_error(exc, "invoking", self.endpoint_name, _workspace_label(self.ml_client))
+        error = _sdk_error(exc, "invoking", self.endpoint_name, _workspace_label(self.ml_client))
+        if error.status is None:
+            # azure-ai-ml raises plain exceptions for some error bodies and drops the status.
+            return EndpointError(
+                f"{error} (azure-ai-ml's invoke() does not report the HTTP status here; "
+                "EndpointConfig.from_workspace(...) with ReportGenClient reports it with advice)"
+            )
+        return error
 
 
 def invoke_with_mlclient(

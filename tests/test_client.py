@@ -530,3 +530,219 @@ def test_key_never_logged_even_on_a_401(
     assert "Authorization" in caplog.text and "REDACTED" in caplog.text  # logging is on...
     assert KEY not in caplog.text  # ...and the key is not in it
     assert "Cough." not in caplog.text  # nor is patient text
+
+
+# --- against the local endpoint (real azureml-inference-server-http) -------------------------
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[Any]:
+    """A keyed local endpoint taking up to 2 MB per request."""
+    from cxr_widgets.local.server import LocalEndpoint
+
+    with LocalEndpoint(key=KEY, max_request_bytes=2_000_000) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def big_request(rg1_path: Path) -> PreparedRequest:
+    """Ten copies of the radiograph at 1024 px: about 4 MB, over the endpoint's 2 MB."""
+    encoded = encode_study(Study(rg1_path), shortest_side=1024)
+    return assemble_request([encoded] * 10)
+
+
+def statuses_since(endpoint: Any, start: int) -> list[Any]:
+    return [entry["status"] for entry in endpoint.received()[start:]]
+
+
+@pytest.mark.server
+def test_local_one_study(local: Any, one_study: PreparedRequest) -> None:
+    with make_client(local.scoring_uri) as client:
+        [report] = client.send(one_study)
+    assert report.demo  # the local endpoint marks its canned findings
+    assert report.findings and report.request_id
+    assert report.source == client.label == local.url
+
+
+@pytest.mark.server
+def test_local_ten_studies(local: Any, ten_studies: PreparedRequest) -> None:
+    start = len(local.received())
+    with make_client(local.scoring_uri, max_request_bytes=2_000_000) as client:
+        reports = client.send(ten_studies)
+    assert len(reports) == 10 and all(r.demo and r.findings for r in reports)
+    [entry] = local.received()[start:]
+    assert entry["status"] == 200 and entry["n_studies"] == 10
+
+
+@pytest.mark.server
+def test_local_generate_from_a_study(local: Any, rg1_path: Path) -> None:
+    with make_client(local.scoring_uri) as client:
+        client.image_options = {"shortest_side": 518}
+        report = client.generate(Study(rg1_path))
+    assert report.demo and report.image_size is not None
+
+
+@pytest.mark.server
+def test_local_wrong_key(local: Any, one_study: PreparedRequest) -> None:
+    start = len(local.received())
+    with (
+        make_client(local.scoring_uri, key="wrong-key") as client,
+        pytest.raises(
+            EndpointAuthError, match=r"refused the credentials \(401\): check the key"
+        ) as info,
+    ):
+        client.send(one_study)
+    assert info.value.status == 401 and info.value.request_id
+    assert statuses_since(local, start) == [401]  # not retried
+
+
+@pytest.mark.server
+def test_local_wrong_path(local: Any, one_study: PreparedRequest) -> None:
+    with (
+        make_client(local.url + "/predict") as client,
+        pytest.raises(
+            EndpointNotFoundError,
+            match=r"nothing answers at http://127\.0\.0\.1:\d+/predict \(404\)",
+        ),
+    ):
+        client.send(one_study)
+
+
+@pytest.mark.server
+def test_local_bad_request_is_not_retried(local: Any, one_study: PreparedRequest) -> None:
+    bad = PreparedRequest(
+        payload={
+            "input_data": {
+                "columns": ["frontal_image", "x_ray_notes"],
+                "index": [0],
+                "data": [[one_study.studies[0].row[0], "?"]],
+            }
+        },
+        studies=one_study.studies,
+    )
+    start = len(local.received())
+    with (
+        make_client(local.scoring_uri) as client,
+        pytest.raises(
+            BadRequestError, match=r"malformed \(400\)\. The endpoint said: unknown column"
+        ),
+    ):
+        client.send(bad)
+    assert statuses_since(local, start) == [400]
+
+
+@pytest.mark.server
+def test_local_413_from_the_server(local: Any, big_request: PreparedRequest) -> None:
+    start = len(local.received())
+    with (
+        make_client(local.scoring_uri, max_request_bytes=None) as client,
+        pytest.raises(
+            RequestTooLargeError, match=r"too large \(413, [\d.]+ MB sent\).*shortest_side"
+        ) as info,
+    ):
+        client.send(big_request)
+    assert info.value.status == 413
+    assert statuses_since(local, start) == [413]
+
+
+@pytest.mark.server
+def test_local_client_budget_stops_it_before_sending(
+    local: Any, big_request: PreparedRequest
+) -> None:
+    start = len(local.received())
+    with (
+        make_client(local.scoring_uri, max_request_bytes=2_000_000) as client,
+        pytest.raises(RequestTooLargeError, match="It was not sent") as info,
+    ):
+        client.send(big_request)
+    assert info.value.status is None
+    assert statuses_since(local, start) == []
+
+
+@pytest.mark.server
+def test_local_entra_token_reaches_the_endpoint(local: Any, one_study: PreparedRequest) -> None:
+    class KeyAsToken(CountingCredential):
+        def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+            self.scopes.append(scopes)
+            return AccessTokenInfo(KEY, int(time.time() + 3600))
+
+    credential = KeyAsToken(0)
+    with make_client(local.scoring_uri, key=None, credential=credential) as client:
+        [report] = client.send(one_study)
+        client.send(one_study)
+    assert report.findings
+    assert credential.scopes == [("https://ml.azure.com/.default",)]  # fetched once, cached
+
+
+@pytest.fixture(scope="module")
+def faulty() -> Iterator[Any]:
+    """Seeded faults: 20% 429 (Retry-After 0.2 s), 10% 503, 10% dropped connections."""
+    from cxr_widgets.local.faults import FaultConfig
+    from cxr_widgets.local.server import LocalEndpoint
+
+    faults = FaultConfig(rate_429=0.2, rate_503=0.1, rate_drop=0.1, retry_after=0.2, seed=7)
+    with LocalEndpoint(faults=faults) as endpoint:
+        yield endpoint
+
+
+@pytest.mark.server
+def test_local_faults_are_retried_to_success(faulty: Any, one_study: PreparedRequest) -> None:
+    with make_client(faulty.scoring_uri, key=None) as client:
+        for _ in range(12):
+            [report] = client.send(one_study)
+            assert report.findings
+        stats = client.stats.snapshot()
+    log = faulty.received()
+    faults = {entry["fault"] for entry in log}
+    assert {"429", "503", "drop"} <= faults  # every kind happened and was survived
+    assert sum(entry["status"] == 200 for entry in log) == 12
+    assert stats["retries"] == len(log) - 12 and stats["failures"] == 0
+    assert stats["busy"] == sum(entry["fault"] == "429" for entry in log)
+
+
+@pytest.fixture(scope="module")
+def slow() -> Iterator[Any]:
+    """One instance, 1 s per request, at most 2 pending (then 429 with Retry-After: 1)."""
+    from cxr_widgets.local.faults import FaultConfig
+    from cxr_widgets.local.server import LocalEndpoint
+
+    faults = FaultConfig(latency=1.0, instances=1, pending_per_instance=2, retry_after=1.0)
+    with LocalEndpoint(faults=faults) as endpoint:
+        yield endpoint
+
+
+@pytest.mark.server
+def test_local_deadline_is_respected(slow: Any, one_study: PreparedRequest) -> None:
+    started = time.monotonic()
+    with (
+        make_client(slow.scoring_uri, key=None, deadline=0.4) as client,
+        pytest.raises(DeadlineExceededError, match=r"0\.4 s deadline"),
+    ):
+        client.send(one_study)
+    assert time.monotonic() - started < 1.0  # did not wait for the 1 s answer
+
+
+@pytest.mark.server
+def test_local_pending_cap_429_is_retried(slow: Any, one_study: PreparedRequest) -> None:
+    time.sleep(1.2)  # let the deadline test's abandoned request finish
+    start = len(slow.received())
+    results: list[Any] = []
+    with make_client(slow.scoring_uri, key=None, deadline=60) as client:
+
+        def one() -> None:
+            try:
+                results.append(client.send(one_study))
+            except Exception as exc:  # reported below
+                results.append(exc)
+
+        threads = [threading.Thread(target=one) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        stats = client.stats.snapshot()
+    assert all(isinstance(r, list) and r[0].findings for r in results), results
+    log = slow.received()[start:]
+    assert any(entry["fault"] == "pending_cap" for entry in log)  # the cap answered 429...
+    assert sum(entry["status"] == 200 for entry in log) == 4  # ...and every study got through
+    assert stats["busy"] >= 1 and stats["retries"] >= 1

@@ -24,7 +24,12 @@ from azure.core.pipeline.transport import RequestsTransport
 
 from cxr_widgets.auth import ENTRA_SCOPE, Secret
 from cxr_widgets.client import EndpointConfig, ReportGenClient
-from cxr_widgets.errors import ConfigError, EndpointNotFoundError
+from cxr_widgets.errors import (
+    ConfigError,
+    EndpointAuthError,
+    EndpointError,
+    EndpointNotFoundError,
+)
 
 KEY = "k3y-Very-Secret-0123456789abcdef"
 AZURE_URI = "https://myep.eastus.inference.ml.azure.com/score"
@@ -496,3 +501,94 @@ def test_workspace_errors_hide_keys(
         config = EndpointConfig.from_workspace("cxr-log", ml_client=ml_client)
     assert config.has_key
     assert KEY not in caplog.text
+
+
+# --- end to end: workspace lookup, then scoring on the local endpoint --------------------
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[Any]:
+    """The local endpoint, keyed with the primary key FakeArm hands out."""
+    from cxr_widgets.local.server import LocalEndpoint
+
+    with LocalEndpoint(key=KEY) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def rg1_study(rg1_path: Any) -> Any:
+    from cxr_widgets.study import Study
+
+    return Study(rg1_path, indication="Cough.")
+
+
+@pytest.mark.server
+def test_from_workspace_then_score(
+    fake_arm: FakeArm, ml_client: Any, local: Any, rg1_study: Any
+) -> None:
+    fake_arm.add_endpoint("cxr-local", local.scoring_uri, "Key")
+    config = EndpointConfig.from_workspace("cxr-local", ml_client=ml_client, deployment="blue")
+    with ReportGenClient(config, image_options={"shortest_side": 518}) as client:
+        report = client.generate(rg1_study)
+    assert report.demo and report.findings
+    assert report.source == f"{local.url} (deployment blue)"
+
+
+@pytest.mark.server
+def test_from_workspace_aml_token_scores_with_the_token(
+    fake_arm: FakeArm, ml_client: Any, rg1_study: Any
+) -> None:
+    from cxr_widgets.local.server import LocalEndpoint
+
+    now = time.time()
+    fake_arm.add_endpoint("cxr-aml-local", "http://127.0.0.1:1/score", "AMLToken")
+    fake_arm.tokens[:] = [("aml-token-A", now + 3600)]
+    with LocalEndpoint(key="aml-token-A") as endpoint:
+        fake_arm.endpoints["cxr-aml-local"]["properties"]["scoringUri"] = endpoint.scoring_uri
+        config = EndpointConfig.from_workspace("cxr-aml-local", ml_client=ml_client)
+        with ReportGenClient(config, image_options={"shortest_side": 518}) as client:
+            assert client.generate(rg1_study).findings
+
+
+@pytest.mark.server
+def test_invoke_with_mlclient_the_documented_way(
+    fake_arm: FakeArm, ml_client: Any, local: Any, rg1_study: Any
+) -> None:
+    from azure.ai.ml.constants._endpoint import EndpointInvokeFields
+
+    from cxr_widgets.workspace import invoke_with_mlclient
+
+    fake_arm.add_endpoint("cxr-invoke", local.scoring_uri, "Key")
+    fake_arm.calls.clear()
+    start = len(local.received())
+    reports = invoke_with_mlclient(
+        ml_client, "cxr-invoke", [rg1_study, rg1_study], deployment_name="blue", shortest_side=518
+    )
+    assert len(reports) == 2 and all(r.findings for r in reports)
+    # invoke() returns only the body, so the endpoint's demo header cannot be seen this way
+    assert reports[0].source == "ws/cxr-invoke (deployment blue)"
+    assert reports[0].image_size is not None
+    assert [e["status"] for e in local.received()[start:]] == [200]
+    # invoke() looked the endpoint up again (deployments, endpoint, keys) before scoring
+    paths = [path for _, path in fake_arm.calls]
+    assert f"{EP_PATH}/cxr-invoke/listKeys" in paths and f"{EP_PATH}/cxr-invoke" in paths
+    # ...and azure-ai-ml's shared default headers do not keep the key afterwards
+    assert "Authorization" not in EndpointInvokeFields.DEFAULT_HEADER
+
+
+@pytest.mark.server
+def test_invoke_with_mlclient_wrong_key(fake_arm: FakeArm, ml_client: Any, rg1_study: Any) -> None:
+    from cxr_widgets.local.server import LocalEndpoint
+    from cxr_widgets.workspace import invoke_with_mlclient
+
+    with LocalEndpoint(key="a-different-key") as endpoint:
+        fake_arm.add_endpoint("cxr-invoke-401", endpoint.scoring_uri, "Key")
+        with pytest.raises(EndpointError, match="cxr-invoke-401") as info:
+            invoke_with_mlclient(ml_client, "cxr-invoke-401", rg1_study, shortest_side=518)
+    assert KEY not in str(info.value)
+    # azure-ai-ml's validate_response() fails on an {"error": "<text>"} body and loses the
+    # status; when it does keep it, the error is the 401 one with its advice.
+    if info.value.status is not None:
+        assert isinstance(info.value, EndpointAuthError) and info.value.status == 401
+    else:
+        assert "does not report the HTTP status" in str(info.value)
