@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from cxr_widgets.cli import main
 from cxr_widgets.errors import ManifestError
 from cxr_widgets.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
+from cxr_widgets.store import ResultStore, load_jsonl
 
 CLI = [sys.executable, "-m", "cxr_widgets.cli"]
 
@@ -164,3 +167,137 @@ def test_usage_errors_exit_2(
         main(["run", str(manifest), "--max-in-flight", "0"])
     assert exit_info.value.code == 2
     assert "expected a number >= 1" in capsys.readouterr().err
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+def test_sample_then_demo_run_writes_outputs(tmp_path: Path) -> None:
+    folder = tmp_path / "cxr-sample"
+    assert main(["sample", str(folder)]) == 0
+    manifest = folder / "manifest.csv"
+    studies = read_manifest(manifest)
+    assert [s.study_id for s in studies] == ["rg1-frontal", "rg1-indication", "rg1-with-prior"]
+    out_csv, out_jsonl = folder / "reports.csv", folder / "reports.jsonl"
+    done = subprocess.run(
+        [*CLI, "run", str(manifest), "--out", str(out_csv), "--out", str(out_jsonl)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "DEMO: canned findings" in done.stderr and "100%" in done.stderr  # progress bar
+    summary = dict(
+        line.split(None, 1) if " " in line else (line, "")
+        for line in done.stdout.strip().splitlines()
+    )
+    assert "3" in summary["studies"] and summary["failed"].strip() == "0"
+    reports = load_jsonl(out_jsonl)
+    assert [r.study_id for r in reports] == ["rg1-frontal", "rg1-indication", "rg1-with-prior"]
+    assert all(r.demo and r.findings for r in reports)
+    rows = out_csv.read_text().splitlines()
+    assert rows[0].startswith("study_id,finding,text") and len(rows) > 3
+    with ResultStore(folder / "manifest.results.sqlite") as store:
+        assert store.counts() == {"ok": 3, "error": 0, "total": 3}
+    again = subprocess.run(
+        [*CLI, "run", str(manifest), "--no-progress"], capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0
+    assert "skipped (from store)  3" in again.stdout and "requests              0" in again.stdout
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    from cxr_widgets.local.server import LocalEndpoint
+
+    with LocalEndpoint() as running:
+        yield running
+
+
+def test_bad_manifest_sends_nothing(tmp_path: Path, images: Path, endpoint) -> None:
+    before = len(endpoint.received())
+    good_then_bad = write(
+        tmp_path / "m.csv", "frontal,indication\nimages/rg1.dcm,Cough.\nimages/gone.dcm,Fever.\n"
+    )
+    done = subprocess.run(
+        [*CLI, "run", str(good_then_bad), "--scoring-uri", endpoint.scoring_uri],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "row 3" in done.stderr
+    assert len(endpoint.received()) == before  # not even the good first row was sent
+
+
+def test_run_against_an_endpoint_and_exit_1_on_failures(tmp_path: Path, images: Path) -> None:
+    from cxr_widgets.local.server import LocalEndpoint
+
+    manifest = write(
+        tmp_path / "m.csv",
+        "frontal,indication,study_id\n"
+        + "".join(f"images/rg1.dcm,Case {i}.,case{i}\n" for i in range(3)),
+    )
+    # RG1 prepares to ~0.3 MB: an endpoint taking 0.1 MB refuses each (413, not retried).
+    with LocalEndpoint(max_request_bytes=100_000) as failing:
+        done = subprocess.run(
+            [*CLI, "run", str(manifest), "--scoring-uri", failing.scoring_uri, "--no-progress"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "CXR_ENDPOINT_KEY": ""},
+        )
+    assert done.returncode == 1, done.stderr
+    assert "failed studies:" in done.stdout and "RequestTooLargeError" in done.stdout
+    assert "case0: RequestTooLargeError" in done.stdout
+    assert "Run the same command again" in done.stdout
+    with ResultStore(tmp_path / "m.results.sqlite") as store:
+        assert store.counts() == {"ok": 0, "error": 3, "total": 3}
+
+
+def test_serve_starts_answers_and_stops_on_sigterm(tmp_path: Path, images: Path) -> None:
+    from cxr_widgets.local.server import free_port
+
+    port = free_port()
+    env = {**os.environ, "HOME": str(tmp_path), "MY_KEY": "k-123-secret"}
+    server = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port), "--key-env", "MY_KEY", "--latency", "0.01"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        lines = []
+        for line in server.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if "Press Ctrl-C to stop" in line:
+                break
+        assert any(f"http://127.0.0.1:{port}/score" in line for line in lines), lines
+        manifest = write(tmp_path / "m.csv", "frontal\nimages/rg1.dcm\n")
+        uri = f"http://127.0.0.1:{port}/score"
+        done = subprocess.run(
+            [*CLI, "run", str(manifest), "--scoring-uri", uri, "--key-env", "MY_KEY"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "k-123-secret" not in done.stdout + done.stderr
+        server.terminate()
+        server.wait(30)
+        rest = server.stdout.read()  # type: ignore[union-attr]
+        assert "k-123-secret" not in "".join(lines) + rest
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+    with pytest.raises(ConnectionRefusedError):  # the gunicorn child is gone too
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_serve_with_an_unset_key_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--key-env", "SURELY_NOT_SET_ANYWHERE"]) == 2
+    assert (
+        "SURELY_NOT_SET_ANYWHERE: that environment variable is not set" in capsys.readouterr().err
+    )
