@@ -284,6 +284,13 @@ class ReportGenClient(ReportGenerator):
     def __repr__(self) -> str:
         return f"ReportGenClient({self.config!r})"
 
+    def __reduce__(self) -> Any:
+        # Its auth policy holds the key; a client is rebuilt, never pickled.
+        raise TypeError(
+            "a ReportGenClient cannot be pickled; build one in each process from an "
+            "EndpointConfig (keys are never pickled either)"
+        )
+
     def check_size(self, request: PreparedRequest | bytes) -> int:
         """The request's size in bytes; RequestTooLargeError when over ``max_request_bytes``."""
         size = len(request if isinstance(request, bytes) else request.body)

@@ -746,3 +746,27 @@ def test_local_pending_cap_429_is_retried(slow: Any, one_study: PreparedRequest)
     assert any(entry["fault"] == "pending_cap" for entry in log)  # the cap answered 429...
     assert sum(entry["status"] == 200 for entry in log) == 4  # ...and every study got through
     assert stats["busy"] >= 1 and stats["retries"] >= 1
+
+
+def test_entra_token_never_logged(
+    scripted: ScriptedServer, one_study: PreparedRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    scripted.reset(Answer(401, body=b""))
+    credential = CountingCredential(lifetime=3600)
+    with (
+        caplog.at_level(logging.DEBUG),
+        make_client(scripted.uri, key=None, credential=credential) as client,
+        pytest.raises(EndpointAuthError, match="AzureML Data Scientist") as info,
+    ):
+        client.send(one_study)
+    assert scripted.seen[0].headers["Authorization"] == "Bearer entra-1"
+    assert "entra-1" not in caplog.text and "entra-1" not in str(info.value)
+
+
+def test_clients_refuse_to_be_pickled() -> None:
+    import pickle
+
+    client = make_client("https://myep.eastus.inference.ml.azure.com/score")
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(client)
+    client.close()
