@@ -342,12 +342,12 @@ class ReportGenClient(ReportGenerator):
         except ServiceRequestError as exc:
             raise EndpointConnectionError(
                 f"could not connect to {self.label}: {error_kind(exc)}"
-                f"{self._after_retries()}. Check the scoring URI and your network.",
+                f"{_after_retries(exc)}. Check the scoring URI and your network.",
             ) from None
         except ServiceResponseError as exc:
             raise EndpointConnectionError(
                 f"{self.label} dropped the connection ({error_kind(exc)})"
-                f"{self._after_retries()}. Try again later.",
+                f"{_after_retries(exc)}. Try again later.",
             ) from None
         except AzureError as exc:
             raise EndpointError(
@@ -383,12 +383,14 @@ class ReportGenClient(ReportGenerator):
         )
         return self.finish_reports(request, reports, request_id)
 
-    def _after_retries(self) -> str:
-        return " (after retries)" if self.config.max_retries else ""
-
     def close(self) -> None:
         """Close pooled connections."""
         self._transport.close()
+
+
+def _after_retries(exc: BaseException) -> str:
+    retries = getattr(exc, "cxr_retries", 0)
+    return f" (after {retries} retr{'y' if retries == 1 else 'ies'})" if retries else ""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -149,6 +149,7 @@ class EndpointRetryPolicy(RetryPolicy):
             except (ServiceRequestError, ServiceResponseError) as err:
                 self.stats.add(dropped=1)
                 if not self.increment(settings, response=request, error=err):
+                    err.cxr_retries = retries  # type: ignore[attr-defined]  # for the message
                     raise
                 self._wait(settings, deadline_at, transport, None, err)
                 retries += 1
