@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_widgets.batch import AdaptiveLimit, BatchResult, run_batch
+from cxr_widgets.batch import AdaptiveLimit, BatchResult, prepared_key, run_batch
 from cxr_widgets.client import EndpointConfig, ReportGenClient
 from cxr_widgets.contract import DEFAULT_REQUEST_BUDGET, encode_study
 from cxr_widgets.demo import DemoBackend
@@ -19,8 +24,12 @@ from cxr_widgets.errors import ConfigError, EndpointAuthError, RequestError
 from cxr_widgets.local.demo_findings import wire_digest
 from cxr_widgets.local.faults import FaultConfig
 from cxr_widgets.local.server import LocalEndpoint
+from cxr_widgets.manifest import read_manifest, write_manifest
 from cxr_widgets.store import ResultStore, load_jsonl
 from cxr_widgets.study import Study
+
+CLI = [sys.executable, "-m", "cxr_widgets.cli"]
+
 
 # --- the adaptive limit -----------------------------------------------------------------
 
@@ -373,3 +382,110 @@ def test_keyboard_interrupt_keeps_what_is_stored(tmp_path: Path) -> None:
     second = run_batch(studies, DemoBackend(), store=store, progress=False, batch_size=4)
     assert not second.interrupted and second.ok == 20 and second.skipped == stored
     assert isinstance(second, BatchResult) and "20 ok" in repr(second)
+
+
+# --- killed and restarted ---------------------------------------------------------------------
+
+
+def _ok_count(store: Path) -> int:
+    """Reports committed so far, read while the run is writing (WAL allows it)."""
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM results WHERE status='ok'").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def _wait_for_some(child: subprocess.Popen, store: Path, at_least: int, total: int) -> int:
+    deadline = time.monotonic() + 120
+    while True:
+        count = _ok_count(store)
+        if count >= at_least:
+            assert count < total, "the run finished before it could be interrupted"
+            return count
+        assert child.poll() is None, f"the run ended early ({child.returncode})"
+        assert time.monotonic() < deadline, "the run stored nothing within 120 s"
+        time.sleep(0.02)
+
+
+def _manifest_run(tmp_path: Path, n: int) -> tuple[Path, list[Study]]:
+    paths = write_images(tmp_path / "images", n)
+    manifest = write_manifest(
+        tmp_path / "manifest.csv",
+        [{"study_id": p.stem, "frontal": p, "indication": "Cough."} for p in paths],
+    )
+    return manifest, read_manifest(manifest)
+
+
+def test_sigkill_then_restart_answers_every_study_exactly_once(tmp_path: Path) -> None:
+    n = 30
+    manifest, studies = _manifest_run(tmp_path, n)
+    store = tmp_path / "results.sqlite"
+    with LocalEndpoint(faults=FaultConfig(latency=0.25, instances=1)) as slow:
+        command = [
+            *CLI, "run", str(manifest), "--scoring-uri", slow.scoring_uri, "--store", str(store),
+            "--batch-size", "2", "--no-progress",
+        ]  # fmt: skip
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_for_some(child, store, at_least=6, total=n)
+            child.send_signal(signal.SIGKILL)
+            assert child.wait(30) == -signal.SIGKILL
+        finally:
+            if child.poll() is None:
+                child.kill()
+        with ResultStore(store) as opened:
+            stored_before = opened.ok_keys()
+        assert 6 <= len(stored_before) < n
+        restart_at = len(slow.received())
+        second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr
+        assert f"skipped (from store)  {len(stored_before)}" in second.stdout
+        log = slow.received()
+        identity = EndpointConfig(slow.scoring_uri).identity
+
+    key_of, digest_of = {}, {}
+    for study in studies:
+        encoded = encode_study(study)
+        key_of[study.study_id] = prepared_key(encoded, identity, {})
+        digest_of[key_of[study.study_id]] = wire_digest(encoded.columns, encoded.row)
+    assert len(set(key_of.values())) == n
+    with ResultStore(store) as opened:
+        assert opened.counts() == {"ok": n, "error": 0, "total": n}
+        results = list(opened.results())
+    assert {r.key for r in results} == set(key_of.values())  # every study, once
+    assert all(r.attempts == 1 for r in results)
+    assert {r.study_id for r in results} == set(key_of)
+    before = {digest_of[k] for k in stored_before}
+    resent = [d for entry in log[restart_at:] for d in entry["sha256"] if d in before]
+    assert resent == [], "studies stored before the kill were sent again"
+    answered = [d for entry in log if entry["status"] == 200 for d in entry["sha256"]]
+    assert all(answered.count(d) == 1 for d in before)
+    assert set(answered) == set(digest_of.values())
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path) -> None:
+    n = 24
+    manifest, _ = _manifest_run(tmp_path, n)
+    store = tmp_path / "results.sqlite"
+    with LocalEndpoint(faults=FaultConfig(latency=0.25, instances=1)) as slow:
+        command = [
+            *CLI, "run", str(manifest), "--scoring-uri", slow.scoring_uri, "--store", str(store),
+            "--batch-size", "2", "--no-progress",
+        ]  # fmt: skip
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for_some(child, store, at_least=4, total=n)
+            child.send_signal(signal.SIGINT)
+            out, err = child.communicate(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        assert child.returncode == 130, err
+        assert "Interrupted: waiting for" in err and "run again with the same store" in err
+        assert "Traceback" not in err
+        with ResultStore(store) as opened:
+            kept = opened.counts()["ok"]
+        assert f"ok                    {kept}" in out  # the in-flight answers were kept too
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and f"skipped (from store)  {kept}" in again.stdout
