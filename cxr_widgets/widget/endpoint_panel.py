@@ -1,0 +1,259 @@
+"""The endpoint form: demo, an Azure ML workspace endpoint, or a scoring URI with a key.
+
+Secrets: a key typed into the password field is moved into a plain Python
+attribute and the field is cleared at once, so no synced trait (and no saved
+notebook) ever holds it. A key can also come from an environment variable.
+Device-code sign-in shows its code and address here, in the panel.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+
+from ..backend import ReportGenerator
+from ..config import DEFAULT_KEY_ENV
+from ..errors import ConfigError, CxrWidgetsError
+from .runner import Runner
+
+MODES = (
+    ("Demo (offline)", "demo"),
+    ("Azure ML workspace", "workspace"),
+    ("Scoring URI + key", "uri"),
+)
+CREDENTIALS = (
+    ("Default chain (az login, managed identity, …)", "default"),
+    ("Device code (sign in on another device)", "device_code"),
+    ("Interactive browser", "browser"),
+)
+DEMO_TEXT = (
+    "The demo backend answers offline with canned example findings. They are not a "
+    "reading of the image: use it to learn the panel, never to interpret a study."
+)
+
+
+def _field(description: str, widget: widgets.Widget) -> widgets.HBox:
+    label = widgets.Label(description, layout=widgets.Layout(width="130px"))
+    return widgets.HBox([label, widget], layout=widgets.Layout(align_items="center"))
+
+
+class EndpointPanel:
+    """Builds a backend from the form; ``apply(client)`` makes it the active one."""
+
+    def __init__(
+        self,
+        *,
+        apply: Callable[[ReportGenerator], None],
+        test: Callable[[], None],
+        runner: Runner,
+        demo_latency: float,
+    ) -> None:
+        self._apply = apply
+        self._runner = runner
+        self.demo_latency = demo_latency
+        #: A key typed into the form: a plain attribute, never a synced trait.
+        self._key: str | None = None
+
+        self.mode = widgets.ToggleButtons(options=MODES, value="demo").add_class("cxr-mode")
+        self.mode.style.button_width = "auto"
+        wide = widgets.Layout(width="360px")
+        # workspace
+        self.endpoint_name = widgets.Text(placeholder="my-cxrreportgen-endpoint", layout=wide)
+        self.ws_deployment = widgets.Text(placeholder="optional: pin a deployment", layout=wide)
+        self.credential = widgets.Dropdown(options=CREDENTIALS, value="default", layout=wide)
+        self.config_path = widgets.Text(
+            placeholder="optional: folder or file of the workspace config.json", layout=wide
+        )
+        self.device_code = widgets.HTML("")
+        # scoring URI
+        self.scoring_uri = widgets.Text(
+            placeholder="https://<endpoint>.<region>.inference.ml.azure.com/score", layout=wide
+        )
+        self.uri_deployment = widgets.Text(placeholder="optional: pin a deployment", layout=wide)
+        self.key_env = widgets.Text(value=DEFAULT_KEY_ENV, layout=widgets.Layout(width="220px"))
+        self.password = widgets.Password(
+            placeholder="or paste the key here, then Enter",
+            continuous_update=False,
+            layout=widgets.Layout(width="360px"),
+        ).add_class("cxr-key")
+        self.password.observe(self._take_key, "value")
+        self.forget_button = widgets.Button(
+            description="Forget key", layout=widgets.Layout(width="auto", display="none")
+        )
+        self.forget_button.on_click(lambda _: self.forget_key())
+        self.key_status = widgets.HTML("")
+        self.key_env.observe(lambda _: self._show_key_status(), "value")
+
+        self.demo_box = widgets.HTML(f"<div class='cxr-note'>{DEMO_TEXT}</div>")
+        self.workspace_box = widgets.VBox(
+            [
+                _field("Endpoint name", self.endpoint_name),
+                _field("Deployment", self.ws_deployment),
+                _field("Sign in with", self.credential),
+                _field("Workspace config", self.config_path),
+                self.device_code,
+            ]
+        )
+        self.uri_box = widgets.VBox(
+            [
+                _field("Scoring URI", self.scoring_uri),
+                _field("Deployment", self.uri_deployment),
+                _field("Key variable", self.key_env),
+                _field("Key", widgets.HBox([self.password, self.forget_button])),
+                self.key_status,
+            ]
+        )
+        self.use_button = widgets.Button(
+            description="Use this endpoint", icon="plug", button_style="primary"
+        ).add_class("cxr-connect")
+        self.use_button.on_click(lambda _: self.use())
+        self.test_button = widgets.Button(
+            description="Test connection",
+            icon="heartbeat",
+            tooltip="Send the sample study to the active endpoint and report what happens",
+        ).add_class("cxr-test")
+        self.test_button.on_click(lambda _: test())
+        self.result = widgets.HTML("").add_class("cxr-endpoint-result")
+        self.form = widgets.VBox([self.demo_box])
+        self.mode.observe(lambda _: self._show_mode(), "value")
+        self.box = widgets.VBox(
+            [
+                self.mode,
+                self.form,
+                widgets.HBox([self.use_button, self.test_button]),
+                self.result,
+            ],
+        ).add_class("cxr-endpoint-box")
+        self._show_key_status()
+
+    # --- the key --------------------------------------------------------------
+    def _take_key(self, change: dict[str, Any]) -> None:
+        value = change["new"]
+        if not value:
+            return
+        # Move the key out of the synced trait before anything else happens.
+        self.password.value = ""
+        self._key = value.strip() or None
+        self._show_key_status()
+
+    def forget_key(self) -> None:
+        """Drop a typed key (a key already given to the active client stays with it)."""
+        self._key = None
+        self._show_key_status()
+
+    def _show_key_status(self) -> None:
+        import os
+
+        env = self.key_env.value.strip()
+        if self._key:
+            text = f"key: typed ({len(self._key)} characters, kept in the kernel only)"
+        elif env and os.environ.get(env):
+            text = f"key: from the environment variable ${html.escape(env)}"
+        else:
+            where = f" or set ${html.escape(env)}" if env else ""
+            text = f"no key yet: paste one above{where} (a local endpoint may need none)"
+        self.forget_button.layout.display = "" if self._key else "none"
+        self.key_status.value = f"<div class='cxr-note'>{text}</div>"
+
+    # --- building -----------------------------------------------------------------
+    def _show_mode(self) -> None:
+        self.form.children = [
+            {"demo": self.demo_box, "workspace": self.workspace_box, "uri": self.uri_box}[
+                self.mode.value
+            ]
+        ]
+        self.result.value = ""
+
+    def show_result(self, text: str, ok: bool) -> None:
+        cls = "cxr-ok" if ok else "cxr-error"
+        self.result.value = f"<div class='{cls}'>{html.escape(text)}</div>"
+
+    def use(self) -> None:
+        """Build the backend the form describes and make it active (sign-in runs in the background)."""
+        mode = self.mode.value
+        try:
+            if mode == "workspace":
+                self._use_workspace()
+                return
+            client = self.build_client()
+        except CxrWidgetsError as exc:
+            self.show_result(str(exc), ok=False)
+            return
+        self._apply(client)
+        self.show_result(f"Now using {client.label}.", ok=True)
+
+    def build_client(self) -> ReportGenerator:
+        """The backend for the demo or scoring-URI form (no network call)."""
+        from ..client import EndpointConfig, ReportGenClient
+        from ..demo import DemoBackend
+
+        if self.mode.value == "demo":
+            return DemoBackend(latency=self.demo_latency)
+        if self.mode.value == "uri":
+            deployment = self.uri_deployment.value.strip() or None
+            config = EndpointConfig(
+                self.scoring_uri.value.strip(),
+                deployment,
+                key=self._key,
+                key_env=self.key_env.value.strip() or None,
+            )
+            return ReportGenClient(config)
+        raise ConfigError("the workspace form signs in first: use use()")
+
+    def _credential(self) -> Any:
+        from azure import identity
+
+        choice = self.credential.value
+        if choice == "device_code":
+            return identity.DeviceCodeCredential(prompt_callback=self._device_code_prompt)
+        if choice == "browser":
+            return identity.InteractiveBrowserCredential()
+        return identity.DefaultAzureCredential()
+
+    def _device_code_prompt(self, verification_uri: str, user_code: str, expires_on: Any) -> None:
+        """azure-identity calls this with the code to enter: show it in the panel."""
+        when = f" (expires {expires_on:%H:%M})" if hasattr(expires_on, "strftime") else ""
+        url = html.escape(verification_uri, quote=True)
+        self.device_code.value = (
+            "<div class='cxr-device-code'>To sign in, open "
+            f"<a href='{url}' target='_blank' rel='noopener'>{url}</a> and enter the code "
+            f"<code>{html.escape(user_code)}</code>{when}.</div>"
+        )
+
+    def _use_workspace(self) -> None:
+        from ..client import EndpointConfig, ReportGenClient
+
+        name = self.endpoint_name.value.strip()
+        if not name:
+            raise ConfigError("Endpoint name is empty: give the online endpoint's name.")
+        deployment = self.ws_deployment.value.strip() or None
+        config_path = self.config_path.value.strip() or None
+
+        def work() -> ReportGenerator:
+            config = EndpointConfig.from_workspace(
+                name, deployment=deployment, credential=self._credential(), config_path=config_path
+            )
+            return ReportGenClient(config)
+
+        def done(client: ReportGenerator, _job: Any) -> None:
+            self.device_code.value = ""
+            self._apply(client)
+            self.show_result(f"Now using {client.label}.", ok=True)
+
+        def failed(exc: BaseException, _job: Any) -> None:
+            self.device_code.value = ""
+            self.show_result(_message(exc), ok=False)
+
+        self.result.value = ""
+        self._runner.start(f"Signing in and looking up {name}", work, done, failed)
+
+
+def _message(exc: BaseException) -> str:
+    """The package's own message, or a short one for anything else (never a traceback)."""
+    if isinstance(exc, CxrWidgetsError):
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return f"{type(exc).__name__}: {first}"
