@@ -21,7 +21,7 @@ from ..study import TEXT_COLUMNS, Study, describe_source
 from .upload import ChunkedUpload
 from .viewer import display_jpeg
 
-THUMB_SIDE = 96
+THUMB_SIDE = 76
 SLOT_LABELS = {"frontal": "Frontal", "lateral": "Lateral", "prior": "Prior"}
 TEXT_LABELS = {
     "indication": "Indication",
@@ -196,7 +196,7 @@ class StudyPanel:
         self.texts = {
             name: widgets.Textarea(
                 placeholder=TEXT_PLACEHOLDERS[name],
-                rows=2 if name != "prior_report" else 3,
+                rows=1 if name != "prior_report" else 2,
                 layout=widgets.Layout(width="auto"),
             ).add_class(f"cxr-text-{name}")
             for name in TEXT_COLUMNS
@@ -221,14 +221,19 @@ class StudyPanel:
             text_rows.append(area)
         self.box = widgets.VBox(
             [
-                widgets.HTML("<div class='cxr-section-title'>Study</div>"),
+                widgets.HBox(
+                    [
+                        widgets.HTML("<div class='cxr-section-title'>Study</div>"),
+                        self.sample_button,
+                    ],
+                    layout=widgets.Layout(justify_content="space-between", align_items="center"),
+                ),
+                self.error,
                 *(slot.box for slot in self.slots.values()),
                 *text_rows,
                 self.size,
-                self.error,
-                self.sample_button,
             ],
-            layout=widgets.Layout(width="360px", min_width="300px"),
+            layout=widgets.Layout(flex="0 0 340px", width="340px"),
         ).add_class("cxr-study")
         self._update_size()
 
