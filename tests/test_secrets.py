@@ -486,3 +486,85 @@ def test_no_key_in_executed_notebooks_or_their_files(
     if widget_notebook.exists():  # the widget tutorial must have been saved WITH its state
         assert "widgets" in json.loads(widget_notebook.read_text())["metadata"]
         assert saved_with_widgets >= 1
+
+
+# --- a widget session ------------------------------------------------------------------------
+
+
+def widget_states() -> str:
+    """get_state() of every live widget, bytes buffers included (as latin-1 text)."""
+    from ipywidgets.widgets.widget import _instances
+
+    def default(value: Any) -> str:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value).decode("latin-1")
+        return repr(value)
+
+    return "\n".join(json.dumps(w.get_state(), default=default) for w in list(_instances.values()))
+
+
+def test_widget_session_keeps_the_key_and_tags_out_of_state_and_exports(
+    endpoint: Any,
+    other_endpoint: Any,
+    tagged_rg1: Path,
+    patient_needles: set[str],
+    all_logs: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ipywidgets.embed import embed_minimal_html
+
+    from cxr_widgets import ReportGenWidget
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    w = ReportGenWidget(export_dir=tmp_path / "exports", demo_latency=0)
+    form = w.endpoint
+    form.mode.value = "uri"
+    form.scoring_uri.value = endpoint.scoring_uri
+    form.password.set_state({"value": KEY})  # typed in the browser, then Enter
+    assert form.password.value == ""  # moved out of the synced trait at once
+    assert KEY not in widget_states()
+    form.use_button.click()
+    assert getattr(w.client, "config", None) is not None and w.client.config.has_key
+    w.load_study(tagged_study(tagged_rg1))
+    report = w.generate()
+    assert report.findings
+    w.select_finding(1)
+    paths = w.export()
+    assert set(paths) == {"json", "csv", "png"}
+    w.test_connection()
+    assert w.wait(60)
+    assert "OK" in form.result.value
+
+    # Error path: the same key against an endpoint started with another one (401).
+    form.scoring_uri.value = other_endpoint.scoring_uri
+    form.password.set_state({"value": KEY})
+    form.use_button.click()
+    with pytest.raises(EndpointAuthError) as info:
+        w.generate()
+    assert "401" in w.run_error.value
+    w.test_connection()
+    assert w.wait(60)
+    assert "401" in form.result.value
+    assert KEY not in error_texts(info.value)
+
+    state = widget_states()
+    # The search is not blind: what the user typed into synced fields is in the state.
+    assert other_endpoint.scoring_uri in state and json.dumps(INDICATION) in state
+    page = tmp_path / "widget-state.html"
+    embed_minimal_html(page, views=[w], title="saved widget state")
+    saved = page.read_text(encoding="utf-8")
+    assert "application/vnd.jupyter.widget-state+json" in saved
+    searched = {"widget states": state, "embedded widget state": saved}
+    for path in sorted((tmp_path / "exports").iterdir()):
+        searched[f"export {path.name}"] = path.read_bytes().decode("latin-1")
+    assert len(searched) >= 5
+    for where, text in searched.items():
+        assert_absent(text, {KEY, json.dumps(KEY)[1:-1]}, where)
+        assert_absent(text, patient_needles, where)
+    for where in ("export " + p.name for p in paths.values()):
+        assert_absent(searched[where], [INDICATION, TECHNIQUE], where)
+    logged = log_text(all_logs)
+    assert "Request URL" in logged
+    assert_absent(logged, [KEY, *patient_needles, INDICATION, TECHNIQUE], "the logs")
+    w.close()
