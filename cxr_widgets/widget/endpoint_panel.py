@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
+import traitlets
 
 from ..backend import ReportGenerator
 from ..config import DEFAULT_KEY_ENV
@@ -33,6 +34,12 @@ DEMO_TEXT = (
     "The demo backend answers offline with canned example findings. They are not a "
     "reading of the image: use it to learn the panel, never to interpret a study."
 )
+
+
+class KeyField(widgets.Password):
+    """A password field whose value is never echoed back to the page by the kernel."""
+
+    value = traitlets.Unicode("").tag(sync=True, echo_update=False)
 
 
 def _field(description: str, widget: widgets.Widget) -> widgets.HBox:
@@ -74,7 +81,7 @@ class EndpointPanel:
         )
         self.uri_deployment = widgets.Text(placeholder="optional: pin a deployment", layout=wide)
         self.key_env = widgets.Text(value=DEFAULT_KEY_ENV, layout=widgets.Layout(width="220px"))
-        self.password = widgets.Password(
+        self.password = KeyField(
             placeholder="or paste the key here, then Enter",
             continuous_update=False,
             layout=widgets.Layout(width="360px"),
