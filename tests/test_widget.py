@@ -16,7 +16,7 @@ import json
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import comm
 import ipywidgets as widgets
@@ -45,7 +45,7 @@ CHUNK = 2 * 1024 * 1024
 class RecordingComm(BaseComm):
     """A comm whose messages to the front end are kept (data and binary buffers)."""
 
-    sent: list[tuple[str, str, Any, list[bytes]]] = []
+    sent: ClassVar[list[tuple[str, str, Any, list[bytes]]]] = []
 
     def publish_msg(
         self,
@@ -218,7 +218,7 @@ def test_upload_png_in_chunks(widget: ReportGenWidget, frontend: list, rg1_path:
     assert widget.study.frontal_image == data
     assert "PNG 1841x1955" in slot.info.value
     offsets = [m["offset"] for m in acks(frontend, slot.upload.model_id) if m["type"] == "ack"]
-    assert offsets == list(range(0, len(data), 256 * 1024)) + [len(data)]
+    assert offsets == [*range(0, len(data), 256 * 1024), len(data)]
     assert acks(frontend, slot.upload.model_id)[-1]["type"] == "done"
 
 
@@ -285,7 +285,7 @@ def test_boxes_sent_to_viewer_match_box_to_pixels(widget: ReportGenWidget) -> No
         got = [(s["finding"], (s["x0"], s["y0"], s["x1"], s["y1"])) for s in viewer.boxes]
         assert got == expected
         assert len(viewer.boxes) == report.n_boxes
-    assert viewer.crop == dict(zip(("x", "y", "size"), center_square(w, h)))
+    assert viewer.crop == dict(zip(("x", "y", "size"), center_square(w, h), strict=True))
     rows = viewer.findings
     assert [r["color"] for r in rows] == [report.color(i) for i in range(len(rows))]
     assert [r["n_boxes"] for r in rows] == [len(f.boxes) for f in report.findings]
