@@ -489,3 +489,26 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path) -> None:
         assert f"ok                    {kept}" in out  # the in-flight answers were kept too
         again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and f"skipped (from store)  {kept}" in again.stdout
+
+
+@pytest.mark.slow
+def test_fault_soak_loses_nothing() -> None:
+    """bench/soak.py at 150 studies: 429/503/drops, one SIGKILL, every study once."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "soak.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--studies", "150", "--batch-size", "5"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = {
+        name.strip(): value.strip()
+        for name, value in (
+            line.rsplit("  ", 1) for line in done.stdout.splitlines() if "  " in line
+        )
+    }
+    assert figures["studies lost"].strip() == "0"
+    assert figures["stored studies sent again"].strip() == "0"
+    assert int(figures["stored at the kill"]) >= 60
+    assert int(figures["retries (requests - answered)"]) > 0  # the faults were met
