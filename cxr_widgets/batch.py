@@ -24,7 +24,6 @@ import hashlib
 import logging
 import os
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -489,10 +488,10 @@ class _Runner:
         self._groups: dict[tuple[str, ...], list[_Item]] = {}
         self._queue: deque[_Batch] = deque()
         self._sequence = 0
-        self._prepare_lock = threading.Lock()
         self._fatal: BaseException | None = None
         self._sending: dict[Future[Any], _Batch] = {}
         self._raised_busy = 0
+        self._new_digests: dict[str, str] = {}
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -580,6 +579,11 @@ class _Runner:
         print(message, file=sys.stderr)
 
     def _finish(self, started: float) -> None:
+        if not self.abandoned:
+            try:
+                self._save_digests()
+            except Exception:  # only a cache; the results are stored already
+                logger.exception("batch: could not save the image digest cache")
         result = self.result
         result.wall_time = time.monotonic() - started
         result.retries = max(0, self.stats.delta("retries"))
@@ -608,7 +612,7 @@ class _Runner:
         """Indices that need preparing; studies found in the store are finished here."""
         if self.store is None:
             return list(range(len(self.studies)))
-        digests = self._all_digests()
+        digests = self.store.digests()
         ok_keys = self.store.ok_keys()
         todo = []
         for index, study in enumerate(self.studies):
@@ -617,12 +621,6 @@ class _Runner:
                 continue
             todo.append(index)
         return todo
-
-    def _all_digests(self) -> dict[str, str]:
-        assert self.store is not None
-        with self.store._lock:
-            rows = self.store._conn.execute("SELECT fingerprint, digest FROM image_digests")
-            return dict(rows.fetchall())
 
     def _from_store(self, index: int, key: str, ok_keys: set[str] | None = None) -> bool:
         """Finish study ``index`` from the store when it is answered there (or failed, and
@@ -670,12 +668,12 @@ class _Runner:
         key = prepared_key(encoded, self.identity, self.options)
         self.result.keys[index] = key
         if self.store is not None:
-            fingerprints = {}
             for column, prepared in encoded.images.items():
                 fingerprint = source_fingerprint(getattr(study, column), self.options)
                 if fingerprint is not None:
-                    fingerprints[fingerprint] = _digest(prepared.png)
-            self.store.put_digests(fingerprints)
+                    self._new_digests[fingerprint] = _digest(prepared.png)
+            if len(self._new_digests) >= 64:  # a cache: losing the last few costs little
+                self._save_digests()
             if self._from_store(index, key):
                 return
         if key in self._waiting:  # the same content twice in this run: send it once
@@ -692,6 +690,11 @@ class _Runner:
         if len(group) >= self.batch_size:
             self._queue.append(_Batch(group))
             self._groups[encoded.columns] = []
+
+    def _save_digests(self) -> None:
+        if self.store is not None and self._new_digests:
+            self.store.put_digests(self._new_digests)
+            self._new_digests = {}
 
     def _has_groups(self) -> bool:
         return any(self._groups.values())

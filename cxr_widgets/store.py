@@ -263,6 +263,13 @@ class ResultStore:
             ).fetchone()
         return row[0] if row else None
 
+    def digests(self) -> dict[str, str]:
+        """Every recorded source fingerprint and its prepared-PNG digest."""
+        with self._lock:
+            return dict(
+                self._conn.execute("SELECT fingerprint, digest FROM image_digests").fetchall()
+            )
+
     def put_digests(self, pairs: Mapping[str, str]) -> None:
         """Remember prepared-PNG digests by source fingerprint."""
         if not pairs:
