@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="CXR_ENDPOINT_KEY",
         help="environment variable holding the endpoint key (default: CXR_ENDPOINT_KEY)",
     )
+    where.add_argument("--key", help=argparse.SUPPRESS)  # refused with advice, see _run
     where.add_argument(
         "--endpoint-name",
         metavar="NAME",
@@ -309,6 +310,12 @@ def _run(args: argparse.Namespace) -> int:
     from .batch import run_batch
     from .manifest import read_manifest
 
+    if args.key is not None:
+        raise ConfigError(
+            "--key is not accepted: a key typed on the command line stays in your shell "
+            f"history. Put it in an environment variable instead: export {args.key_env}=... "
+            "(or name another variable with --key-env)."
+        )
     for path in args.out:
         if Path(path).suffix.lower() not in (".jsonl", ".json", ".ndjson", ".csv"):
             raise ConfigError(f"--out {path}: use a file name ending in .jsonl or .csv")

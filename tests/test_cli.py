@@ -163,6 +163,10 @@ def test_usage_errors_exit_2(
     assert "at most 10" in capsys.readouterr().err
     assert main(["run", str(manifest), "--demo", "--scoring-uri", "http://127.0.0.1:1/score"]) == 2
     assert "--demo answers offline" in capsys.readouterr().err
+    assert main(["run", str(manifest), "--key", "abc-secret-123"]) == 2
+    err = capsys.readouterr().err
+    assert "--key is not accepted" in err and "export CXR_ENDPOINT_KEY=" in err
+    assert "abc-secret-123" not in err
     with pytest.raises(SystemExit) as exit_info:
         main(["run", str(manifest), "--max-in-flight", "0"])
     assert exit_info.value.code == 2
