@@ -277,7 +277,9 @@ def _parse_findings(output: Any, study: int, strict: bool) -> tuple[list[Finding
         return findings, [f"{message}; no findings kept"]
 
     def problem(message: str) -> None:
-        if strict:
+        if strict:  # nothing is dropped in strict mode: the whole answer is refused
+            for suffix in ("; box dropped", "; boxes dropped", "; dropped"):
+                message = message.removesuffix(suffix)
             raise ResponseFormatError(f"study {study}, {message}")
         warnings.append(message)
 
