@@ -1,0 +1,212 @@
+"""ReportGenWidget in real JupyterLab and Chromium: boxes, highlighting, endpoints, uploads.
+
+One notebook per scenario; each test drives the panel through its buttons and
+compares what the browser draws with what the kernel holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from big_dicom import write_big_dicom
+from jupyter_harness import (
+    KEY_ENV,
+    JupyterLab,
+    WebSocketRecorder,
+    collapse_left_sidebar,
+    dismiss_popups,
+    open_and_run_notebook,
+    run_cell,
+    write_notebook,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOT = REPO / "docs/images/widget.png"
+
+ROOT = ".cxr-widget"
+BOX = ".cxr-widget .cxr-box"
+ROW = ".cxr-widget .cxr-row"
+
+SHOW_WIDGET = "from cxr_widgets import ReportGenWidget\nw = ReportGenWidget()\nw"
+
+
+def click(page, cls: str) -> None:
+    """Click the panel's button with CSS class ``cls`` (e.g. ``cxr-generate``)."""
+    page.locator(f"{ROOT} button.{cls}").first.click()
+
+
+def kernel_json(page, expression: str):
+    """Evaluate ``expression`` in the kernel; its value as JSON-decoded Python."""
+    out = run_cell(page, f"import json as _j\nprint('@@' + _j.dumps({expression}))")
+    line = next(ln for ln in out.splitlines() if ln.startswith("@@"))
+    return json.loads(line[2:])
+
+
+def wait_boxes(page, n: int, timeout: float = 60_000) -> None:
+    page.wait_for_function(
+        "([sel, n]) => document.querySelectorAll(sel).length === n",
+        arg=[BOX, n],
+        timeout=timeout,
+    )
+
+
+def expected_boxes(page) -> list[int]:
+    """Boxes per finding of the report the kernel-side widget shows."""
+    return kernel_json(page, "[len(f.boxes) for f in w.report.findings]")
+
+
+def generate_in_browser(page) -> list[int]:
+    """Click Generate, wait for the kernel's report, then for its boxes in the DOM."""
+    click(page, "cxr-generate")
+    page.wait_for_selector(f"{ROW}", timeout=60_000)
+    per_finding = expected_boxes(page)
+    wait_boxes(page, sum(per_finding))
+    return per_finding
+
+
+def class_list(page, selector: str) -> list[list[str]]:
+    return page.eval_on_selector_all(selector, "els => els.map(e => [...e.classList])")
+
+
+@pytest.fixture
+def demo_page(page, jupyter_lab: JupyterLab, lab_root: Path):
+    write_notebook(lab_root / "demo.ipynb", [SHOW_WIDGET])
+    open_and_run_notebook(page, jupyter_lab, "demo.ipynb")
+    collapse_left_sidebar(page)
+    page.wait_for_selector(ROOT)
+    return page
+
+
+def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: Path) -> None:
+    page = demo_page
+    click(page, "cxr-load-sample")
+    per_finding = generate_in_browser(page)
+    n = sum(per_finding)
+    assert n > 0, "the demo report on the sample study should have grounded findings"
+
+    # One SVG box per box of the report, grouped by finding.
+    assert page.locator(BOX).count() == n
+    for i, count in enumerate(per_finding):
+        assert page.locator(f'{BOX}[data-finding="{i}"]').count() == count
+    assert page.locator(ROW).count() == len(per_finding)
+
+    # The demo is marked as such.
+    assert "DEMO" in page.locator(f"{ROOT} .cxr-demo-badge").inner_text()
+
+    # Hover a grounded row: its boxes are highlighted, every other box dimmed.
+    grounded = [i for i, c in enumerate(per_finding) if c]
+    target = grounded[-1]
+    page.locator(f'{ROW}[data-finding="{target}"]').hover()
+    mine = class_list(page, f'{BOX}[data-finding="{target}"]')
+    others = class_list(page, f'{BOX}:not([data-finding="{target}"])')
+    assert mine and all("cxr-highlight" in c for c in mine)
+    assert all("cxr-dim" in c and "cxr-highlight" not in c for c in others)
+    if others:
+        style = """e => { const s = getComputedStyle(e);
+                    return [parseFloat(s.strokeWidth), parseFloat(s.opacity)]; }"""
+        hi = page.eval_on_selector(f'{BOX}[data-finding="{target}"]', style)
+        lo = page.eval_on_selector(f'{BOX}:not([data-finding="{target}"])', style)
+        assert hi[0] > lo[0] or hi[1] > lo[1], f"highlighted {hi} vs dimmed {lo}"
+
+    # Click a box of another finding: its row is highlighted.
+    page.mouse.move(0, 0)
+    other = grounded[0]
+    page.locator(f'{BOX}[data-finding="{other}"]').first.click(force=True)
+    rows = dict(
+        page.eval_on_selector_all(ROW, "els => els.map(e => [e.dataset.finding, [...e.classList]])")
+    )
+    assert "cxr-highlight" in rows[str(other)]
+    assert all("cxr-highlight" not in c for i, c in rows.items() if i != str(other))
+
+    assert kernel_json(page, "w.selected_finding") == other
+
+    # The panel, for the README: boxes, table and DEMO badge, nothing highlighted or overlapping.
+    page.mouse.move(0, 0)
+    run_cell(page, "w.select_finding(None)")
+    page.wait_for_function("() => !document.querySelector('.cxr-widget .cxr-highlight')")
+    save_screenshot(page, tmp_path / "widget.png")
+
+
+def save_screenshot(page, path: Path) -> None:
+    """Screenshot the whole panel to ``path``; also to docs/images with CXR_UPDATE_SCREENSHOT=1."""
+    dismiss_popups(page)
+    # Tall enough that the whole panel is inside the notebook's scroll area.
+    page.set_viewport_size({"width": 1400, "height": 1600})
+    panel = page.locator(ROOT).first
+    panel.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)  # CSS transitions (0.12 s) settle
+    panel.screenshot(path=str(path), animations="disabled")
+    assert path.stat().st_size > 20_000
+    if os.environ.get("CXR_UPDATE_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SCREENSHOT)
+
+
+def test_local_endpoint_generate_without_leaking_key(
+    page, jupyter_lab: JupyterLab, lab_root: Path, endpoint_key: str
+) -> None:
+    frames = WebSocketRecorder(page)
+    write_notebook(
+        lab_root / "local.ipynb",
+        [
+            "import os\n"
+            "from cxr_widgets import EndpointConfig, LocalEndpoint, ReportGenClient, ReportGenWidget\n"
+            f"key = os.environ[{KEY_ENV!r}]\n"
+            "endpoint = LocalEndpoint(key=key).start()\n"
+            "client = ReportGenClient(EndpointConfig(endpoint.scoring_uri, key=key))\n"
+            "del key",
+            "w = ReportGenWidget(client=client)\nw",
+        ],
+    )
+    try:
+        open_and_run_notebook(page, jupyter_lab, "local.ipynb", timeout=180)
+        page.wait_for_selector(ROOT)
+        assert page.locator(f"{ROOT} .cxr-demo-badge").count() == 0
+        click(page, "cxr-load-sample")
+        per_finding = generate_in_browser(page)
+        assert page.locator(BOX).count() == sum(per_finding)
+        # The report came from the local endpoint: its request id is in the endpoint's log.
+        source, label, request_id, logged = kernel_json(
+            page,
+            "[w.report.source, client.label, w.report.request_id,"
+            " [e['request_id'] for e in endpoint.received() if e['status'] == 200]]",
+        )
+        assert source == label
+        assert request_id and request_id in logged
+        assert label in page.locator(f"{ROOT} .cxr-endpoint-label").inner_text()
+    finally:
+        with contextlib.suppress(Exception):  # the kernel's shutdown stops it too
+            run_cell(page, "endpoint.stop()")
+    # The key lives only in the kernel: not in the page, not on the websocket.
+    assert endpoint_key not in page.content()
+    assert not frames.contains(endpoint_key)
+    assert endpoint_key not in (lab_root / "local.ipynb").read_text()
+
+
+def test_upload_25mb_dicom_becomes_frontal(
+    page, jupyter_lab: JupyterLab, lab_root: Path, tmp_path: Path
+) -> None:
+    dicom = tmp_path / "big_chest.dcm"
+    width, height = write_big_dicom(dicom)
+    assert dicom.stat().st_size > 24_000_000  # well past Tornado's 10 MiB message limit
+
+    write_notebook(lab_root / "upload.ipynb", [SHOW_WIDGET])
+    open_and_run_notebook(page, jupyter_lab, "upload.ipynb")
+    page.wait_for_selector(ROOT)
+    file_input = page.locator(f'{ROOT} .cxr-upload[data-slot="frontal"] input[type="file"]')
+    file_input.set_input_files(str(dicom))
+
+    # The panel's preparation summary shows the uploaded file's size...
+    summary = page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]')
+    summary.filter(has_text=f"{width}x{height}").wait_for(timeout=120_000)
+    # ...and the kernel's study holds exactly that image.
+    size = kernel_json(
+        page,
+        "list(__import__('cxr_widgets').prepare_image(w.study.frontal_image).original_size)",
+    )
+    assert size == [width, height]
