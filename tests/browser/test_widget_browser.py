@@ -7,9 +7,11 @@ compares what the browser draws with what the kernel holds.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,23 @@ def generate_in_browser(page) -> list[int]:
 
 def class_list(page, selector: str) -> list[list[str]]:
     return page.eval_on_selector_all(selector, "els => els.map(e => [...e.classList])")
+
+
+def wait_upload(page, slot: str, expected: str, timeout: float = 120.0) -> None:
+    """Wait until the slot's preparation summary shows ``expected``; fail on an upload error."""
+    upload = page.locator(f'{ROOT} .cxr-upload[data-slot="{slot}"]')
+    summary = page.locator(f'{ROOT} .cxr-prep[data-slot="{slot}"]')
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if expected in summary.inner_text():
+            return
+        state = upload.get_attribute("data-state")
+        assert state != "error", f"upload failed: {upload.inner_text()}"
+        time.sleep(0.25)
+    pytest.fail(
+        f"upload not done after {timeout:.0f} s: control says {upload.inner_text()!r} "
+        f"(state {upload.get_attribute('data-state')}), summary {summary.inner_text()!r}"
+    )
 
 
 @pytest.fixture
@@ -202,11 +221,18 @@ def test_upload_25mb_dicom_becomes_frontal(
     file_input.set_input_files(str(dicom))
 
     # The panel's preparation summary shows the uploaded file's size...
-    summary = page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]')
-    summary.filter(has_text=f"{width}x{height}").wait_for(timeout=120_000)
-    # ...and the kernel's study holds exactly that image.
-    size = kernel_json(
+    wait_upload(page, "frontal", f"{width}x{height}")
+    # ...and the kernel's study holds exactly that file, as its frontal image.
+    size, nbytes, digest = kernel_json(
         page,
-        "list(__import__('cxr_widgets').prepare_image(w.study.frontal_image).original_size)",
+        "[list(__import__('cxr_widgets').prepare_image(w.study.frontal_image).original_size),"
+        " len(w.study.frontal_image),"
+        " __import__('hashlib').sha256(w.study.frontal_image).hexdigest()]",
     )
     assert size == [width, height]
+    assert nbytes == dicom.stat().st_size
+    assert digest == hashlib.sha256(dicom.read_bytes()).hexdigest()
+    # The viewer shows it: the drawing's aspect ratio is the upload's.
+    view_box = page.get_attribute(f"{ROOT} svg.cxr-svg", "viewBox")
+    _, _, shown_w, shown_h = (float(v) for v in view_box.split())
+    assert abs(shown_w / shown_h - width / height) < 0.01
