@@ -1,0 +1,260 @@
+"""The tutorial notebooks: committed clean, and each runs top to bottom offline with real results.
+
+Every notebook is executed headlessly with nbclient in a temporary copy of
+notebooks/ (no workspace config.json, no endpoint key), one after the
+other (2 cores), and its outputs are checked for something real.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+EXPECTED = [
+    "01_deploy.ipynb",
+    "02_invoke.ipynb",
+    "03_grounded_findings.ipynb",
+    "04_widget.ipynb",
+    "05_research_at_scale.ipynb",
+]
+KERNEL = "cxr-widgets-test"
+CELL_TIMEOUT = 180
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _load(name: str) -> Any:
+    return nbformat.read(NOTEBOOKS / name, as_version=4)
+
+
+def _code_cells(nb: Any) -> list[Any]:
+    return [cell for cell in nb.cells if cell.cell_type == "code"]
+
+
+# --- committed form ------------------------------------------------------------------
+
+
+def test_the_notebooks_are_the_expected_ones() -> None:
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == EXPECTED
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_committed_without_outputs(name: str) -> None:
+    nb = _load(name)
+    nbformat.validate(nb)
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}, "notebook metadata (widgets?)"
+    for cell in nb.cells:
+        assert "execution" not in cell.metadata, "execution timings saved"
+        assert "widgets" not in cell.metadata
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"outputs saved in {name}: clear them before committing"
+            assert cell.execution_count is None, f"execution count saved in {name}"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_one_parameters_cell_at_the_top(name: str) -> None:
+    cells = _code_cells(_load(name))
+    first = cells[0].source
+    assert first.startswith("# Parameters"), "the first code cell holds the parameters"
+    assert re.search(r"^ENDPOINT = None\s+#", first, re.MULTILINE), "ENDPOINT = None  # ..."
+    for cell in cells[1:]:
+        assert not re.search(r"^ENDPOINT\s*=", cell.source, re.MULTILINE), "ENDPOINT set twice"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_no_key_or_token_in_a_notebook(name: str) -> None:
+    for cell in _code_cells(_load(name)):
+        source = "\n".join(
+            ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!"))
+        )
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.keyword) and node.arg in ("key", "token", "api_key"):
+                assert not isinstance(node.value, ast.Constant), (
+                    f"{name}: {node.arg}= is a literal; read keys from environment variables"
+                )
+        assert not re.search(r"Bearer [A-Za-z0-9._-]{16,}", cell.source)
+
+
+# --- execution ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def notebook_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An isolated Jupyter home with a kernelspec for this interpreter; offline settings."""
+    home = tmp_path_factory.mktemp("nbhome")
+    spec_dir = home / ".local/share/jupyter/kernels" / KERNEL
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "cxr-widgets tests",
+                "language": "python",
+            }
+        )
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))
+        mp.setenv("JUPYTER_CONFIG_DIR", str(home / ".jupyter"))
+        mp.setenv("JUPYTER_DATA_DIR", str(home / ".local/share/jupyter"))
+        mp.setenv("JUPYTER_RUNTIME_DIR", str(home / ".local/share/jupyter/runtime"))
+        mp.setenv("IPYTHONDIR", str(home / ".ipython"))
+        mp.setenv("MPLCONFIGDIR", str(home / ".matplotlib"))
+        mp.setenv("JUPYTER_PLATFORM_DIRS", "1")
+        for name in ("CXR_ENDPOINT_KEY", "CXR_ENDPOINT_URI", "AZURE_CLIENT_SECRET"):
+            mp.delenv(name, raising=False)
+        yield home
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of notebooks/ to run in, so runs never touch the committed files."""
+    folder = tmp_path_factory.mktemp("notebooks")
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def _execute(name: str, workdir: Path) -> Any:
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(workdir / name, as_version=4)
+    client = NotebookClient(
+        nb,
+        kernel_name=KERNEL,
+        timeout=CELL_TIMEOUT,
+        resources={"metadata": {"path": str(workdir)}},
+        store_widget_state=True,
+    )
+    client.execute()  # raises CellExecutionError on any cell error
+    nbformat.write(nb, workdir / f"executed-{name}")
+    return nb
+
+
+def _texts(nb: Any) -> str:
+    """Everything the notebook printed or displayed as text."""
+    parts = []
+    for cell in _code_cells(nb):
+        for output in cell.outputs:
+            if output.output_type == "stream":
+                parts.append(output.text)
+            elif output.output_type in ("execute_result", "display_data"):
+                parts.append(output.data.get("text/plain", ""))
+                parts.append(output.data.get("text/html", ""))
+    return "\n".join(parts)
+
+
+def _pngs(nb: Any) -> list[bytes]:
+    images = []
+    for cell in _code_cells(nb):
+        for output in cell.outputs:
+            if (
+                output.output_type in ("execute_result", "display_data")
+                and "image/png" in output.data
+            ):
+                images.append(base64.b64decode(output.data["image/png"]))
+    return images
+
+
+def _assert_real_pngs(nb: Any, minimum: int) -> None:
+    from PIL import Image
+
+    pngs = _pngs(nb)
+    assert len(pngs) >= minimum, f"expected at least {minimum} figures, got {len(pngs)}"
+    for data in pngs:
+        assert data.startswith(PNG_MAGIC)
+        with Image.open(io.BytesIO(data)) as image:
+            assert min(image.size) >= 100
+            assert len(set(image.convert("L").getdata())) > 16  # a picture, not a blank
+
+
+def check_deploy(nb: Any, workdir: Path) -> None:
+    import yaml
+
+    text = _texts(nb)
+    assert "Dry run" in text
+    start = text.index("# Dry run: nothing was sent to Azure.")
+    stream = text[start:].split("\n\n\n")[0]
+    endpoint, deployment = list(yaml.safe_load_all(stream))[:2]
+    assert endpoint["auth_mode"] == "key"
+    assert deployment["model"].startswith("azureml://registries/azureml/models/CxrReportGen/")
+    assert deployment["instance_type"] == "Standard_NC24ads_A100_v4"
+    assert deployment["request_settings"]["request_timeout_ms"] == 90_000
+    assert deployment["liveness_probe"]["initial_delay"] >= 600
+    assert "Not enough quota" in text
+    assert (
+        'az role assignment create --assignee "<user or identity>" --role "AzureML Data Scientist"'
+        in text
+    )
+
+
+def check_invoke(nb: Any, workdir: Path) -> None:
+    text = _texts(nb)
+    assert '"input_data"' in text and "chars of base64" in text
+    assert "http://127.0.0.1:" in text  # the local endpoint was called over HTTP
+    assert "EndpointAuthError" in text and "401" in text
+    assert re.search(r"\d+ findings, [1-9]\d* boxes", text)
+
+
+def check_grounded(nb: Any, workdir: Path) -> None:
+    from cxr_widgets import Report
+
+    text = _texts(nb)
+    assert "center_crop" in text and "full" in text
+    _assert_real_pngs(nb, minimum=2)
+    saved = Report.from_json((workdir / "report.json").read_text(encoding="utf-8"))
+    assert saved.n_boxes >= 1 and any(not f.grounded for f in saved.findings)
+    assert (workdir / "report.csv").read_text().startswith("study_id,finding,text,grounded,box")
+    assert (workdir / "findings.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def check_widget(nb: Any, workdir: Path) -> None:
+    state = (
+        nb.metadata.get("widgets", {})
+        .get("application/vnd.jupyter.widget-state+json", {})
+        .get("state", {})
+    )
+    assert state, "no widget state was saved"
+    assert len(state) >= 3
+    dumped = json.dumps(state)
+    assert "demo" in dumped.lower()
+    text = _texts(nb)
+    assert re.search(r"\d+ findings, [1-9]\d* boxes", text)
+
+
+def check_scale(nb: Any, workdir: Path) -> None:
+    text = _texts(nb)
+    assert "sent 0 requests" in text.lower() or "0 sent" in text.lower()
+    assert "<table" in text  # a DataFrame
+    _assert_real_pngs(nb, minimum=2)
+
+
+CHECKS: dict[str, Callable[[Any, Path], None]] = {
+    "01_deploy.ipynb": check_deploy,
+    "02_invoke.ipynb": check_invoke,
+    "03_grounded_findings.ipynb": check_grounded,
+    "04_widget.ipynb": check_widget,
+    "05_research_at_scale.ipynb": check_scale,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_runs_offline(name: str, notebook_env: Path, workdir: Path) -> None:
+    assert not (workdir / "config.json").exists()
+    assert "CXR_ENDPOINT_KEY" not in os.environ
+    nb = _execute(name, workdir)
+    CHECKS[name](nb, workdir)
