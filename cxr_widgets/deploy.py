@@ -46,11 +46,11 @@ LIST_KEYS_ACTION = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints
 
 #: Quota families of the GPU instance types CXRReportGen runs on (vCPUs per instance).
 GPU_FAMILIES: dict[str, tuple[str, int]] = {
-    "standard_nc24ads_a100_v4": ("Standard NCADSA100v4 Family Cores", 24),
-    "standard_nc48ads_a100_v4": ("Standard NCADSA100v4 Family Cores", 48),
-    "standard_nc96ads_a100_v4": ("Standard NCADSA100v4 Family Cores", 96),
-    "standard_nc40ads_h100_v5": ("Standard NCadsH100v5 Family Cores", 40),
-    "standard_nc80adis_h100_v5": ("Standard NCadsH100v5 Family Cores", 80),
+    "standard_nc24ads_a100_v4": ("Standard NCADSA100v4 Family", 24),
+    "standard_nc48ads_a100_v4": ("Standard NCADSA100v4 Family", 48),
+    "standard_nc96ads_a100_v4": ("Standard NCADSA100v4 Family", 96),
+    "standard_nc40ads_h100_v5": ("Standard NCadsH100v5 Family", 40),
+    "standard_nc80adis_h100_v5": ("Standard NCadsH100v5 Family", 80),
 }
 
 COST_WARNING = (
@@ -390,10 +390,12 @@ def quota_error(
         )
         needed = int(match.group("used")) + int(match.group("needed"))
     else:
-        detail = "the subscription's quota for it is too small"
+        detail = f"Azure said: {_first_line(text, 200)}"
         needed = cores * instance_count if cores else None
-    family_text = f"the '{family}' quota" if family else f"the quota of {sku}'s VM family"
-    amount = f" to at least {needed} cores" if needed else ""
+    family_text = (
+        f"the quota of the '{family}' (vCPUs)" if family else f"the vCPU quota of {sku}'s VM family"
+    )
+    amount = f" to at least {needed}" if needed else ""
     return DeploymentError(
         f"Not enough quota to deploy {MODEL_NAME} on {sku} ({detail}). GPU VM families start "
         "with zero quota in most subscriptions. What to do:\n"

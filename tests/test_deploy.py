@@ -212,8 +212,7 @@ def test_quota_error_in_plain_words(arm_error_server: str) -> None:
     assert isinstance(error, DeploymentError)
     assert message.startswith("Not enough quota to deploy CxrReportGen on Standard_NC24ads_A100_v4")
     assert "0/0 cores" in message and "needs 24 more" in message
-    assert "Standard NCADSA100v4 Family Cores" in message
-    assert "at least 24 cores" in message
+    assert "'Standard NCADSA100v4 Family' (vCPUs) to at least 24 " in message
     assert "shared quota" in message
     assert "instance_type" in message  # the third way out: another instance type
     assert SUBSCRIPTION not in message
@@ -229,8 +228,8 @@ def test_quota_error_without_details_uses_instance_count() -> None:
         instance_count=2,
     )
     assert "Not enough quota" in str(error)
-    assert "Standard NCadsH100v5 Family Cores" in str(error)
-    assert "at least 80 cores" in str(error)
+    assert "Azure said: Deployment failed: insufficient quota for this VM size" in str(error)
+    assert "'Standard NCadsH100v5 Family' (vCPUs) to at least 80 " in str(error)
 
 
 def test_other_errors_say_what_to_do() -> None:
