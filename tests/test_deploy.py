@@ -448,3 +448,18 @@ def test_find_workspace_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="download it"):
         deploy.workspace_client()
+
+
+def test_find_model_without_sign_in_says_so() -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+
+    class NotSignedIn:
+        def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+            raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token")
+
+    with pytest.raises(DeploymentError) as caught:
+        deploy.find_model(credential=NotSignedIn())
+    message = str(caught.value)
+    assert message.startswith("looking up CxrReportGen (version latest) in the 'azureml' registry")
+    assert "az login" in message
+    assert caught.value.__cause__ is None
