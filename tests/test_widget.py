@@ -105,13 +105,19 @@ def sent_text(frontend: list) -> str:
     )
 
 
+def browser_message(control: ChunkedUpload, content: dict[str, Any], *buffers: Any) -> None:
+    """A custom message from upload.js, through ipywidgets' own comm message handler."""
+    msg = {"content": {"data": {"method": "custom", "content": content}}, "buffers": list(buffers)}
+    control._handle_msg(msg)
+
+
 def upload_file(control: ChunkedUpload, name: str, data: bytes, chunk: int = CHUNK) -> None:
     """Drive the upload protocol exactly as upload.js does: start, chunks, end."""
-    control._handle_msg(control, {"type": "start", "id": "t1", "name": name, "size": len(data)}, [])
+    browser_message(control, {"type": "start", "id": "t1", "name": name, "size": len(data)})
     for offset in range(0, len(data), chunk):
         piece = memoryview(data)[offset : offset + chunk]
-        control._handle_msg(control, {"type": "chunk", "id": "t1", "offset": offset}, [piece])
-    control._handle_msg(control, {"type": "end", "id": "t1"}, [])
+        browser_message(control, {"type": "chunk", "id": "t1", "offset": offset}, piece)
+    browser_message(control, {"type": "end", "id": "t1"})
 
 
 def acks(frontend: list, model_id: str) -> list[dict[str, Any]]:
@@ -249,21 +255,21 @@ def test_upload_errors_are_reported_not_silent(widget: ReportGenWidget, frontend
     slot = widget.studypanel.slots["frontal"]
     up = slot.upload
     up.max_bytes = 1000
-    up._handle_msg(up, {"type": "start", "id": "a", "name": "huge.dcm", "size": 5000}, [])
+    browser_message(up, {"type": "start", "id": "a", "name": "huge.dcm", "size": 5000})
     assert up.state == "error" and "over the upload limit" in up.status
     assert "path" in up.status  # says what to do
     assert acks(frontend, up.model_id)[-1]["type"] == "error"
 
     up.max_bytes = 10_000
-    up._handle_msg(up, {"type": "start", "id": "b", "name": "x.png", "size": 10}, [])
-    up._handle_msg(up, {"type": "chunk", "id": "b", "offset": 4}, [b"abcd"])
+    browser_message(up, {"type": "start", "id": "b", "name": "x.png", "size": 10})
+    browser_message(up, {"type": "chunk", "id": "b", "offset": 4}, b"abcd")
     assert up.state == "error" and "out of order" in up.status
 
     upload_file(up, "notes.png", b"hello, this is not an image")
     assert up.state == "error"
     assert "cxr-error" in slot.error.value and slot.source is None
 
-    up._handle_msg(up, {"type": "error", "message": "NotReadableError"}, [])
+    browser_message(up, {"type": "error", "message": "NotReadableError"})
     assert up.state == "error" and "NotReadableError" in up.status
 
 

@@ -57,10 +57,10 @@ class ChunkedUpload(anywidget.AnyWidget):
         self._transfer: dict[str, Any] | None = None
         #: The last complete file (name, bytes); kept out of synced traits.
         self.received: tuple[str, bytes] | None = None
-        self.on_msg(self._handle_msg)
+        self.on_msg(self._on_frontend_msg)
 
     # --- the protocol ------------------------------------------------------
-    def _handle_msg(self, _widget: Any, content: dict[str, Any], buffers: list[Any]) -> None:
+    def _on_frontend_msg(self, _widget: Any, content: dict[str, Any], buffers: list[Any]) -> None:
         """Front-end messages: start, chunk (one binary buffer), end, error (from JS)."""
         kind = content.get("type")
         try:
