@@ -534,3 +534,37 @@ def test_study_summary_has_no_patient_text(widget: ReportGenWidget, rg1_path: Pa
     widget.generate()
     assert "Jane" not in widget.history[0].summary
     assert "indication" in widget.history[0].summary
+
+
+def test_notebook_saved_with_widget_state_holds_no_key(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nbclient executes a notebook that types a key into the panel, saving widget state."""
+    import nbformat
+    from conftest import isolated_env
+    from nbclient import NotebookClient
+
+    key = "typed-in-notebook-" + "q" * 20
+    for name, value in isolated_env(isolated_home).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CXR_TEST_TYPED_KEY", key)
+    monkeypatch.delenv("CXR_ENDPOINT_KEY", raising=False)
+    cells = [
+        "import os\nfrom cxr_widgets import ReportGenWidget, sample_study\n"
+        "w = ReportGenWidget(demo_latency=0)\nw",
+        "w.load_study(sample_study())\nw.generate()\nw.endpoint.mode.value = 'uri'\n"
+        "w.endpoint.scoring_uri.value = 'https://ep.eastus.inference.ml.azure.com/score'\n"
+        "w.endpoint.password.set_state({'value': os.environ['CXR_TEST_TYPED_KEY']})\n"
+        "w.endpoint.use()\nprint('has key:', w.client.config.has_key)",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True).execute(
+        cwd=str(tmp_path)
+    )
+    text = nbformat.writes(nb)
+    assert "has key: True" in text
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert len(state) > 50 and any(
+        s["model_name"] == "AnyModel" and "findings" in s["state"] for s in state.values()
+    )
+    assert key not in text
