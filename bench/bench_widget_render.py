@@ -19,6 +19,7 @@ Run: .venv/bin/python bench/bench_widget_render.py [--runs 15]
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -43,27 +44,70 @@ BOX = ".cxr-widget .cxr-box"
 
 OBSERVER = """
 (selector) => {
-  const log = (window.__cxrBoxes = []);
-  let last = -1;
   const stamp = () => performance.timeOrigin + performance.now();
-  const check = () => {
-    const n = document.querySelectorAll(selector).length;
-    if (n === last) return;
-    last = n;
-    const entry = { n, mutated: stamp(), painted: null };
+  const log = (window.__cxrBoxes = []);
+  const images = (window.__cxrImages = []);
+  const isBox = (node) => node.nodeType === 1 && node.matches(selector);
+  // One entry per batch of mutations that adds boxes (a redraw replaces them all).
+  const record = (mutations) => {
+    if (mutations && !mutations.some((m) => [...m.addedNodes].some(isBox))) return;
+    const entry = { n: document.querySelectorAll(selector).length, mutated: stamp(), painted: null };
     log.push(entry);
     requestAnimationFrame(() => { entry.painted = stamp(); });
   };
-  new MutationObserver(check).observe(document.body, { childList: true, subtree: true });
-  check();
+  new MutationObserver(record).observe(document.body, { childList: true, subtree: true });
+  // SVG <image> fires no load event in Chromium: when the viewer's image gets a new
+  // blob URL, decode that blob with an Image and stamp when it is ready to paint.
+  new MutationObserver((mutations) => {
+    for (const m of mutations) {
+      const href = m.target.getAttribute("href");
+      if (!m.target.classList.contains("cxr-image") || !href) continue;
+      const img = new Image();
+      img.src = href;
+      img.decode().then(() => images.push(stamp()), () => {});
+    }
+  }).observe(document.body, { attributes: true, attributeFilter: ["href"], subtree: true });
+  record(null);
 }
 """
 
 SETUP = """
-import time, json
+import time, json, dataclasses
 from cxr_widgets import ReportGenWidget, sample_study
 w = ReportGenWidget()
 w
+"""
+
+#: Kernel-side size of the viewer's synced state: binary buffers + JSON.
+STATE_SIZE = """
+_state = w.viewer.get_state()
+print('@@', sum(len(v) if isinstance(v, (bytes, bytearray, memoryview))
+               else len(json.dumps(v, default=str)) for v in _state.values()))
+"""
+
+#: Two reports on the same image with different box counts (a: all, b: one box fewer).
+TWO_REPORTS = """
+a = w.report
+b = dataclasses.replace(a, findings=[f for f in a.findings if f.boxes][:-1])
+print('@@', json.dumps([a.n_boxes, b.n_boxes]))
+"""
+
+#: Show a report; ``{fresh}`` True gives it a new image (the radiograph one or two grey
+#: levels brighter, so its display JPEG differs and is sent again, as for a new study).
+SHOW = """
+_r = {which}
+if {fresh}:
+    _im = _r.frontal_image.point(lambda v: min(255, v + 1 + {run} % 2))
+    _r = dataclasses.replace(_r, frontal_image=_im)
+t0 = time.time() * 1000
+w.show_report(_r)
+t1 = time.time() * 1000
+print('@@', json.dumps([t0, t1]))
+"""
+
+LOAD_AND_GENERATE = """
+w.studypanel.slots['frontal'].clear()
+print('@@', 0)
 """
 
 
@@ -82,79 +126,89 @@ def wait_logged(page, n: int, since_ms: float, timeout: float = 30.0) -> dict:
     """The first observer entry with ``n`` boxes stamped after ``since_ms`` (browser clock)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        entries = page.evaluate("() => window.__cxrBoxes")
-        for entry in entries:
+        for entry in page.evaluate("() => window.__cxrBoxes"):
             if entry["n"] == n and entry["mutated"] >= since_ms and entry["painted"]:
                 return entry
         time.sleep(0.02)
-    raise TimeoutError(f"{n} boxes never appeared")
+    log = page.evaluate("() => window.__cxrBoxes")
+    raise TimeoutError(f"{n} boxes never appeared after {since_ms:.0f}; observer log: {log}")
 
 
-def kernel_float(page, code: str) -> float:
+def wait_image(page, since_ms: float, timeout: float = 30.0) -> float:
+    """Browser time of the first viewer image decoded after ``since_ms``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        later = [t for t in page.evaluate("() => window.__cxrImages") if t >= since_ms]
+        if later:
+            return later[0]
+        time.sleep(0.02)
+    raise TimeoutError("the viewer image never loaded")
+
+
+def kernel_value(page, code: str):
+    """Run ``code`` in the kernel; the JSON it printed after '@@'."""
     out = run_cell(page, code)
-    return float(next(ln for ln in out.splitlines() if ln.startswith("@@"))[2:])
+    return json.loads(next(ln for ln in out.splitlines() if ln.startswith("@@"))[2:])
 
 
-def measure(page, frames: WebSocketRecorder, runs: int) -> dict[str, list[float]]:
+def measure(page, frames: WebSocketRecorder, runs: int, studies: int) -> dict[str, list[float]]:
     page.evaluate(OBSERVER, BOX)
     offset = clock_offset_ms(page)
-    results: dict[str, list[float]] = {
-        "study_bytes": [],
-        "study_comm_bytes": [],
-        "state_bytes": [],
-        "report_ms": [],
-        "report_paint_ms": [],
-    }
-    # Bytes per study: load the sample study and generate, from a clean viewer.
-    for _ in range(3):
-        run_cell(page, "w.clear() if hasattr(w, 'clear') else None")
+    results: dict[str, list[float]] = {k: [] for k in ROWS}
+    results["clock_offset_ms"] = [offset]
+    # Bytes per study: load the sample study into an empty form and generate.
+    for _ in range(studies):
+        kernel_value(page, LOAD_AND_GENERATE)
         mark = frames.mark()
-        n = int(
-            kernel_float(
-                page, "w.load_study(sample_study()); r = w.generate(); print('@@', r.n_boxes)"
-            )
+        n = kernel_value(
+            page, "w.load_study(sample_study()); r = w.generate(); print('@@', r.n_boxes)"
         )
         wait_logged(page, n, 0)
         received, _ = frames.since(mark)
         results["study_bytes"].append(sum(map(len, received)))
         results["study_comm_bytes"].append(sum(len(f) for f in received if b"comm_msg" in f))
-        results["state_bytes"].append(kernel_float(page, STATE_SIZE))
-    # Render time: alternate two reports on the same image (different box counts).
-    run_cell(page, TWO_REPORTS)
-    for i in range(runs):
-        which = "a" if i % 2 else "b"
-        n = int(kernel_float(page, f"print('@@', {which}.n_boxes)"))
-        t0 = kernel_float(page, f"t0 = time.time() * 1000\nw.show_report({which})\nprint('@@', t0)")
-        entry = wait_logged(page, n, t0 + offset)
-        results["report_ms"].append(entry["mutated"] - offset - t0)
-        results["report_paint_ms"].append(entry["painted"] - offset - t0)
+        results["state_bytes"].append(kernel_value(page, STATE_SIZE))
+    counts = dict(zip("ab", kernel_value(page, TWO_REPORTS), strict=True))
+    for fresh, prefix in ((False, "report"), (True, "image")):
+        for i in range(runs):
+            which = "ab"[i % 2 == 0]  # starts with b: a is on screen after generate
+            mark = frames.mark()
+            t0, t1 = kernel_value(page, SHOW.format(which=which, fresh=fresh, run=i))
+            entry = wait_logged(page, counts[which], t0 + offset)
+            results[f"{prefix}_kernel_ms"].append(t1 - t0)
+            results[f"{prefix}_boxes_ms"].append(entry["mutated"] - offset - t0)
+            results[f"{prefix}_paint_ms"].append(entry["painted"] - offset - t0)
+            if fresh:
+                results["image_decoded_ms"].append(wait_image(page, t0 + offset) - offset - t0)
+            time.sleep(0.05)
+            received, _ = frames.since(mark)
+            results[f"{prefix}_comm_bytes"].append(
+                sum(len(f) for f in received if b"comm_msg" in f)
+            )
     return results
 
 
-STATE_SIZE = """
-def _size(widget):
-    state = widget.get_state()
-    total = 0
-    for value in state.values():
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            total += len(value)
-        else:
-            total += len(json.dumps(value, default=str))
-    return total
-print('@@', _size(w.viewer))
-"""
-
-TWO_REPORTS = """
-import copy
-a = w.report
-b = copy.deepcopy(a)
-b.findings = [f for f in b.findings if f.boxes][:-1] or b.findings[:1]
-"""
+#: Result key -> (label, unit, target).
+ROWS: dict[str, tuple[str, str, str]] = {
+    "report_kernel_ms": ("new report, same image: kernel show_report()", "ms", ""),
+    "report_boxes_ms": ("new report, same image: kernel -> boxes in DOM", "ms", "< 100 ms"),
+    "report_paint_ms": ("new report, same image: kernel -> next frame", "ms", ""),
+    "report_comm_bytes": ("new report, same image: widget bytes", "KB", ""),
+    "image_kernel_ms": ("new image + report: kernel show_report()", "ms", ""),
+    "image_boxes_ms": ("new image + report: kernel -> boxes in DOM", "ms", "< 100 ms"),
+    "image_paint_ms": ("new image + report: kernel -> next frame", "ms", ""),
+    "image_decoded_ms": ("new image + report: kernel -> image decoded", "ms", ""),
+    "image_comm_bytes": ("new image + report: widget bytes", "KB", ""),
+    "study_bytes": ("load sample study + generate: websocket bytes", "KB", "< 300 KB"),
+    "study_comm_bytes": ("  of which widget (comm) messages", "KB", ""),
+    "state_bytes": ("viewer synced state (buffers + JSON)", "KB", ""),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=15, help="report renders to time")
+    parser.add_argument("--runs", type=int, default=15, help="report renders to time per case")
+    parser.add_argument("--studies", type=int, default=3, help="study loads to count bytes")
     args = parser.parse_args()
     if find_chromium() is None:
         sys.exit("Chromium not found: apt-get install -y chromium")
@@ -173,33 +227,27 @@ def main() -> None:
                 frames = WebSocketRecorder(page)
                 open_and_run_notebook(page, lab, "bench.ipynb")
                 page.wait_for_selector(".cxr-widget")
-                results = measure(page, frames, args.runs)
+                results = measure(page, frames, args.runs, args.studies)
                 context.close()
         finally:
             lab.stop()
 
-    med = {k: statistics.median(v) for k, v in results.items()}
     print(
-        f"ReportGenWidget in Chromium (JupyterLab), NEMA chest radiograph RG1_UNCR; "
-        f"medians of {args.runs} renders / 3 studies; {machine()}"
+        "ReportGenWidget in Chromium (JupyterLab 4, headless), NEMA chest radiograph "
+        f"RG1_UNCR; {args.runs} renders per case, {args.studies} study loads; {machine()}; "
+        f"browser clock - kernel clock = {results['clock_offset_ms'][0]:+.2f} ms (subtracted)"
     )
     print_table(
         ["measure", "median", "min", "max", "target"],
-        [
-            _row("report set in kernel -> boxes in DOM", results["report_ms"], "ms", "< 100 ms"),
-            _row("report set in kernel -> next frame", results["report_paint_ms"], "ms", ""),
-            _row("websocket bytes to browser per study", results["study_bytes"], "KB", "< 300 KB"),
-            _row("  of which widget (comm) messages", results["study_comm_bytes"], "KB", ""),
-            _row("viewer synced state (buffers + JSON)", results["state_bytes"], "KB", ""),
-        ],
+        [_row(*ROWS[key], results[key]) for key in ROWS],
     )
-    del med
 
 
-def _row(name: str, values: list[float], unit: str, target: str) -> tuple[str, ...]:
-    scale = 1 / 1000 if unit == "KB" else 1
-    fmt = (lambda v: f"{v * scale:.1f} {unit}") if unit == "KB" else (lambda v: f"{v:.1f} ms")
-    return (name, fmt(statistics.median(values)), fmt(min(values)), fmt(max(values)), target)
+def _row(label: str, unit: str, target: str, values: list[float]) -> tuple[str, ...]:
+    def fmt(v: float) -> str:
+        return f"{v / 1000:.1f} KB" if unit == "KB" else f"{v:.1f} ms"
+
+    return (label, fmt(statistics.median(values)), fmt(min(values)), fmt(max(values)), target)
 
 
 if __name__ == "__main__":
