@@ -568,3 +568,23 @@ def test_notebook_saved_with_widget_state_holds_no_key(
         s["model_name"] == "AnyModel" and "findings" in s["state"] for s in state.values()
     )
     assert key not in text
+
+
+def test_show_report_with_warnings_over_the_loaded_image(widget: ReportGenWidget) -> None:
+    from cxr_widgets import Box, Finding
+
+    widget.load_study(sample_study())
+    report = Report(
+        findings=[Finding("Opacity.", [Box(0.1, 0.2, 0.3, 0.4)]), Finding("Normal heart.")],
+        warnings=["finding 3: box coordinate 1.5 is outside 0..1"],
+        image_size=(1841, 1955),
+    )
+    widget.show_report(report)
+    viewer = widget.viewer
+    assert widget.report is report and viewer.warnings == report.warnings
+    assert viewer.width > 0 and len(viewer.boxes) == 1
+    corners = report.findings[0].boxes[0].to_pixels(viewer.width, viewer.height)
+    assert tuple(viewer.boxes[0][k] for k in ("x0", "y0", "x1", "y1")) == corners
+    assert not viewer.demo and [r["grounded"] for r in viewer.findings] == [True, False]
+    widget.clear()
+    assert widget.report is None and viewer.boxes == [] and viewer.findings == []

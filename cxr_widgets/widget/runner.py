@@ -112,6 +112,8 @@ class Runner:
             self._show(job)
 
     def _show(self, job: Job) -> None:
+        if job.done.is_set() or job is not self.job:
+            return
         self.status.value = (
             f"<div class='cxr-status'><span class='cxr-spinner'></span>"
             f"{html.escape(job.label)}... {job.elapsed:.1f} s</div>"

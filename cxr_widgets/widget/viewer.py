@@ -91,6 +91,7 @@ class ReportViewer(anywidget.AnyWidget):
     demo_notice = traitlets.Unicode(DEMO_NOTICE).tag(sync=True)
     caption = traitlets.Unicode("").tag(sync=True)
     report_text = traitlets.Unicode("").tag(sync=True)
+    warnings = traitlets.List(traitlets.Unicode()).tag(sync=True)
     message = traitlets.Unicode("Load a study, or the sample study, to begin.").tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -127,11 +128,13 @@ class ReportViewer(anywidget.AnyWidget):
                 self.has_report = False
                 self.demo = False
                 self.report_text = ""
+                self.warnings = []
             else:
                 self.findings = finding_rows(report)
                 self.has_report = True
                 self.demo = report.demo
                 self.report_text = report.text
+                self.warnings = [str(w) for w in report.warnings]
                 self._send_boxes()
 
     def select(self, index: int | None) -> None:

@@ -95,7 +95,8 @@ function render({ model, el }) {
   const tbody = document.createElement("tbody");
   table.append(tbody);
   const hint = html("div", "cxr-findings-hint");
-  side.append(head, table, hint);
+  const warnings = html("div", "cxr-warnings");
+  side.append(head, table, warnings, hint);
 
   function activeFinding() {
     if (hovered !== null) return hovered;
@@ -240,6 +241,13 @@ function render({ model, el }) {
     applyHighlight();
   }
 
+  function drawWarnings() {
+    warnings.replaceChildren();
+    for (const text of model.get("warnings")) {
+      warnings.append(html("div", "cxr-warning", "warning: " + text));
+    }
+  }
+
   function drawTabs() {
     tabs.replaceChildren();
     const views = model.get("views");
@@ -283,7 +291,10 @@ function render({ model, el }) {
   });
   stage.addEventListener("click", () => { if (model.get("selected") >= 0) select(-1); });
 
-  const redrawAll = () => { drawImage(); drawBoxes(); drawTable(); drawTabs(); drawCaption(); };
+  const redrawAll = () => {
+    drawImage(); drawBoxes(); drawTable(); drawTabs(); drawCaption(); drawWarnings();
+  };
+  model.on("change:warnings", drawWarnings);
   model.on("change:image", () => { drawImage(); drawBoxes(); });
   model.on("change:boxes", drawBoxes);
   model.on("change:findings", () => { drawTable(); drawBoxes(); });
