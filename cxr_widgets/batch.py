@@ -69,6 +69,8 @@ SPLIT_ERRORS = (BadRequestError, ModelError, ResponseFormatError, RequestTooLarg
 MAX_REQUEUES = 8
 #: Default number of requests in flight at most (the adaptive limit stays below it).
 DEFAULT_MAX_IN_FLIGHT = 8
+#: How often the run looks at the client's 429 count between completions.
+POLL_SECONDS = 0.1
 
 
 @dataclass
@@ -208,31 +210,55 @@ class BatchResult:
 class AdaptiveLimit:
     """Additive-increase / multiplicative-decrease limit on requests in flight.
 
-    Starts at ``start`` and doubles per round of successes (slow start) until
-    the first busy signal; then it halves (never below 1) on a busy signal and
+    Slow start: from ``start`` it grows by one per success, and also by one
+    per ``ramp_interval`` seconds while requests wait for a slot (a model
+    answers in seconds, so successes alone would ramp up slowly), until the
+    first busy signal. Then it halves (never below 1) on a busy signal and
     grows by one after ``limit`` successes in a row. A busy signal from a
     request sent before the last decrease does not decrease it again (that
     request was sent at the old limit).
     """
 
-    def __init__(self, maximum: int, start: int = 2) -> None:
+    def __init__(self, maximum: int, start: int = 2, ramp_interval: float = 1.0) -> None:
         self.maximum = max(1, maximum)
         self.limit = max(1, min(start, self.maximum))
         self.peak = self.limit
+        self.ramp_interval = ramp_interval
         self._threshold = self.maximum  # slow start until the first busy signal
         self._successes = 0
         self._epoch = 0  # requests numbered before this one were sent at an older limit
+        self._raised_at: float | None = None
         self.decreases = 0
+
+    @property
+    def slow_start(self) -> bool:
+        return self.decreases == 0 and self.limit < self.maximum
 
     def on_success(self) -> None:
         if self.limit < self._threshold:
-            self.limit = min(self.maximum, self.limit + 1)
+            self._grow()
         else:
             self._successes += 1
             if self._successes >= self.limit:
                 self._successes = 0
-                self.limit = min(self.maximum, self.limit + 1)
+                self._grow()
+
+    def on_starved(self, now: float) -> bool:
+        """Requests wait while ``limit`` are in flight; in slow start, grow once per interval."""
+        if not self.slow_start:
+            return False
+        if self._raised_at is None:
+            self._raised_at = now
+            return False
+        if now - self._raised_at < self.ramp_interval:
+            return False
+        self._grow(now)
+        return True
+
+    def _grow(self, now: float | None = None) -> None:
+        self.limit = min(self.maximum, self.limit + 1)
         self.peak = max(self.peak, self.limit)
+        self._raised_at = time.monotonic() if now is None else now
 
     def on_busy(self, sequence: int, next_sequence: int) -> bool:
         """A busy signal for the request numbered ``sequence``; True when it lowered the limit."""
@@ -530,7 +556,10 @@ class _Runner:
                     if self._fatal is not None or not (self._queue or self._has_groups()):
                         break
                     continue
-                done, _ = wait([*preparing, *sending], return_when=FIRST_COMPLETED)
+                done, _ = wait(
+                    [*preparing, *sending], timeout=POLL_SECONDS, return_when=FIRST_COMPLETED
+                )
+                self._watch_load()
                 for future in done:
                     if future in preparing:
                         index = preparing.pop(future)
@@ -551,6 +580,15 @@ class _Runner:
         if self._fatal is not None:
             raise self._fatal
         return self.result
+
+    def _watch_load(self) -> None:
+        """Between completions: react to 429s the client met, or ramp up while starved."""
+        sending = self._sending
+        if sending and self.stats.congestion():
+            newest = max(b.sequence for b in sending.values())
+            self.limit.on_busy(newest, self._sequence)
+        elif self._queue and len(sending) >= self.limit.limit:
+            self.limit.on_starved(time.monotonic())
 
     def _stop_after_interrupt(self, sending: dict[Future[Any], _Batch]) -> None:
         where = self.result.store_path

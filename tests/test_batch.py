@@ -57,6 +57,17 @@ def test_adaptive_limit_slow_start_then_aimd() -> None:
     assert limit.limit == 8 and limit.peak == 8  # never above the maximum
 
 
+def test_adaptive_limit_ramps_up_while_starved_in_slow_start_only() -> None:
+    limit = AdaptiveLimit(maximum=6, start=2, ramp_interval=1.0)
+    assert not limit.on_starved(10.0)  # the clock starts
+    assert not limit.on_starved(10.5) and limit.limit == 2
+    assert limit.on_starved(11.0) and limit.limit == 3
+    assert not limit.on_starved(11.9)
+    assert limit.on_starved(12.0) and limit.limit == 4
+    assert limit.on_busy(sequence=0, next_sequence=5) and limit.limit == 2
+    assert not limit.on_starved(100.0) and limit.limit == 2  # after a 429: successes only
+
+
 def test_adaptive_limit_respects_small_maximum() -> None:
     limit = AdaptiveLimit(maximum=1, start=2)
     limit.on_success()
