@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..render import annotated_png
+from ..render import render_findings
 from ..report import Report
 
 EXPORT_KINDS: tuple[str, ...] = ("json", "csv", "png")
@@ -23,7 +23,7 @@ def export_report(
     """Write ``stem.json``, ``stem.csv`` and ``stem.png`` into ``directory``; their paths.
 
     ``frontal`` is the study's frontal image source (the PNG is drawn on it at
-    full resolution by :func:`cxr_widgets.render.annotated_png`).
+    full resolution by :func:`cxr_widgets.render.render_findings`).
     """
     unknown = set(kinds) - set(EXPORT_KINDS)
     if unknown:
@@ -40,5 +40,7 @@ def export_report(
     if "png" in kinds:
         source = frontal if frontal is not None else report.frontal_image
         paths["png"] = folder / f"{stem}.png"
-        paths["png"].write_bytes(annotated_png(source, report, **render_options))
+        # render.annotated_png optimises the PNG (5.5 s vs 0.5 s for the NEMA radiograph,
+        # for 15 % fewer bytes); an interactive export favours the default compression.
+        render_findings(source, report, **render_options).save(paths["png"], format="PNG")
     return paths
