@@ -79,12 +79,19 @@ def isolated_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, s
     return env
 
 
-def _quiet_lab_settings(config_dir: Path) -> None:
-    """User settings that stop the "Jupyter news" toast and update checks."""
-    target = config_dir / "lab/user-settings/@jupyterlab/apputils-extension"
-    target.mkdir(parents=True, exist_ok=True)
-    settings = {"fetchNews": "false", "checkForUpdates": False}
-    (target / "notification.jupyterlab-settings").write_text(json.dumps(settings))
+#: JupyterLab user settings for the tests: no "Jupyter news" toast, no update checks,
+#: and widget state saved with the notebook (so tests can check what a saved file holds).
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyter-widgets/jupyterlab-manager/plugin": {"saveState": True},
+}
+
+
+def _write_lab_settings(config_dir: Path) -> None:
+    for plugin, settings in LAB_SETTINGS.items():
+        path = config_dir / "lab/user-settings" / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings))
 
 
 @dataclass
@@ -103,7 +110,7 @@ class JupyterLab:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> JupyterLab:
-        _quiet_lab_settings(Path(self.env["JUPYTER_CONFIG_DIR"]))
+        _write_lab_settings(Path(self.env["JUPYTER_CONFIG_DIR"]))
         self.log_path = Path(self.env["HOME"]) / f"jupyterlab-{self.port}.log"
         cmd = [
             sys.executable,
@@ -299,6 +306,20 @@ def open_and_run_notebook(page: Any, lab: JupyterLab, name: str, timeout: float 
         raise HarnessError(f"Run All never started in {name}; prompts: {_prompts(page)}")
     wait_cells_done(page, timeout)
     dismiss_popups(page)
+
+
+def save_notebook(page: Any, path: Path, timeout: float = 30.0) -> str:
+    """File > Save Notebook; wait until ``path`` on disk changed; its text."""
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    page.locator('.lm-MenuBar-itemLabel:text-is("File")').click()
+    page.locator('.lm-Menu-itemLabel:text-is("Save Notebook")').click()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_mtime_ns != before:
+            time.sleep(0.2)  # let the server finish writing
+            return path.read_text()
+        time.sleep(0.1)
+    raise HarnessError(f"{path.name} was not saved within {timeout:.0f} s")
 
 
 def run_cell(page: Any, code: str, timeout: float = 60.0) -> str:

@@ -24,6 +24,7 @@ from jupyter_harness import (
     dismiss_popups,
     open_and_run_notebook,
     run_cell,
+    save_notebook,
     write_notebook,
 )
 
@@ -34,6 +35,7 @@ ROOT = ".cxr-widget"
 BOX = ".cxr-widget .cxr-box"
 ROW = ".cxr-widget .cxr-row"
 
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 SHOW_WIDGET = "from cxr_widgets import ReportGenWidget\nw = ReportGenWidget()\nw"
 
 
@@ -201,10 +203,87 @@ def test_local_endpoint_generate_without_leaking_key(
     finally:
         with contextlib.suppress(Exception):  # the kernel's shutdown stops it too
             run_cell(page, "endpoint.stop()")
-    # The key lives only in the kernel: not in the page, not on the websocket.
+    # The key lives only in the kernel: not in the page, not on the websocket, and not in
+    # the notebook saved with its widget state.
     assert endpoint_key not in page.content()
     assert not frames.contains(endpoint_key)
-    assert endpoint_key not in (lab_root / "local.ipynb").read_text()
+    saved = save_notebook(page, lab_root / "local.ipynb")
+    assert WIDGET_STATE in saved
+    assert endpoint_key not in saved
+
+
+def test_key_typed_in_panel_drives_local_endpoint_and_is_not_saved(
+    page, jupyter_lab: JupyterLab, lab_root: Path, endpoint_key: str
+) -> None:
+    frames = WebSocketRecorder(page)
+    write_notebook(
+        lab_root / "typed_key.ipynb",
+        [
+            "import os\n"
+            "from cxr_widgets import LocalEndpoint, ReportGenWidget\n"
+            f"endpoint = LocalEndpoint(key=os.environ[{KEY_ENV!r}]).start()",
+            SHOW_WIDGET,
+        ],
+    )
+    try:
+        open_and_run_notebook(page, jupyter_lab, "typed_key.ipynb", timeout=180)
+        page.wait_for_selector(ROOT)
+        scoring_uri = kernel_json(page, "endpoint.scoring_uri")
+        click(page, "cxr-load-sample")
+        click(page, "cxr-generate")  # on the demo first: a good report to keep
+        page.wait_for_selector(f"{BOX}")
+        demo_boxes = page.locator(BOX).count()
+
+        click(page, "cxr-endpoint-toggle")
+        page.locator(f"{ROOT} .cxr-mode button", has_text="Scoring URI + key").click()
+        page.locator(f'{ROOT} input[placeholder^="https://<endpoint>"]').fill(scoring_uri)
+
+        def use_key(key: str) -> None:
+            field = page.locator(f"{ROOT} .cxr-key input")
+            field.fill(key)
+            field.press("Enter")  # the kernel takes the key and clears the field
+            page.wait_for_function(
+                "(sel) => document.querySelector(sel).value === ''", arg=f"{ROOT} .cxr-key input"
+            )
+            page.locator(f"{ROOT} .cxr-endpoint-box", has_text="key: typed").wait_for()
+            click(page, "cxr-connect")
+            page.locator(f"{ROOT} .cxr-endpoint-label", has_text="127.0.0.1").wait_for()
+
+        # A wrong key: the client's 401 message appears in the panel; the last report stays.
+        use_key("wrong-" + endpoint_key[:8])
+        assert page.locator(f"{ROOT} .cxr-demo-badge").count() == 0
+        click(page, "cxr-generate")
+        error = page.locator(f"{ROOT} .cxr-run-error")
+        error.wait_for(timeout=60_000)
+        assert "401" in error.inner_text(), error.inner_text()
+        assert page.locator(BOX).count() == demo_boxes
+
+        # The right key: the local endpoint answers and its boxes are drawn.
+        use_key(endpoint_key)
+        click(page, "cxr-generate")
+        page.wait_for_function(
+            "() => !document.querySelector('.cxr-widget .cxr-run-error')"
+            " && document.querySelector('.cxr-widget button.cxr-generate').disabled === false"
+        )
+        per_finding = expected_boxes(page)
+        wait_boxes(page, sum(per_finding))
+        request_id, logged = kernel_json(
+            page,
+            "[w.report.request_id,"
+            " [e['request_id'] for e in endpoint.received() if e['status'] == 200]]",
+        )
+        assert request_id in logged
+    finally:
+        with contextlib.suppress(Exception):
+            run_cell(page, "endpoint.stop()")
+    # The typed key went to the kernel (browser -> kernel) but never came back...
+    received_key = any(endpoint_key.encode() in frame for frame in frames.received)
+    assert not received_key, "the kernel sent the typed key back to the browser"
+    assert endpoint_key not in page.content()
+    # ...and the notebook saved with its widget state does not hold it.
+    saved = save_notebook(page, lab_root / "typed_key.ipynb")
+    assert WIDGET_STATE in saved
+    assert endpoint_key not in saved
 
 
 def test_upload_25mb_dicom_becomes_frontal(
