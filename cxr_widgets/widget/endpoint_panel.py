@@ -97,6 +97,11 @@ class EndpointPanel:
         self.demo_box = widgets.HTML(f"<div class='cxr-note'>{DEMO_TEXT}</div>")
         self.workspace_box = widgets.VBox(
             [
+                widgets.HTML(
+                    "<div class='cxr-note'>Signs in with azure-identity, then looks the "
+                    "endpoint up once with azure-ai-ml (scoring URI, auth mode, key or "
+                    "token); calls then go straight to the scoring URI.</div>"
+                ),
                 _field("Endpoint name", self.endpoint_name),
                 _field("Deployment", self.ws_deployment),
                 _field("Sign in with", self.credential),

@@ -112,7 +112,7 @@ class ImageSlot:
         self.path.value = ""
         self.path.observe(self._from_path, "value")
         if not self.set_source(data, name):
-            raise StudyError("not usable; the reason is shown below")
+            raise StudyError("not usable (see below)")
 
     def _from_path(self, change: dict[str, Any]) -> None:
         text = change["new"].strip()

@@ -58,8 +58,11 @@ function render({ model, el }) {
     if (!entry) return;
     waiting.delete(msg.id);
     clearTimeout(entry.timer);
-    if (msg.type === "error") entry.reject(new Error(msg.message));
-    else entry.resolve(msg);
+    if (msg.type === "error") {
+      const err = new Error(msg.message);
+      err.fromKernel = true; // already names the file
+      entry.reject(err);
+    } else entry.resolve(msg);
   }
 
   function localError(message) {
@@ -101,7 +104,7 @@ function render({ model, el }) {
       status.textContent = `${file.name}: preparing...`;
       await ack;
     } catch (err) {
-      localError(`${file.name}: ${err.message || err}`);
+      localError(err.fromKernel ? err.message : `${file.name}: ${err.message || err}`);
       return;
     } finally {
       progress.hidden = true;
