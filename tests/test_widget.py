@@ -588,3 +588,6 @@ def test_show_report_with_warnings_over_the_loaded_image(widget: ReportGenWidget
     assert not viewer.demo and [r["grounded"] for r in viewer.findings] == [True, False]
     widget.clear()
     assert widget.report is None and viewer.boxes == [] and viewer.findings == []
+    widget.show_report(Report(findings=report.findings, image_size=(2000, 1000)))
+    assert "boxes may be misplaced" in viewer.warnings[-1]
+    assert repr(widget) == "<ReportGenWidget endpoint='demo (offline)', 0 runs, demo>"

@@ -142,6 +142,13 @@ class ReportGenWidget(widgets.VBox):
         self.add_class("cxr-widget")
         self.client = client if client is not None else self._demo()
 
+    def __repr__(self) -> str:
+        runs = len(self._history)
+        return (
+            f"<ReportGenWidget endpoint={self.client.label!r}, {runs} run{'s' if runs != 1 else ''}"
+            f"{', demo' if self.client.is_demo else ''}>"
+        )
+
     # --- the endpoint ---------------------------------------------------------------
     def _demo(self) -> ReportGenerator:
         from ..demo import DemoBackend
@@ -343,6 +350,13 @@ class ReportGenWidget(widgets.VBox):
             if frontal is not None and frontal is not self.viewer._pictures.get("frontal"):
                 self.viewer.set_images(frontal)
             self.viewer.set_report(report, caption)
+            if frontal is not None and _shape_differs(report.image_size, frontal.size):
+                self.viewer.warnings = [
+                    *self.viewer.warnings,
+                    f"the report was made for a {report.image_size[0]}x{report.image_size[1]} "
+                    f"image but is shown on a {frontal.size[0]}x{frontal.size[1]} one: the "
+                    "boxes may be misplaced",
+                ]
         self._update_exports()
 
     def _show_record(self, index: int) -> None:
@@ -455,3 +469,10 @@ class ReportGenWidget(widgets.VBox):
         self.endpoint.use_button.disabled = busy
         self.endpoint.test_button.disabled = busy
         self._update_exports()
+
+
+def _shape_differs(report_size: tuple[int, int] | None, shown: tuple[int, int]) -> bool:
+    """True when the report's image and the shown one have clearly different shapes."""
+    if not report_size or not all(report_size) or not all(shown):
+        return False
+    return abs((shown[0] / shown[1]) / (report_size[0] / report_size[1]) - 1) > 0.02
