@@ -591,3 +591,19 @@ def test_show_report_with_warnings_over_the_loaded_image(widget: ReportGenWidget
     widget.show_report(Report(findings=report.findings, image_size=(2000, 1000)))
     assert "boxes may be misplaced" in viewer.warnings[-1]
     assert repr(widget) == "<ReportGenWidget endpoint='demo (offline)', 0 runs, demo>"
+
+
+def test_workspace_sign_in_runs_in_background_and_explains_errors(
+    widget: ReportGenWidget, tmp_path: Path
+) -> None:
+    panel = widget.endpoint
+    panel.mode.value = "workspace"
+    panel.use_button.click()
+    assert "Endpoint name is empty" in panel.result.value
+    panel.endpoint_name.value = "my-endpoint"
+    panel.config_path.value = str(tmp_path)  # a folder without config.json
+    panel.use_button.click()
+    assert widget.runner.busy or widget.runner.job is not None
+    assert widget.wait(60)
+    assert "no workspace config.json" in panel.result.value
+    assert isinstance(widget.client, DemoBackend)

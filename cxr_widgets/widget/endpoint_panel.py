@@ -191,7 +191,7 @@ class EndpointPanel:
                 self._use_workspace()
                 return
             client = self.build_client()
-        except CxrWidgetsError as exc:
+        except (CxrWidgetsError, RuntimeError) as exc:  # RuntimeError: the panel is busy
             self.show_result(str(exc), ok=False)
             return
         self._apply(client)
