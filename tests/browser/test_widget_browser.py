@@ -73,6 +73,25 @@ def generate_in_browser(page) -> list[int]:
     return per_finding
 
 
+def click_box(page, finding: int) -> None:
+    """Click a visible point of finding ``finding``'s first box (not covered by another box)."""
+    point = page.evaluate(
+        """(sel) => {
+             const box = document.querySelector(sel);
+             const r = box.getBoundingClientRect();
+             for (let fy = 0.5; fy < 1; fy += 0.1) for (const fx of [0.5, 0.3, 0.7, 0.1, 0.9]) {
+               const x = r.left + fx * r.width, y = r.top + fy * r.height;
+               const hit = document.elementFromPoint(x, y);
+               if (hit && (hit === box || box.contains(hit))) return [x, y];
+             }
+             return null;
+           }""",
+        f'{BOX}[data-finding="{finding}"]',
+    )
+    assert point, f"every point of finding {finding}'s box is covered by another"
+    page.mouse.click(*point)
+
+
 def class_list(page, selector: str) -> list[list[str]]:
     return page.eval_on_selector_all(selector, "els => els.map(e => [...e.classList])")
 
@@ -127,21 +146,28 @@ def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: P
     others = class_list(page, f'{BOX}:not([data-finding="{target}"])')
     assert mine and all("cxr-highlight" in c for c in mine)
     assert all("cxr-dim" in c and "cxr-highlight" not in c for c in others)
-    if others:
-        style = """e => { const s = getComputedStyle(e);
-                    return [parseFloat(s.strokeWidth), parseFloat(s.opacity)]; }"""
-        hi = page.eval_on_selector(f'{BOX}[data-finding="{target}"]', style)
-        lo = page.eval_on_selector(f'{BOX}:not([data-finding="{target}"])', style)
-        assert hi[0] > lo[0] or hi[1] > lo[1], f"highlighted {hi} vs dimmed {lo}"
+    if others:  # and they look different once the CSS transition has run
+        page.wait_for_function(
+            """(t) => {
+                 const look = (e) => { const s = getComputedStyle(e);
+                                       return [parseFloat(s.strokeWidth), parseFloat(s.opacity)]; };
+                 const hi = look(document.querySelector(`.cxr-box[data-finding="${t}"]`));
+                 const lo = look(document.querySelector(`.cxr-box:not([data-finding="${t}"])`));
+                 return hi[0] > lo[0] && hi[1] > lo[1];
+               }""",
+            arg=target,
+            timeout=5_000,
+        )
 
     # Click a box of another finding: its row is highlighted.
     page.mouse.move(0, 0)
     other = grounded[0]
-    page.locator(f'{BOX}[data-finding="{other}"]').first.click(force=True)
+    click_box(page, other)
     rows = dict(
         page.eval_on_selector_all(ROW, "els => els.map(e => [e.dataset.finding, [...e.classList]])")
     )
     assert "cxr-highlight" in rows[str(other)]
+    assert "cxr-selected" in rows[str(other)]  # the click selected it (synced to the kernel)
     assert all("cxr-highlight" not in c for i, c in rows.items() if i != str(other))
 
     assert kernel_json(page, "w.selected_finding") == other
