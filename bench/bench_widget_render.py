@@ -3,23 +3,31 @@ and the bytes sent to the browser per study (the NEMA chest radiograph).
 
 Runs real JupyterLab and Debian's Chromium through the browser-test harness
 (tests/browser/jupyter_harness.py). The kernel and the browser share the
-machine's clock: the kernel stamps ``time.time()`` just before it sets the
-report; a MutationObserver in the page stamps ``performance.timeOrigin +
-performance.now()`` when the expected number of ``.cxr-box`` nodes is in the
-DOM, and again at the next animation frame (painted). The offset between the
-two clocks is measured and subtracted.
+machine's clock: the kernel stamps ``time.time()`` just before
+``w.show_report(report)``; a MutationObserver in the page stamps
+``performance.timeOrigin + performance.now()`` when the report's ``.cxr-box``
+nodes are added, and again at the next animation frame. The clock offset is
+measured and subtracted. Three cases, interleaved so they share the machine's
+load: a minimal anywidget drawing rects (the floor set by Jupyter's message
+path), a new report on the image already shown (boxes and table only), and a
+new report with a new image (the display JPEG is sent too; "image decoded"
+times an Image.decode() of the viewer's new blob, since SVG <image> fires no
+load event in Chromium).
 
-Bytes: every websocket frame the page receives while a study is loaded and
-generated, split into widget (comm) messages and everything else; and, from
-the kernel, the size of the viewer's synced state (binary buffers + JSON).
+Bytes: every websocket frame the page receives while the sample study is
+loaded and generated (through the buttons, and through load_study() and
+generate() in code), with the widget (comm) messages counted apart; and the
+size of the viewer's synced state (binary buffers + JSON) from the kernel.
 
-Run: .venv/bin/python bench/bench_widget_render.py [--runs 15]
+Run: .venv/bin/python bench/bench_widget_render.py [--runs 15] [--studies 3]
+(needs Chromium: apt-get install -y chromium; about 40 s).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -43,10 +51,10 @@ from jupyter_harness import (
 BOX = ".cxr-widget .cxr-box"
 
 OBSERVER = """
-(selector) => {
+([name, selector]) => {
   const stamp = () => performance.timeOrigin + performance.now();
-  const log = (window.__cxrBoxes = []);
-  const images = (window.__cxrImages = []);
+  window.__cxrLogs = window.__cxrLogs || {};
+  const log = (window.__cxrLogs[name] = []);
   const isBox = (node) => node.nodeType === 1 && node.matches(selector);
   // One entry per batch of mutations that adds boxes (a redraw replaces them all).
   const record = (mutations) => {
@@ -56,6 +64,14 @@ OBSERVER = """
     requestAnimationFrame(() => { entry.painted = stamp(); });
   };
   new MutationObserver(record).observe(document.body, { childList: true, subtree: true });
+  record(null);
+}
+"""
+
+IMAGE_OBSERVER = """
+() => {
+  const stamp = () => performance.timeOrigin + performance.now();
+  const images = (window.__cxrImages = []);
   // SVG <image> fires no load event in Chromium: when the viewer's image gets a new
   // blob URL, decode that blob with an Image and stamp when it is ready to paint.
   new MutationObserver((mutations) => {
@@ -67,9 +83,38 @@ OBSERVER = """
       img.decode().then(() => images.push(stamp()), () => {});
     }
   }).observe(document.body, { attributes: true, attributeFilter: ["href"], subtree: true });
-  record(null);
 }
 """
+
+#: The floor: a minimal anywidget that draws ``n`` SVG rects when ``n`` changes, so the
+#: table separates the Jupyter message path (kernel -> server -> websocket) from the viewer.
+PROBE = '''
+import anywidget, traitlets
+
+class Probe(anywidget.AnyWidget):
+    _esm = """
+    function render({ model, el }) {
+      const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+      const draw = () => {
+        svg.replaceChildren();
+        for (let i = 0; i < model.get("n"); i++) {
+          const r = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+          r.setAttribute("class", "cxr-probe-box");
+          r.setAttribute("width", 5); r.setAttribute("height", 5); r.setAttribute("x", 6 * i);
+          svg.append(r);
+        }
+      };
+      model.on("change:n", draw);
+      draw();
+      el.append(svg);
+    }
+    export default { render };
+    """
+    n = traitlets.Int(0).tag(sync=True)
+
+probe = Probe()
+probe
+'''
 
 SETUP = """
 import time, json, dataclasses
@@ -89,16 +134,16 @@ print('@@', sum(len(v) if isinstance(v, (bytes, bytearray, memoryview))
 TWO_REPORTS = """
 a = w.report
 b = dataclasses.replace(a, findings=[f for f in a.findings if f.boxes][:-1])
+shown = a.frontal_image  # the image on screen: "same image" reports reuse it
 print('@@', json.dumps([a.n_boxes, b.n_boxes]))
 """
 
 #: Show a report; ``{fresh}`` True gives it a new image (the radiograph one or two grey
 #: levels brighter, so its display JPEG differs and is sent again, as for a new study).
 SHOW = """
-_r = {which}
 if {fresh}:
-    _im = _r.frontal_image.point(lambda v: min(255, v + 1 + {run} % 2))
-    _r = dataclasses.replace(_r, frontal_image=_im)
+    shown = a.frontal_image.point(lambda v: min(255, v + 1 + {run} % 2))
+_r = dataclasses.replace({which}, frontal_image=shown)
 t0 = time.time() * 1000
 w.show_report(_r)
 t1 = time.time() * 1000
@@ -122,15 +167,15 @@ def clock_offset_ms(page) -> float:
     return statistics.median(samples)
 
 
-def wait_logged(page, n: int, since_ms: float, timeout: float = 30.0) -> dict:
-    """The first observer entry with ``n`` boxes stamped after ``since_ms`` (browser clock)."""
+def wait_logged(page, name: str, n: int, since_ms: float, timeout: float = 30.0) -> dict:
+    """The first ``name`` observer entry with ``n`` boxes stamped after ``since_ms``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for entry in page.evaluate("() => window.__cxrBoxes"):
+        for entry in page.evaluate("(name) => window.__cxrLogs[name]", name):
             if entry["n"] == n and entry["mutated"] >= since_ms and entry["painted"]:
                 return entry
         time.sleep(0.02)
-    log = page.evaluate("() => window.__cxrBoxes")
+    log = page.evaluate("(name) => window.__cxrLogs[name]", name)
     raise TimeoutError(f"{n} boxes never appeared after {since_ms:.0f}; observer log: {log}")
 
 
@@ -152,7 +197,9 @@ def kernel_value(page, code: str):
 
 
 def measure(page, frames: WebSocketRecorder, runs: int, studies: int) -> dict[str, list[float]]:
-    page.evaluate(OBSERVER, BOX)
+    page.evaluate(OBSERVER, ["viewer", BOX])
+    page.evaluate(OBSERVER, ["probe", ".cxr-probe-box"])
+    page.evaluate(IMAGE_OBSERVER)
     offset = clock_offset_ms(page)
     results: dict[str, list[float]] = {k: [] for k in ROWS}
     results["clock_offset_ms"] = [offset]
@@ -163,18 +210,40 @@ def measure(page, frames: WebSocketRecorder, runs: int, studies: int) -> dict[st
         n = kernel_value(
             page, "w.load_study(sample_study()); r = w.generate(); print('@@', r.n_boxes)"
         )
-        wait_logged(page, n, 0)
+        wait_logged(page, "viewer", n, 0)
         received, _ = frames.since(mark)
         results["study_bytes"].append(sum(map(len, received)))
         results["study_comm_bytes"].append(sum(len(f) for f in received if b"comm_msg" in f))
         results["state_bytes"].append(kernel_value(page, STATE_SIZE))
+    # The same through the buttons, as a researcher does it (spinner updates included).
+    n = kernel_value(page, "print('@@', w.report.n_boxes)")
+    for _ in range(studies):
+        kernel_value(page, LOAD_AND_GENERATE)
+        mark = frames.mark()
+        since = time.time() * 1000 + offset
+        page.click(".cxr-widget button.cxr-load-sample")
+        page.locator('.cxr-widget .cxr-prep[data-slot="frontal"]', has_text="RG1_UNCR").wait_for()
+        page.click(".cxr-widget button.cxr-generate")
+        wait_logged(page, "viewer", n, since)
+        page.wait_for_function(
+            "() => !document.querySelector('.cxr-widget button.cxr-generate').disabled"
+        )
+        time.sleep(0.3)  # trailing status messages
+        received, _ = frames.since(mark)
+        results["ui_study_bytes"].append(sum(map(len, received)))
     counts = dict(zip("ab", kernel_value(page, TWO_REPORTS), strict=True))
-    for fresh, prefix in ((False, "report"), (True, "image")):
-        for i in range(runs):
-            which = "ab"[i % 2 == 0]  # starts with b: a is on screen after generate
+    # Render times; the three cases interleaved so that they share the machine's load.
+    for i in range(runs):
+        which = "ab"[i % 2 == 0]  # starts with b: a is on screen after generate
+        t0 = kernel_value(
+            page, f"t0 = time.time() * 1000\nprobe.n = {counts[which]}\nprint('@@', t0)"
+        )
+        entry = wait_logged(page, "probe", counts[which], t0 + offset)
+        results["probe_ms"].append(entry["mutated"] - offset - t0)
+        for fresh, prefix in ((False, "report"), (True, "image")):
             mark = frames.mark()
             t0, t1 = kernel_value(page, SHOW.format(which=which, fresh=fresh, run=i))
-            entry = wait_logged(page, counts[which], t0 + offset)
+            entry = wait_logged(page, "viewer", counts[which], t0 + offset)
             results[f"{prefix}_kernel_ms"].append(t1 - t0)
             results[f"{prefix}_boxes_ms"].append(entry["mutated"] - offset - t0)
             results[f"{prefix}_paint_ms"].append(entry["painted"] - offset - t0)
@@ -190,6 +259,7 @@ def measure(page, frames: WebSocketRecorder, runs: int, studies: int) -> dict[st
 
 #: Result key -> (label, unit, target).
 ROWS: dict[str, tuple[str, str, str]] = {
+    "probe_ms": ("floor: minimal anywidget, kernel -> rects in DOM", "ms", ""),
     "report_kernel_ms": ("new report, same image: kernel show_report()", "ms", ""),
     "report_boxes_ms": ("new report, same image: kernel -> boxes in DOM", "ms", "< 100 ms"),
     "report_paint_ms": ("new report, same image: kernel -> next frame", "ms", ""),
@@ -199,7 +269,8 @@ ROWS: dict[str, tuple[str, str, str]] = {
     "image_paint_ms": ("new image + report: kernel -> next frame", "ms", ""),
     "image_decoded_ms": ("new image + report: kernel -> image decoded", "ms", ""),
     "image_comm_bytes": ("new image + report: widget bytes", "KB", ""),
-    "study_bytes": ("load sample study + generate: websocket bytes", "KB", "< 300 KB"),
+    "ui_study_bytes": ("Load sample study + Generate buttons: websocket bytes", "KB", "< 300 KB"),
+    "study_bytes": ("load_study() + generate() in code: websocket bytes", "KB", "< 300 KB"),
     "study_comm_bytes": ("  of which widget (comm) messages", "KB", ""),
     "state_bytes": ("viewer synced state (buffers + JSON)", "KB", ""),
 }
@@ -214,11 +285,12 @@ def main() -> None:
         sys.exit("Chromium not found: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cxr-bench-") as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "root").mkdir()
         (tmp / "home").mkdir()
-        write_notebook(tmp / "root/bench.ipynb", [SETUP])
+        write_notebook(tmp / "root/bench.ipynb", [SETUP, PROBE])
         lab = JupyterLab(tmp / "root", isolated_env(tmp / "home")).start()
         try:
             with sync_playwright() as pw:
@@ -235,7 +307,8 @@ def main() -> None:
     print(
         "ReportGenWidget in Chromium (JupyterLab 4, headless), NEMA chest radiograph "
         f"RG1_UNCR; {args.runs} renders per case, {args.studies} study loads; {machine()}; "
-        f"browser clock - kernel clock = {results['clock_offset_ms'][0]:+.2f} ms (subtracted)"
+        f"browser clock - kernel clock = {results['clock_offset_ms'][0]:+.2f} ms (subtracted); "
+        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
     print_table(
         ["measure", "median", "min", "max", "target"],
