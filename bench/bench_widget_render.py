@@ -156,6 +156,39 @@ print('@@', 0)
 """
 
 
+#: Installed before JupyterLab loads: stamps the arrival of every widget (comm) message
+#: on the page's websockets, before JupyterLab's own handler runs.
+WS_STAMPS = """
+(() => {
+  const stamp = () => performance.timeOrigin + performance.now();
+  const arrivals = (window.__cxrWs = []);
+  const decoder = new TextDecoder();
+  const Original = window.WebSocket;
+  window.WebSocket = class extends Original {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (event) => {
+        const t = stamp();
+        const data = event.data;
+        const head = typeof data === "string" ? data.slice(0, 800)
+          : data instanceof ArrayBuffer
+            ? decoder.decode(new Uint8Array(data, 0, Math.min(800, data.byteLength))) : "";
+        if (head.includes('"comm_msg"')) arrivals.push(t);
+      });
+    }
+  };
+})();
+"""
+
+
+def first_arrival(page, since_ms: float) -> float:
+    """Browser time of the first comm message that arrived after ``since_ms``."""
+    later = [t for t in page.evaluate("() => window.__cxrWs") if t >= since_ms]
+    if not later:
+        raise TimeoutError("no widget message arrived")
+    return later[0]
+
+
 def clock_offset_ms(page) -> float:
     """Browser clock minus Python's ``time.time()``, in ms (median of a few round trips)."""
     samples = []
@@ -240,12 +273,14 @@ def measure(page, frames: WebSocketRecorder, runs: int, studies: int) -> dict[st
         )
         entry = wait_logged(page, "probe", counts[which], t0 + offset)
         results["probe_ms"].append(entry["mutated"] - offset - t0)
+        results["probe_ws_ms"].append(first_arrival(page, t0 + offset) - offset - t0)
         for fresh, prefix in ((False, "report"), (True, "image")):
             mark = frames.mark()
             t0, t1 = kernel_value(page, SHOW.format(which=which, fresh=fresh, run=i))
             entry = wait_logged(page, "viewer", counts[which], t0 + offset)
             results[f"{prefix}_kernel_ms"].append(t1 - t0)
             results[f"{prefix}_boxes_ms"].append(entry["mutated"] - offset - t0)
+            results[f"{prefix}_ws_ms"].append(first_arrival(page, t0 + offset) - offset - t0)
             results[f"{prefix}_paint_ms"].append(entry["painted"] - offset - t0)
             if fresh:
                 results["image_decoded_ms"].append(wait_image(page, t0 + offset) - offset - t0)
@@ -259,12 +294,15 @@ def measure(page, frames: WebSocketRecorder, runs: int, studies: int) -> dict[st
 
 #: Result key -> (label, unit, target).
 ROWS: dict[str, tuple[str, str, str]] = {
+    "probe_ws_ms": ("floor: minimal anywidget, kernel -> message in page", "ms", ""),
     "probe_ms": ("floor: minimal anywidget, kernel -> rects in DOM", "ms", ""),
     "report_kernel_ms": ("new report, same image: kernel show_report()", "ms", ""),
+    "report_ws_ms": ("new report, same image: kernel -> message in page", "ms", ""),
     "report_boxes_ms": ("new report, same image: kernel -> boxes in DOM", "ms", "< 100 ms"),
     "report_paint_ms": ("new report, same image: kernel -> next frame", "ms", ""),
     "report_comm_bytes": ("new report, same image: widget bytes", "KB", ""),
     "image_kernel_ms": ("new image + report: kernel show_report()", "ms", ""),
+    "image_ws_ms": ("new image + report: kernel -> first message in page", "ms", ""),
     "image_boxes_ms": ("new image + report: kernel -> boxes in DOM", "ms", "< 100 ms"),
     "image_paint_ms": ("new image + report: kernel -> next frame", "ms", ""),
     "image_decoded_ms": ("new image + report: kernel -> image decoded", "ms", ""),
@@ -295,6 +333,7 @@ def main() -> None:
         try:
             with sync_playwright() as pw:
                 context = launch_chromium(pw, tmp / "profile")
+                context.add_init_script(WS_STAMPS)
                 page = context.new_page()
                 frames = WebSocketRecorder(page)
                 open_and_run_notebook(page, lab, "bench.ipynb")
