@@ -286,7 +286,7 @@ def wait_cells_done(page: Any, timeout: float) -> None:
 
 def open_and_run_notebook(page: Any, lab: JupyterLab, name: str, timeout: float = 120.0) -> None:
     """Open ``name`` (relative to the server root), Run All, and wait for every cell to finish."""
-    page.goto(lab.notebook_url(name))
+    page.goto(lab.notebook_url(name), timeout=timeout * 1000)
     wait_for_kernel(page, timeout=timeout)
     dismiss_popups(page)
     for _attempt in range(5):

@@ -271,7 +271,8 @@ def test_key_typed_in_panel_drives_local_endpoint_and_is_not_saved(
             page.wait_for_function(
                 "(sel) => document.querySelector(sel).value === ''", arg=f"{ROOT} .cxr-key input"
             )
-            page.locator(f"{ROOT} .cxr-endpoint-box", has_text="key: typed").wait_for()
+            typed = f"key: typed ({len(key)} characters"  # the kernel holds this key
+            page.locator(f"{ROOT} .cxr-endpoint-box", has_text=typed).wait_for()
             click(page, "cxr-connect")
             page.locator(f"{ROOT} .cxr-endpoint-label", has_text="127.0.0.1").wait_for()
 
