@@ -178,6 +178,29 @@ def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: P
     page.wait_for_function("() => !document.querySelector('.cxr-widget .cxr-highlight')")
     save_screenshot(page, tmp_path / "widget.png")
 
+    # "central square": the square the model grounds in, drawn over the image.
+    page.locator(f"{ROOT} .cxr-toggle-crop input").check()
+    square = page.locator(f"{ROOT} .cxr-crop-square")
+    square.wait_for()
+    _, _, width, height = (
+        float(v) for v in page.get_attribute(f"{ROOT} svg.cxr-svg", "viewBox").split()
+    )
+    side = float(square.get_attribute("width"))
+    assert side == float(square.get_attribute("height")) == min(width, height)
+    assert float(square.get_attribute("y")) == (height - side) // 2
+
+    # "all boxes" off: only the hovered finding's boxes stay visible.
+    page.locator(f"{ROOT} .cxr-toggle-boxes input").uncheck()
+    visible = f"{BOX}:visible"
+    page.wait_for_function("(sel) => document.querySelectorAll(sel).length > 0", arg=BOX)
+    assert page.locator(visible).count() == 0
+    page.locator(f'{ROW}[data-finding="{target}"]').hover()
+    assert page.locator(visible).count() == per_finding[target]
+    assert all(
+        b == str(target)
+        for b in page.eval_on_selector_all(visible, "els => els.map(e => e.dataset.finding)")
+    )
+
 
 def save_screenshot(page, path: Path) -> None:
     """Screenshot the whole panel to ``path``; also to docs/images with CXR_UPDATE_SCREENSHOT=1."""
@@ -320,9 +343,11 @@ def test_upload_25mb_dicom_becomes_frontal(
     width, height = write_big_dicom(dicom)
     assert dicom.stat().st_size > 24_000_000  # well past Tornado's 10 MiB message limit
 
+    frames = WebSocketRecorder(page)
     write_notebook(lab_root / "upload.ipynb", [SHOW_WIDGET])
     open_and_run_notebook(page, jupyter_lab, "upload.ipynb")
     page.wait_for_selector(ROOT)
+    mark = frames.mark()
     file_input = page.locator(f'{ROOT} .cxr-upload[data-slot="frontal"] input[type="file"]')
     file_input.set_input_files(str(dicom))
 
@@ -342,3 +367,16 @@ def test_upload_25mb_dicom_becomes_frontal(
     view_box = page.get_attribute(f"{ROOT} svg.cxr-svg", "viewBox")
     _, _, shown_w, shown_h = (float(v) for v in view_box.split())
     assert abs(shown_w / shown_h - width / height) < 0.01
+    # It travelled in pieces, each under Tornado's 10 MiB websocket message limit.
+    _, sent = frames.since(mark)
+    assert sum(map(len, sent)) >= dicom.stat().st_size
+    assert max(map(len, sent)) < 10 * 1024 * 1024
+
+    # A file that is no image: the reason is shown beside the field, nothing fails silently.
+    bogus = tmp_path / "notes.dcm"
+    bogus.write_text("these are notes, not an image\n" * 100)
+    page.locator(f'{ROOT} .cxr-upload[data-slot="lateral"] input[type="file"]').set_input_files(
+        str(bogus)
+    )
+    page.locator(f'{ROOT} .cxr-upload[data-slot="lateral"][data-state="error"]').wait_for()
+    assert "notes.dcm" in page.locator(f'{ROOT} .cxr-upload[data-slot="lateral"]').inner_text()
