@@ -51,10 +51,15 @@ def kernel_json(page, expression: str):
     return json.loads(line[2:])
 
 
-def wait_boxes(page, n: int, timeout: float = 60_000) -> None:
+def wait_boxes(page, per_finding: list[int], timeout: float = 60_000) -> None:
+    """Wait until the DOM has exactly ``per_finding[i]`` boxes for each finding ``i``."""
     page.wait_for_function(
-        "([sel, n]) => document.querySelectorAll(sel).length === n",
-        arg=[BOX, n],
+        """([sel, want]) => {
+             const got = want.map(() => 0);
+             for (const b of document.querySelectorAll(sel)) got[Number(b.dataset.finding)] += 1;
+             return got.length === want.length && got.every((g, i) => g === want[i]);
+           }""",
+        arg=[BOX, per_finding],
         timeout=timeout,
     )
 
@@ -69,7 +74,7 @@ def generate_in_browser(page) -> list[int]:
     click(page, "cxr-generate")
     page.wait_for_selector(f"{ROW}", timeout=60_000)
     per_finding = expected_boxes(page)
-    wait_boxes(page, sum(per_finding))
+    wait_boxes(page, per_finding)
     return per_finding
 
 
@@ -200,6 +205,35 @@ def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: P
         b == str(target)
         for b in page.eval_on_selector_all(visible, "els => els.map(e => e.dataset.finding)")
     )
+    page.locator(f"{ROOT} .cxr-toggle-boxes input").check()
+    page.mouse.move(0, 0)
+
+    # A second run with a prior image: the prior is viewable (without boxes, which refer
+    # to the frontal image), and the history switches back to the first run.
+    run_cell(
+        page,
+        "from cxr_widgets import sample_study\n"
+        "w.load_study(sample_study(with_prior=True))\n"
+        "_ = w.generate()",
+    )
+    second = expected_boxes(page)
+    wait_boxes(page, second)
+    image = f"{ROOT} image.cxr-image"
+    frontal_href = page.get_attribute(image, "href")
+    page.locator(f'{ROOT} .cxr-view-tab[data-view="prior"]').click()
+    page.wait_for_function(
+        "([sel, old]) => document.querySelector(sel).getAttribute('href') !== old",
+        arg=[image, frontal_href],
+    )
+    assert page.locator(BOX).count() == 0
+    assert "boxes refer to the frontal image" in page.locator(f"{ROOT} .cxr-caption").inner_text()
+    page.locator(f'{ROOT} .cxr-view-tab[data-view="frontal"]').click()
+    wait_boxes(page, second)
+
+    assert second != per_finding  # the demo answers the study with a prior differently
+    page.locator(f"{ROOT} .cxr-history select").select_option(index=1)  # run 1 of 2
+    wait_boxes(page, per_finding)
+    assert expected_boxes(page) == per_finding
 
 
 def save_screenshot(page, path: Path) -> None:
@@ -316,7 +350,7 @@ def test_key_typed_in_panel_drives_local_endpoint_and_is_not_saved(
             " && document.querySelector('.cxr-widget button.cxr-generate').disabled === false"
         )
         per_finding = expected_boxes(page)
-        wait_boxes(page, sum(per_finding))
+        wait_boxes(page, per_finding)
         request_id, logged = kernel_json(
             page,
             "[w.report.request_id,"
