@@ -27,6 +27,9 @@ from jupyter_harness import (
     save_notebook,
     write_notebook,
 )
+from PIL import Image
+
+from cxr_widgets import Report
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs/images/widget.png"
@@ -251,6 +254,16 @@ def save_screenshot(page, path: Path) -> None:
         shutil.copyfile(path, SCREENSHOT)
 
 
+def export(page, lab_root: Path, kind: str) -> Path:
+    """Click the panel's export button for ``kind``; the written file (shown in the panel)."""
+    click(page, f"cxr-export-{kind}")
+    shown = page.locator(f"{ROOT} .cxr-exports code", has_text=f".{kind}")
+    shown.wait_for(timeout=60_000)
+    path = lab_root / shown.inner_text().strip()  # relative to the notebook's folder
+    assert path.is_file(), f"the panel shows {path}, which does not exist"
+    return path
+
+
 def test_local_endpoint_generate_without_leaking_key(
     page, jupyter_lab: JupyterLab, lab_root: Path, endpoint_key: str
 ) -> None:
@@ -283,6 +296,14 @@ def test_local_endpoint_generate_without_leaking_key(
         assert source == label
         assert request_id and request_id in logged
         assert label in page.locator(f"{ROOT} .cxr-endpoint-label").inner_text()
+
+        # Exports, written next to the notebook with their paths shown in the panel.
+        exported = {kind: export(page, lab_root, kind) for kind in ("json", "png")}
+        saved_report = Report.from_json(exported["json"].read_text())
+        assert [len(f.boxes) for f in saved_report.findings] == per_finding
+
+        with Image.open(exported["png"]) as picture:
+            assert picture.size == (1841, 1955)  # full resolution, not the display JPEG
     finally:
         with contextlib.suppress(Exception):  # the kernel's shutdown stops it too
             run_cell(page, "endpoint.stop()")
