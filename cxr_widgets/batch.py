@@ -29,10 +29,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from .adaptive import AdaptiveLimit
 from .backend import ReportGenerator
+from .batch_result import BatchResult, StudyFailure
 from .contract import (
     DEFAULT_REQUEST_BUDGET,
     MAX_STUDIES_PER_REQUEST,
@@ -53,8 +54,8 @@ from .errors import (
     RequestTooLargeError,
     ResponseFormatError,
 )
-from .report import RECORD_FIELDS, Report, records_to_csv
-from .store import ResultStore, source_fingerprint, study_key, write_jsonl
+from .report import Report
+from .store import ResultStore, source_fingerprint, study_key
 from .study import IMAGE_COLUMNS, Study
 
 __all__ = ["AdaptiveLimit", "BatchResult", "StudyFailure", "prepared_key", "run_batch"]
@@ -71,205 +72,6 @@ MAX_REQUEUES = 8
 DEFAULT_MAX_IN_FLIGHT = 8
 #: How often the run looks at the client's 429 count between completions.
 POLL_SECONDS = 0.1
-
-
-@dataclass
-class StudyFailure:
-    """Why one study has no report."""
-
-    index: int
-    study_id: str
-    error_type: str
-    message: str
-    request_id: str | None = None
-    from_store: bool = False
-
-
-@dataclass
-class BatchResult:
-    """What a batch run produced, in the order the studies were given."""
-
-    reports: list[Report | None]
-    failures: list[StudyFailure]
-    keys: list[str | None]
-    studies: int = 0
-    sent: int = 0  # studies sent (and answered or failed) in this run
-    skipped: int = 0  # answered before, read from the store
-    requests: int = 0  # requests sent (client.send calls)
-    retries: int = 0  # retries inside the client (429 / 5xx / dropped connections)
-    busy: int = 0  # 429 answers seen (inside the client's retries or raised)
-    requeued: int = 0  # requests put back after a 429 outlasted the client's retries
-    splits: int = 0  # requests split to isolate a study the endpoint refused
-    wall_time: float = 0.0
-    prepare_time: float = 0.0  # summed over preparation threads
-    final_limit: int = 0  # requests in flight allowed at the end (adaptive)
-    peak_limit: int = 0
-    backoffs: int = 0  # times the limit was lowered after 429s
-    interrupted: bool = False
-    store_path: str | None = None
-
-    @property
-    def ok(self) -> int:
-        return sum(r is not None for r in self.reports)
-
-    @property
-    def failed(self) -> int:
-        return len(self.failures)
-
-    @property
-    def errors(self) -> dict[int, StudyFailure]:
-        """Failures by study index."""
-        return {f.index: f for f in self.failures}
-
-    def summary(self) -> dict[str, Any]:
-        """The run's figures (no patient text)."""
-        minutes = self.wall_time / 60 if self.wall_time else 0.0
-        return {
-            "studies": self.studies,
-            "ok": self.ok,
-            "failed": self.failed,
-            "skipped (from store)": self.skipped,
-            "requests": self.requests,
-            "retries": self.retries,
-            "429 seen": self.busy,
-            "wall time (s)": round(self.wall_time, 2),
-            "studies/min": round(self.sent / minutes, 1) if minutes and self.sent else 0.0,
-        }
-
-    def to_records(self) -> list[dict[str, Any]]:
-        """One row per finding and box; one row per failed study with its error."""
-        failures = self.errors
-        rows: list[dict[str, Any]] = []
-        for index, report in enumerate(self.reports):
-            if report is not None:
-                for record in report.to_records():
-                    rows.append({"index": index, "status": "ok", "error": "", **record})
-            elif index in failures:
-                failure = failures[index]
-                row = {name: None for name in RECORD_FIELDS}
-                row.update(
-                    index=index,
-                    status="error",
-                    error=f"{failure.error_type}: {failure.message}",
-                    study_id=failure.study_id,
-                )
-                rows.append(row)
-        return rows
-
-    def to_dataframe(self) -> Any:
-        """:meth:`to_records` as a pandas DataFrame (needs pandas)."""
-        try:
-            import pandas as pd
-        except ImportError:
-            raise ImportError("to_dataframe() needs pandas: pip install pandas") from None
-        return pd.DataFrame(self.to_records(), columns=["index", "status", "error", *RECORD_FIELDS])
-
-    def export_jsonl(self, path: str | os.PathLike[str]) -> int:
-        """One line per study in input order (report, or error); returns the line count."""
-        failures = self.errors
-        lines = []
-        for index, report in enumerate(self.reports):
-            line: dict[str, Any] = {"index": index, "key": self.keys[index]}
-            if report is not None:
-                line.update(study_id=report.study_id, status="ok", report=report.to_dict())
-            elif index in failures:
-                f = failures[index]
-                line.update(
-                    study_id=f.study_id,
-                    status="error",
-                    error={"type": f.error_type, "message": f.message},
-                )
-            else:
-                line.update(status="not run")
-            lines.append(line)
-        return write_jsonl(path, lines)
-
-    def export_csv(self, path: str | os.PathLike[str]) -> int:
-        """One row per finding and box of every report, in input order; returns rows."""
-        records = [r for rep in self.reports if rep is not None for r in rep.to_records()]
-        records_to_csv(records, path)
-        return len(records)
-
-    def export(self, path: str | os.PathLike[str]) -> int:
-        """JSONL or CSV, chosen by the file's extension (.jsonl/.json or .csv)."""
-        suffix = Path(path).suffix.lower()
-        if suffix == ".csv":
-            return self.export_csv(path)
-        if suffix in (".jsonl", ".json", ".ndjson"):
-            return self.export_jsonl(path)
-        raise ConfigError(f"cannot export to {path}: use a .jsonl or .csv file name")
-
-    def __repr__(self) -> str:
-        flag = " interrupted" if self.interrupted else ""
-        return (
-            f"<BatchResult{flag} {self.studies} studies: {self.ok} ok, {self.failed} failed, "
-            f"{self.skipped} from store; {self.requests} requests in {self.wall_time:.1f} s>"
-        )
-
-
-class AdaptiveLimit:
-    """Additive-increase / multiplicative-decrease limit on requests in flight.
-
-    Slow start: from ``start`` it grows by one per success, and also by one
-    per ``ramp_interval`` seconds while requests wait for a slot (a model
-    answers in seconds, so successes alone would ramp up slowly), until the
-    first busy signal. Then it halves (never below 1) on a busy signal and
-    grows by one after ``limit`` successes in a row. A busy signal from a
-    request sent before the last decrease does not decrease it again (that
-    request was sent at the old limit).
-    """
-
-    def __init__(self, maximum: int, start: int = 2, ramp_interval: float = 1.0) -> None:
-        self.maximum = max(1, maximum)
-        self.limit = max(1, min(start, self.maximum))
-        self.peak = self.limit
-        self.ramp_interval = ramp_interval
-        self._threshold = self.maximum  # slow start until the first busy signal
-        self._successes = 0
-        self._epoch = 0  # requests numbered before this one were sent at an older limit
-        self._raised_at: float | None = None
-        self.decreases = 0
-
-    @property
-    def slow_start(self) -> bool:
-        return self.decreases == 0 and self.limit < self.maximum
-
-    def on_success(self) -> None:
-        if self.limit < self._threshold:
-            self._grow()
-        else:
-            self._successes += 1
-            if self._successes >= self.limit:
-                self._successes = 0
-                self._grow()
-
-    def on_starved(self, now: float) -> bool:
-        """Requests wait while ``limit`` are in flight; in slow start, grow once per interval."""
-        if not self.slow_start:
-            return False
-        if self._raised_at is None:
-            self._raised_at = now
-            return False
-        if now - self._raised_at < self.ramp_interval:
-            return False
-        self._grow(now)
-        return True
-
-    def _grow(self, now: float | None = None) -> None:
-        self.limit = min(self.maximum, self.limit + 1)
-        self.peak = max(self.peak, self.limit)
-        self._raised_at = time.monotonic() if now is None else now
-
-    def on_busy(self, sequence: int, next_sequence: int) -> bool:
-        """A busy signal for the request numbered ``sequence``; True when it lowered the limit."""
-        if sequence < self._epoch:
-            return False
-        self.limit = max(1, (self.limit + 1) // 2)
-        self._threshold = self.limit
-        self._successes = 0
-        self._epoch = next_sequence
-        self.decreases += 1
-        return True
 
 
 # --- internal bookkeeping ------------------------------------------------------------
