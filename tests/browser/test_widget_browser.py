@@ -435,3 +435,45 @@ def test_upload_25mb_dicom_becomes_frontal(
     )
     page.locator(f'{ROOT} .cxr-upload[data-slot="lateral"][data-state="error"]').wait_for()
     assert "notes.dcm" in page.locator(f'{ROOT} .cxr-upload[data-slot="lateral"]').inner_text()
+
+
+def test_generate_in_background_with_elapsed_time_and_cancel(
+    page, jupyter_lab: JupyterLab, lab_root: Path
+) -> None:
+    write_notebook(
+        lab_root / "running.ipynb",
+        ["from cxr_widgets import ReportGenWidget\nw = ReportGenWidget(demo_latency=4)\nw"],
+    )
+    open_and_run_notebook(page, jupyter_lab, "running.ipynb")
+    page.wait_for_selector(ROOT)
+    click(page, "cxr-load-sample")
+    page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]', has_text="RG1_UNCR").wait_for()
+    status = page.locator(f"{ROOT} .cxr-status")
+
+    def elapsed() -> float:
+        text = status.inner_text()
+        assert "Generating on demo" in text, text
+        return float(text.rsplit("...", 1)[1].split()[0])
+
+    # A spinner with the elapsed time, while the kernel keeps answering.
+    click(page, "cxr-generate")
+    page.locator(f"{ROOT} .cxr-status .cxr-spinner").wait_for()
+    first = elapsed()
+    assert kernel_json(page, "w.runner.busy") is True  # the kernel ran a cell meanwhile
+    page.wait_for_function(
+        "([sel, t]) => parseFloat(document.querySelector(sel).textContent.split('...')[1]) > t",
+        arg=[f"{ROOT} .cxr-status", first],
+    )
+
+    # Cancel: the panel says so and the late result is discarded.
+    click(page, "cxr-cancel")
+    status.filter(has_text="Cancelled").wait_for()
+    page.wait_for_timeout(4500)  # past the demo's 4 s answer
+    assert page.locator(ROW).count() == 0
+    assert kernel_json(page, "[w.report is None, len(w.history)]") == [True, 0]
+
+    # Generate again and let it finish: the report is shown and kept in the history.
+    click(page, "cxr-generate")
+    page.wait_for_selector(ROW, timeout=60_000)
+    wait_boxes(page, expected_boxes(page))
+    assert kernel_json(page, "len(w.history)") == 1
