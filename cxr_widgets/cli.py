@@ -265,7 +265,6 @@ def _client(args: argparse.Namespace) -> Any:
             args.endpoint_name,
             deployment=args.deployment,
             config_path=args.workspace_config,
-            key_env=args.key_env,
         )
     else:
         config = EndpointConfig(args.scoring_uri, deployment=args.deployment, key_env=args.key_env)
