@@ -14,13 +14,20 @@ class AdaptiveLimit:
     per ``ramp_interval`` seconds while requests wait for a slot (a model
     answers in seconds, so successes alone would ramp up slowly), until the
     first busy signal. Then it halves (never below 1) on a busy signal and
-    grows by one after ``limit`` successes in a row. A busy signal from a
+    grows by one after ``limit`` successes in a row, or after ``probe_factor
+    x limit`` when that would reach the level of the last busy signal (a
+    fixed pending cap is then met a few times per hundred requests, not
+    every few requests). A busy signal from a
     request sent before the last decrease does not decrease it again (that
     request was sent at the old limit).
     """
 
-    def __init__(self, maximum: int, start: int = 2, ramp_interval: float = 1.0) -> None:
+    def __init__(
+        self, maximum: int, start: int = 2, ramp_interval: float = 1.0, probe_factor: int = 4
+    ) -> None:
         self.maximum = max(1, maximum)
+        self.probe_factor = max(1, probe_factor)
+        self._ceiling: int | None = None  # the limit at the last busy signal
         self.limit = max(1, min(start, self.maximum))
         self.peak = self.limit
         self.ramp_interval = ramp_interval
@@ -38,8 +45,13 @@ class AdaptiveLimit:
         if self.limit < self._threshold:
             self._grow()
         else:
+            if self._ceiling is not None and self.limit >= self._ceiling:
+                self._ceiling = None  # fine at the old busy level: it is history
+            needed = self.limit
+            if self._ceiling is not None and self.limit + 1 >= self._ceiling:
+                needed *= self.probe_factor
             self._successes += 1
-            if self._successes >= self.limit:
+            if self._successes >= needed:
                 self._successes = 0
                 self._grow()
 
@@ -64,6 +76,7 @@ class AdaptiveLimit:
         """A busy signal for the request numbered ``sequence``; True when it lowered the limit."""
         if sequence < self._epoch:
             return False
+        self._ceiling = self.limit
         self.limit = max(1, (self.limit + 1) // 2)
         self._threshold = self.limit
         self._successes = 0

@@ -68,6 +68,20 @@ def test_adaptive_limit_ramps_up_while_starved_in_slow_start_only() -> None:
     assert not limit.on_starved(100.0) and limit.limit == 2  # after a 429: successes only
 
 
+def test_adaptive_limit_probes_the_last_busy_level_slowly() -> None:
+    limit = AdaptiveLimit(maximum=8, start=3, probe_factor=4)
+    assert limit.on_busy(sequence=0, next_sequence=1) and limit.limit == 2  # busy at 3
+    for _ in range(7):
+        limit.on_success()
+    assert limit.limit == 2  # 3 was busy: 4 x 2 successes before trying it again
+    limit.on_success()
+    assert limit.limit == 3
+    limit.on_success()  # fine at 3 now: back to one step per `limit` successes
+    limit.on_success()
+    limit.on_success()
+    assert limit.limit == 4
+
+
 def test_adaptive_limit_respects_small_maximum() -> None:
     limit = AdaptiveLimit(maximum=1, start=2)
     limit.on_success()
