@@ -320,6 +320,7 @@ class _Runner:
         self._sending: dict[Future[Any], _Batch] = {}
         self._raised_busy = 0
         self._new_digests: dict[str, str] = {}
+        self._answered: dict[str, int] = {}  # key -> index of the study answered for it
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -507,6 +508,10 @@ class _Runner:
         self.result.prepare_time += seconds
         key = prepared_key(encoded, self.identity, self.options)
         self.result.keys[index] = key
+        twin = self._answered.get(key)
+        if twin is not None:  # the same content as a study already answered in this run
+            self._finish_study(index, self._twin_report(twin, index), None)
+            return
         if self.store is not None:
             for column, prepared in encoded.images.items():
                 fingerprint = source_fingerprint(getattr(study, column), self.options)
@@ -530,6 +535,15 @@ class _Runner:
         if len(group) >= self.batch_size:
             self._queue.append(_Batch(group))
             self._groups[encoded.columns] = []
+
+    def _twin_report(self, twin: int, index: int) -> Report:
+        """A copy of study ``twin``'s report for study ``index`` (same content)."""
+        report = self.result.reports[twin]
+        assert report is not None
+        copy = Report.from_dict(report.to_dict())
+        copy.study_id = self.studies[index].study_id
+        self.result.duplicates += 1
+        return copy
 
     def _save_digests(self) -> None:
         if self.store is not None and self._new_digests:
@@ -610,12 +624,11 @@ class _Runner:
         self.result.sent += len(batch.items)
         finished: list[tuple[int, Report | None, StudyFailure | None]] = []
         for item, report in zip(batch.items, reports, strict=True):
+            self.result.reports[item.index] = report
+            self._answered[item.key] = item.index
             for index in self._waiting.pop(item.key, [item.index]):
                 if index != item.index:  # a duplicate of the study sent: its own copy
-                    twin = Report.from_dict(report.to_dict())
-                    twin.study_id = self.studies[index].study_id
-                    self.result.keys[index] = item.key
-                    finished.append((index, twin, None))
+                    finished.append((index, self._twin_report(item.index, index), None))
                 else:
                     finished.append((index, report, None))
         self._finish_many(finished)

@@ -36,6 +36,7 @@ class BatchResult:
     studies: int = 0
     sent: int = 0  # studies sent (and answered or failed) in this run
     skipped: int = 0  # answered before, read from the store
+    duplicates: int = 0  # same content as another study of this run: answered once for both
     requests: int = 0  # requests sent (client.send calls)
     retries: int = 0  # retries inside the client (429 / 5xx / dropped connections)
     busy: int = 0  # 429 answers seen (inside the client's retries or raised)
@@ -70,6 +71,7 @@ class BatchResult:
             "ok": self.ok,
             "failed": self.failed,
             "skipped (from store)": self.skipped,
+            "duplicates": self.duplicates,
             "requests": self.requests,
             "retries": self.retries,
             "429 seen": self.busy,

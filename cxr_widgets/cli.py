@@ -282,6 +282,7 @@ def _print_summary(result: Any, label: str, out: Sequence[str]) -> None:
         ("ok", result.ok),
         ("failed", result.failed),
         ("skipped (from store)", result.skipped),
+        *([("duplicates (sent once)", result.duplicates)] if result.duplicates else []),
         ("requests", result.requests),
         ("retries / 429 seen", f"{result.retries} / {result.busy}"),
         ("wall time", f"{result.wall_time:.1f} s"),

@@ -192,8 +192,15 @@ def test_duplicate_studies_are_sent_once() -> None:
     twin = study.replace(study_id="twin")
     result = run_batch([study, twin, *small_studies(2, 5)], backend, progress=False)
     assert result.ok == 4 and result.sent == 3 and backend.requests == 1
+    assert result.duplicates == 1 and result.skipped == 0
     assert result.reports[1].study_id == "twin" and result.keys[0] == result.keys[1]
     assert result.reports[0].findings == result.reports[1].findings
+    # A twin prepared after the first answer arrived is not sent either (nor "from the store").
+    many = [study.replace(study_id=f"copy{i}") for i in range(25)]
+    backend = DemoBackend()
+    result = run_batch(many, backend, progress=False, batch_size=2, prepare_workers=1)
+    assert backend.requests == 1 and result.ok == 25 and result.duplicates == 24
+    assert [r.study_id for r in result.reports] == [s.study_id for s in many]
 
 
 def test_unreadable_image_fails_alone(tmp_path: Path) -> None:
