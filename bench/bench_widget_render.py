@@ -130,11 +130,26 @@ print('@@', sum(len(v) if isinstance(v, (bytes, bytearray, memoryview))
                else len(json.dumps(v, default=str)) for v in _state.values()))
 """
 
-#: Two reports on the same image with different box counts (a: all, b: one box fewer).
+#: Two reports on the same image with different box counts (a: all, b: one box fewer),
+#: and ``trigger``: run an action in this cell (delay None) or later from the kernel's
+#: event loop while no cell runs, as the Generate button's result arrives.
 TWO_REPORTS = """
+import asyncio
 a = w.report
 b = dataclasses.replace(a, findings=[f for f in a.findings if f.boxes][:-1])
 shown = a.frontal_image  # the image on screen: "same image" reports reuse it
+stamps = []
+
+def trigger(action, delay):
+    def go():
+        t0 = time.time() * 1000
+        action()
+        stamps.append([t0, time.time() * 1000])
+    if delay is None:
+        go()
+    else:
+        asyncio.get_running_loop().call_later(delay, go)
+
 print('@@', json.dumps([a.n_boxes, b.n_boxes]))
 """
 
@@ -144,10 +159,13 @@ SHOW = """
 if {fresh}:
     shown = a.frontal_image.point(lambda v: min(255, v + 1 + {run} % 2))
 _r = dataclasses.replace({which}, frontal_image=shown)
-t0 = time.time() * 1000
-w.show_report(_r)
-t1 = time.time() * 1000
-print('@@', json.dumps([t0, t1]))
+trigger(lambda r=_r: w.show_report(r), {delay})
+print('@@', 0)
+"""
+
+PROBE_SET = """
+trigger(lambda: setattr(probe, "n", {n}), {delay})
+print('@@', 0)
 """
 
 LOAD_AND_GENERATE = """
@@ -187,6 +205,23 @@ def first_arrival(page, since_ms: float) -> float:
     if not later:
         raise TimeoutError("no widget message arrived")
     return later[0]
+
+
+#: jupyter_server_config.py for --nodelay: Tornado leaves Nagle's algorithm on unless a
+#: handler calls set_nodelay(True), and jupyter-server's kernel websocket does not.
+NODELAY_CONFIG = """
+from jupyter_server.services.kernels.websocket import KernelWebsocketHandler
+
+_open = KernelWebsocketHandler.open
+
+
+async def _open_nodelay(self, *args, **kwargs):
+    self.set_nodelay(True)
+    return await _open(self, *args, **kwargs)
+
+
+KernelWebsocketHandler.open = _open_nodelay
+"""
 
 
 def clock_offset_ms(page) -> float:
@@ -229,7 +264,17 @@ def kernel_value(page, code: str):
     return json.loads(next(ln for ln in out.splitlines() if ln.startswith("@@"))[2:])
 
 
-def measure(page, frames: WebSocketRecorder, runs: int, studies: int) -> dict[str, list[float]]:
+def triggered(page, code: str, delay: float | None) -> tuple[float, float]:
+    """Run ``code`` (which calls ``trigger``); the kernel's stamps before and after the action."""
+    kernel_value(page, code)
+    if delay is not None:
+        time.sleep(delay + 0.3)  # the action runs while no cell executes
+    return tuple(kernel_value(page, "print('@@', json.dumps(stamps[-1]))"))
+
+
+def measure(
+    page, frames: WebSocketRecorder, runs: int, studies: int, delay: float | None
+) -> dict[str, list[float]]:
     page.evaluate(OBSERVER, ["viewer", BOX])
     page.evaluate(OBSERVER, ["probe", ".cxr-probe-box"])
     page.evaluate(IMAGE_OBSERVER)
@@ -268,15 +313,14 @@ def measure(page, frames: WebSocketRecorder, runs: int, studies: int) -> dict[st
     # Render times; the three cases interleaved so that they share the machine's load.
     for i in range(runs):
         which = "ab"[i % 2 == 0]  # starts with b: a is on screen after generate
-        t0 = kernel_value(
-            page, f"t0 = time.time() * 1000\nprobe.n = {counts[which]}\nprint('@@', t0)"
-        )
+        t0, _ = triggered(page, PROBE_SET.format(n=counts[which], delay=delay), delay)
         entry = wait_logged(page, "probe", counts[which], t0 + offset)
         results["probe_ms"].append(entry["mutated"] - offset - t0)
         results["probe_ws_ms"].append(first_arrival(page, t0 + offset) - offset - t0)
         for fresh, prefix in ((False, "report"), (True, "image")):
             mark = frames.mark()
-            t0, t1 = kernel_value(page, SHOW.format(which=which, fresh=fresh, run=i))
+            code = SHOW.format(which=which, fresh=fresh, run=i, delay=delay)
+            t0, t1 = triggered(page, code, delay)
             entry = wait_logged(page, "viewer", counts[which], t0 + offset)
             results[f"{prefix}_kernel_ms"].append(t1 - t0)
             results[f"{prefix}_boxes_ms"].append(entry["mutated"] - offset - t0)
@@ -291,6 +335,10 @@ def measure(page, frames: WebSocketRecorder, runs: int, studies: int) -> dict[st
             )
     return results
 
+
+#: --trigger -> delay passed to the kernel's trigger(): None runs inside the cell.
+TRIGGERS: dict[str, float | None] = {"loop": 0.2, "cell": None}
+TRIGGER_TEXT = {"loop": "from the kernel's event loop", "cell": "inside a running cell"}
 
 #: Result key -> (label, unit, target).
 ROWS: dict[str, tuple[str, str, str]] = {
@@ -318,6 +366,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15, help="report renders to time per case")
     parser.add_argument("--studies", type=int, default=3, help="study loads to count bytes")
+    parser.add_argument(
+        "--trigger",
+        choices=sorted(TRIGGERS),
+        default="loop",
+        help="set the report from the kernel's event loop while no cell runs (loop, as the "
+        "Generate button does) or inside a running cell (cell)",
+    )
+    parser.add_argument(
+        "--nodelay",
+        action="store_true",
+        help="set TCP_NODELAY on JupyterLab's kernel websockets (jupyter-server leaves "
+        "Nagle's algorithm on; this shows what that costs)",
+    )
     args = parser.parse_args()
     if find_chromium() is None:
         sys.exit("Chromium not found: apt-get install -y chromium")
@@ -329,7 +390,12 @@ def main() -> None:
         (tmp / "root").mkdir()
         (tmp / "home").mkdir()
         write_notebook(tmp / "root/bench.ipynb", [SETUP, PROBE])
-        lab = JupyterLab(tmp / "root", isolated_env(tmp / "home")).start()
+        env = isolated_env(tmp / "home")
+        if args.nodelay:
+            config = Path(env["JUPYTER_CONFIG_DIR"]) / "jupyter_server_config.py"
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text(NODELAY_CONFIG)
+        lab = JupyterLab(tmp / "root", env).start()
         try:
             with sync_playwright() as pw:
                 context = launch_chromium(pw, tmp / "profile")
@@ -338,7 +404,7 @@ def main() -> None:
                 frames = WebSocketRecorder(page)
                 open_and_run_notebook(page, lab, "bench.ipynb")
                 page.wait_for_selector(".cxr-widget")
-                results = measure(page, frames, args.runs, args.studies)
+                results = measure(page, frames, args.runs, args.studies, TRIGGERS[args.trigger])
                 context.close()
         finally:
             lab.stop()
@@ -347,7 +413,9 @@ def main() -> None:
         "ReportGenWidget in Chromium (JupyterLab 4, headless), NEMA chest radiograph "
         f"RG1_UNCR; {args.runs} renders per case, {args.studies} study loads; {machine()}; "
         f"browser clock - kernel clock = {results['clock_offset_ms'][0]:+.2f} ms (subtracted); "
-        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; "
+        f"report set {TRIGGER_TEXT[args.trigger]}; "
+        f"kernel websocket TCP_NODELAY {'on (--nodelay)' if args.nodelay else 'off (default)'}"
     )
     print_table(
         ["measure", "median", "min", "max", "target"],
