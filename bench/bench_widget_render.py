@@ -6,13 +6,24 @@ Runs real JupyterLab and Debian's Chromium through the browser-test harness
 machine's clock: the kernel stamps ``time.time()`` just before
 ``w.show_report(report)``; a MutationObserver in the page stamps
 ``performance.timeOrigin + performance.now()`` when the report's ``.cxr-box``
-nodes are added, and again at the next animation frame. The clock offset is
-measured and subtracted. Three cases, interleaved so they share the machine's
-load: a minimal anywidget drawing rects (the floor set by Jupyter's message
-path), a new report on the image already shown (boxes and table only), and a
-new report with a new image (the display JPEG is sent too; "image decoded"
-times an Image.decode() of the viewer's new blob, since SVG <image> fires no
-load event in Chromium).
+nodes are added, and again at the next animation frame; an init script stamps
+each widget message as it arrives on the page's websocket. The clock offset is
+measured and subtracted.
+
+By default the report is set from the kernel's event loop while no cell runs,
+which is how the Generate button's result arrives. ``--trigger cell`` sets it
+inside a running cell instead: then JupyterLab's own work for the executing
+cell (prompt, new cell editor) and the execution messages queue in front of
+the widget's message, adding ~50-70 ms on this machine to any widget, as the
+minimal anywidget row shows. ``--nodelay`` turns on TCP_NODELAY for
+jupyter-server's kernel websocket (Nagle's algorithm costs a Python websocket
+client ~40 ms per message; in Chromium it made no measurable difference).
+
+Three cases, interleaved so they share the machine's load: a minimal
+anywidget drawing rects (the floor), a new report on the image already shown
+(boxes and table only), and a new report with a new image (the display JPEG is
+sent too; "image decoded" times an Image.decode() of the viewer's new blob,
+since SVG <image> fires no load event in Chromium).
 
 Bytes: every websocket frame the page receives while the sample study is
 loaded and generated (through the buttons, and through load_study() and
@@ -20,7 +31,8 @@ generate() in code), with the widget (comm) messages counted apart; and the
 size of the viewer's synced state (binary buffers + JSON) from the kernel.
 
 Run: .venv/bin/python bench/bench_widget_render.py [--runs 15] [--studies 3]
-(needs Chromium: apt-get install -y chromium; about 40 s).
+     [--trigger loop|cell] [--nodelay]
+(needs Chromium: apt-get install -y chromium; about 45 s).
 """
 
 from __future__ import annotations
