@@ -32,7 +32,7 @@ size of the viewer's synced state (binary buffers + JSON) from the kernel.
 
 Run: .venv/bin/python bench/bench_widget_render.py [--runs 15] [--studies 3]
      [--trigger loop|cell] [--nodelay]
-(needs Chromium: apt-get install -y chromium; about 45 s).
+(needs Chromium: apt-get install -y chromium; about 1.5 minutes).
 """
 
 from __future__ import annotations
