@@ -68,20 +68,22 @@ def lab_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("lab-root")
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps an event loop running in the main
+# thread while it is started, which breaks asyncio.run() in the tests after these.
+@pytest.fixture(scope="package")
 def jupyter_lab(
     browser_ready: None, lab_home: Path, lab_root: Path, endpoint_key: str
 ) -> Iterator[JupyterLab]:
-    """One JupyterLab server for the whole session, in an isolated home."""
+    """One JupyterLab server for the browser tests, in an isolated home."""
     env = isolated_env(lab_home, {KEY_ENV: endpoint_key})
     lab = JupyterLab(root_dir=lab_root, env=env).start()
     yield lab
     lab.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium(browser_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """One headless Chromium (persistent context with a fresh profile) for the session."""
+    """One headless Chromium (persistent context with a fresh profile) for the browser tests."""
     from playwright.sync_api import sync_playwright
 
     profile = tmp_path_factory.mktemp("chromium-profile")
