@@ -95,6 +95,14 @@ def _detail(text: str, limit: int = 300) -> str:
     return value[:limit] + ("..." if len(value) > limit else "")
 
 
+def _key_origin(source: str | None) -> str:
+    if source == "argument":
+        return "passed as key="
+    if source:
+        return f"read from {source}"
+    return "from the workspace"
+
+
 def error_for_status(
     status: int,
     headers: Any,
@@ -111,7 +119,7 @@ def error_for_status(
     """
     request_id = request_id_of(headers)
     detail = redact(_detail(body_text), config._key)
-    said = f" The endpoint said: {detail}" if detail else ""
+    said = f" The endpoint said: {detail.rstrip('.')}." if detail else ""
     tried = f" after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
     where = where or config.label
     kwargs: dict[str, Any] = {"status": status, "request_id": request_id}
@@ -133,7 +141,7 @@ def error_for_status(
             )
         elif mode == "key":
             advice = (
-                f"check the key (from {config.key_source or 'the workspace'}): it must be the "
+                f"check the key ({_key_origin(config.key_source)}): it must be the "
                 "endpoint's current primary or secondary key (regenerating keys invalidates "
                 "old ones; see ml_client.online_endpoints.get_keys(name))."
             )
@@ -159,7 +167,7 @@ def error_for_status(
         )
     if status == 408:
         return EndpointTimeoutError(
-            f"the model took longer than {where}'s request timeout (408): send fewer studies "
+            f"the model took longer than the request timeout of {where} (408): send fewer studies "
             "per request, or raise request_timeout_ms in the deployment's OnlineRequestSettings "
             "(at most 180000).",
             **kwargs,

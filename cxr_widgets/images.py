@@ -439,7 +439,7 @@ def _first_int(text: str) -> int | None:
 
 
 def _mp(pixels: int | None) -> str:
-    return f"{pixels / 1e6:.0f} million" if pixels else "too many"
+    return f"{pixels / 1e6:.3g} million" if pixels else "too many"
 
 
 def _bomb(
@@ -449,7 +449,7 @@ def _bomb(
     dims = f"{width}x{height}" + (f"x{frames} frames" if frames > 1 else "")
     return ImageError(
         f"{label}: the {what} claims {dims} = {_mp(total)} pixels, over the limit of "
-        f"{max_pixels / 1e6:.0f} million (max_pixels); refused before decoding (possible "
+        f"{max_pixels / 1e6:.3g} million (max_pixels); refused before decoding (possible "
         "decompression bomb). If it is genuine, pass a larger max_pixels.",
         source=label,
     )
