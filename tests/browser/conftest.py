@@ -68,9 +68,7 @@ def lab_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("lab-root")
 
 
-# Package scope: Playwright's sync API keeps an event loop running in the main
-# thread while it is started, which breaks asyncio.run() in the tests after these.
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def jupyter_lab(
     browser_ready: None, lab_home: Path, lab_root: Path, endpoint_key: str
 ) -> Iterator[JupyterLab]:
@@ -81,9 +79,13 @@ def jupyter_lab(
     lab.stop()
 
 
-@pytest.fixture(scope="package")
+# Module scope, not session or package: while Playwright's sync API is started it keeps
+# an event loop running in the main thread, so asyncio.run() in any test collected after
+# these would fail. (Without __init__.py, pytest 9 ends a "package" fixture only at the
+# end of the session.) A Chromium launch costs about a second per module.
+@pytest.fixture(scope="module")
 def chromium(browser_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """One headless Chromium (persistent context with a fresh profile) for the browser tests."""
+    """A headless Chromium (persistent context with a fresh profile) per test module."""
     from playwright.sync_api import sync_playwright
 
     profile = tmp_path_factory.mktemp("chromium-profile")
