@@ -58,7 +58,11 @@ class ReportGenWidget(widgets.VBox):
         self.viewer = ReportViewer()
         self.header = widgets.HTML("").add_class("cxr-header-html")
         self.endpoint_toggle = widgets.ToggleButton(
-            description="Endpoint", icon="cog", tooltip="Choose the endpoint", value=False
+            description="Endpoint",
+            icon="cog",
+            tooltip="Choose the endpoint",
+            value=False,
+            layout=widgets.Layout(width="auto", flex="0 0 auto"),
         ).add_class("cxr-endpoint-toggle")
         self.endpoint = EndpointPanel(
             apply=self._apply_client,
@@ -133,10 +137,12 @@ class ReportGenWidget(widgets.VBox):
                 history_bar,
                 self.export_paths,
             ],
-            layout=widgets.Layout(flex="1 1 auto", min_width="0"),
+            # Below the study form when the notebook is too narrow for both side by side.
+            layout=widgets.Layout(flex="1 1 360px", min_width="360px"),
         ).add_class("cxr-results")
         body = widgets.HBox(
-            [self.studypanel.box, results], layout=widgets.Layout(align_items="flex-start")
+            [self.studypanel.box, results],
+            layout=widgets.Layout(align_items="flex-start", flex_flow="row wrap"),
         )
         super().__init__([headbar, self.endpoint.box, body])
         self.add_class("cxr-widget")
