@@ -248,7 +248,11 @@ def test_invalid_response_body_is_a_response_format_error(
             EndpointNotFoundError,
             ["(404)", "ends in /score", "receives traffic"],
         ),
-        (Answer(408, body=b""), EndpointTimeoutError, ["request timeout of", "(408)", "fewer studies"]),
+        (
+            Answer(408, body=b""),
+            EndpointTimeoutError,
+            ["request timeout of", "(408)", "fewer studies"],
+        ),
         (Answer(413, body=b""), RequestTooLargeError, ["too large (413", "shortest_side"]),
         (
             Answer(
