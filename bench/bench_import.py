@@ -9,7 +9,9 @@ import argparse
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table
 
 MODULES = {
