@@ -27,6 +27,7 @@ import io
 import os
 import re
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -470,7 +471,56 @@ def _load_pillow(data: bytes, kind: str, label: str, max_pixels: int) -> _Loaded
     if width * height > max_pixels:
         raise _bomb(label, what, width, height, 1, max_pixels)
     image.load()
+    if kind == "png":
+        short = _png_pixel_data_short(data)
+        if short is not None:
+            raise ImageError(
+                f"{label}: the PNG file's pixel data ends early ({short[1]:,} of "
+                f"{short[0]:,} bytes; the missing rows would be black): the file is damaged "
+                "or truncated. Export or copy it again.",
+                source=label,
+            )
     return _from_pil(image, label, max_pixels, kind)
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _png_pixel_data_short(data: bytes) -> tuple[int, int] | None:
+    """``(expected, found)`` inflated bytes when a PNG's pixel stream is too short.
+
+    Pillow fills the rows of a PNG whose compressed stream ends cleanly but early
+    with black and says nothing. Interlaced PNGs are not checked.
+    """
+    pos, ihdr, idat = 8, b"", []
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind == b"IHDR":
+            ihdr = data[pos + 8 : pos + 8 + length]
+        elif kind == b"IDAT":
+            idat.append(data[pos + 8 : pos + 8 + length])
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if len(ihdr) < 13:
+        return None
+    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", ihdr[:13])
+    channels = _PNG_CHANNELS.get(color)
+    if interlace or channels is None:
+        return None
+    expected = height * (1 + (width * channels * depth + 7) // 8)
+    inflater, found = zlib.decompressobj(), 0
+    try:
+        for part in idat:
+            while part:  # inflate in slices: never hold the whole image twice
+                found += len(inflater.decompress(part, 1 << 20))
+                part = inflater.unconsumed_tail
+                if found >= expected:
+                    return None
+        found += len(inflater.flush())
+    except zlib.error:
+        return None  # Pillow already decoded it; leave damaged streams to its checks
+    return (expected, found) if found < expected else None
 
 
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}

@@ -703,3 +703,29 @@ def test_rgb_dicom_to_grayscale(tmp_path: Path) -> None:
     out = prepare_image(path, full_resolution=True)
     assert out.size == (540, 530)
     assert pixels(out)[0, 0] == 150 and pixels(out)[0, -1] == 255
+
+
+def test_png_whose_pixel_stream_ends_early_is_refused() -> None:
+    """Pillow decodes such a file with black rows and no error; we refuse it."""
+    import struct
+    import zlib
+
+    width, height, rows_present = 64, 400, 40
+    rows = b"".join(
+        b"\x00" + bytes([(r * 7 + c) % 256 for c in range(width)]) for r in range(rows_present)
+    )
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    short = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
+    short += chunk(b"IEND", b"")
+    with pytest.raises(ImageError, match="pixel data ends early"):
+        prepare_image(short)
+
+    complete = rows * (height // rows_present)
+    whole = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(complete))
+    whole += chunk(b"IEND", b"")
+    assert prepare_image(whole, full_resolution=True).size == (width, height)
