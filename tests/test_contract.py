@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from doc_examples import DOC_PNG_B64, DOC_REQUEST_FRONTAL, DOC_REQUEST_FULL, DOC_RESPONSE
 from PIL import Image
 
 from cxr_widgets import (
@@ -33,51 +34,6 @@ from cxr_widgets.contract import (
 )
 from cxr_widgets.images import prepare_image
 from cxr_widgets.study import COLUMNS
-
-DOC_PNG_B64 = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAYAAABytg0kAAAAAXNSR0IArs4c6QAAAARnQU1BAACx\n"
-    "jwv8YQUAAAAJcEhZcwAAFiUAABYlAUlSJPAAAAAbSURBVBhXY/gUoPS/fhfDfwaGJe///9/J8B8A\n"
-    "VGwJ5VDvPeYAAAAASUVORK5CYII=\n"
-)
-
-DOC_REQUEST_FRONTAL = r"""{
-"input_data": {
-"columns": [
-"frontal_image"
-],
-"index":[0],
-"data": [
-["iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAYAAABytg0kAAAAAXNSR0IArs4c6QAAAARnQU1BAACx\njwv8YQUAAAAJcEhZcwAAFiUAABYlAUlSJPAAAAAbSURBVBhXY/gUoPS/fhfDfwaGJe///9/J8B8A\nVGwJ5VDvPeYAAAAASUVORK5CYII=\n"]
-]
-}
-}"""
-
-DOC_REQUEST_FULL = r"""{
-"input_data": {
-"columns": [
-"frontal_image",
-"lateral_image",
-"indication",
-"technique"
-],
-"index":[0],
-"data": [
-["iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAYAAABytg0kAAAAAXNSR0IArs4c6QAAAARnQU1BAACx\njwv8YQUAAAAJcEhZcwAAFiUAABYlAUlSJPAAAAAbSURBVBhXY/gUoPS/fhfDfwaGJe///9/J8B8A\nVGwJ5VDvPeYAAAAASUVORK5CYII=\n",
-"iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAYAAABytg0kAAAAAXNSR0IArs4c6QAAAARnQU1BAACx\njwv8YQUAAAAJcEhZcwAAFiUAABYlAUlSJPAAAAAbSURBVBhXY/gUoPS/fhfDfwaGJe///9/J8B8A\nVGwJ5VDvPeYAAAAASUVORK5CYII=\n",
-"Cough and wheezing for 5 months",
-"PA and lateral views of the chest were obtained"]
-]
-}
-}"""
-
-DOC_RESPONSE = """{
-"output": [
-["The heart size is normal.", null],
-["Lungs demonstrate blunting of both costophrenic angles.", [[0.005, 0.555, 0.965, 0.865]]],
-["There is an area of increased radiodensity overlying the left lower lung.", [[0.555, 0.405, 0.885, 0.745]]],
-["Healed fractures of the left fourth, fifth, sixth, seventh, and eighth posterior ribs are noted.", [[0.585, 0.135, 0.925, 0.725]]]
-]
-}"""
 
 DOC_FINDINGS = [
     ["The heart size is normal.", None],

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from doc_examples import DOC_REQUEST_FRONTAL, DOC_REQUEST_FULL, DOC_RESPONSE
 from PIL import Image
 
 from cxr_widgets.contract import build_request, parse_response, validate_request
@@ -45,44 +46,7 @@ from cxr_widgets.study import Study
 KEY = "local-test-key-" + uuid.uuid4().hex
 MAX_BYTES = 1_000_000
 
-# The model documentation's request examples, verbatim (JSON "\n" escapes included).
-DOC_SIMPLE = """{
-"input_data": {
-"columns": [
-"frontal_image"
-],
-"index":[0],
-"data": [
-["iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAYAAABytg0kAAAAAXNSR0IArs4c6QAAAARnQU1BAACx\\njwv8YQUAAAAJcEhZcwAAFiUAABYlAUlSJPAAAAAbSURBVBhXY/gUoPS/fhfDfwaGJe///9/J8B8A\\nVGwJ5VDvPeYAAAAASUVORK5CYII=\\n"]
-]
-}
-}"""
-DOC_COMPLEX = """{
-"input_data": {
-"columns": [
-"frontal_image",
-"lateral_image",
-"indication",
-"technique"
-],
-"index":[0],
-"data": [
-["iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAYAAABytg0kAAAAAXNSR0IArs4c6QAAAARnQU1BAACx\\njwv8YQUAAAAJcEhZcwAAFiUAABYlAUlSJPAAAAAbSURBVBhXY/gUoPS/fhfDfwaGJe///9/J8B8A\\nVGwJ5VDvPeYAAAAASUVORK5CYII=\\n",
-"iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAYAAABytg0kAAAAAXNSR0IArs4c6QAAAARnQU1BAACx\\njwv8YQUAAAAJcEhZcwAAFiUAABYlAUlSJPAAAAAbSURBVBhXY/gUoPS/fhfDfwaGJe///9/J8B8A\\nVGwJ5VDvPeYAAAAASUVORK5CYII=\\n",
-"Cough and wheezing for 5 months",
-"PA and lateral views of the chest were obtained"]
-]
-}
-}"""
-# The documentation's response example, verbatim.
-DOC_RESPONSE = """{
-"output": [
-["The heart size is normal.", null],
-["Lungs demonstrate blunting of both costophrenic angles.", [[0.005, 0.555, 0.965, 0.865]]],
-["There is an area of increased radiodensity overlying the left lower lung.", [[0.555, 0.405, 0.885, 0.745]]],
-["Healed fractures of the left fourth, fifth, sixth, seventh, and eighth posterior ribs are noted.", [[0.585, 0.135, 0.925, 0.725]]]
-]
-}"""
+DOC_SIMPLE, DOC_COMPLEX = DOC_REQUEST_FRONTAL, DOC_REQUEST_FULL
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
