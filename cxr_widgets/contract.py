@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -94,14 +94,31 @@ def assemble_request(encoded: Sequence[EncodedStudy]) -> PreparedRequest:
                 f"{list(columns)}; studies in one request must fill the same columns. "
                 "Use run_batch(), which groups studies by their columns."
             )
-    payload = {
+    payload = _payload(columns, [item.row for item in encoded])
+    return PreparedRequest(payload=payload, studies=list(encoded))
+
+
+def _payload(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> dict[str, Any]:
+    return {
         "input_data": {
             "columns": list(columns),
-            "index": list(range(len(encoded))),
-            "data": [list(item.row) for item in encoded],
+            "index": list(range(len(rows))),
+            "data": [list(row) for row in rows],
         }
     }
-    return PreparedRequest(payload=payload, studies=list(encoded))
+
+
+def request_bytes(images: Mapping[str, Any], texts: Mapping[str, str]) -> int:
+    """Size of the body of a one-study request from prepared images and text fields.
+
+    ``images`` maps image columns to PreparedImage objects; empty texts are left
+    out, as :func:`encode_study` does. Works before a frontal image is loaded.
+    """
+    values = {column: prepared.base64 for column, prepared in images.items()}
+    values.update({column: text for column, text in texts.items() if text.strip()})
+    columns = [column for column in COLUMNS if column in values]
+    payload = _payload(columns, [[values[column] for column in columns]])
+    return len(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
 
 
 def prepare_request(studies: Study | Iterable[Study], **image_options: Any) -> PreparedRequest:

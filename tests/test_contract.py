@@ -538,3 +538,14 @@ def test_plain_text_findings_are_not_mistaken_for_studies():
         parse_response(body)
     (report,) = parse_response(body, strict=False)
     assert report.findings == [] and len(report.warnings) == 2
+
+
+def test_request_bytes_is_the_exact_body_size(rg1_path) -> None:
+    from cxr_widgets.contract import request_bytes
+
+    study = Study(rg1_path, prior_image=rg1_path, indication="Cough.", technique="  ")
+    request = prepare_request(study)
+    (encoded,) = request.studies
+    texts = {"indication": "Cough.", "technique": "  ", "comparison": ""}
+    assert request_bytes(encoded.images, texts) == len(request.body)
+    assert request_bytes({}, {"indication": "x"}) < 100  # no image yet: still a number

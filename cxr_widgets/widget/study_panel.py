@@ -9,13 +9,13 @@ field and the thumbnail shows what the model will see.
 from __future__ import annotations
 
 import html
-import json
 import os
 from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
 
+from ..contract import request_bytes
 from ..errors import CxrWidgetsError, StudyError
 from ..study import TEXT_COLUMNS, Study, describe_source
 from .upload import ChunkedUpload
@@ -302,11 +302,9 @@ class StudyPanel:
 
     # --- size ----------------------------------------------------------------
     def estimate_bytes(self) -> int:
-        """About how large the request body is: base64 images, texts and the JSON frame."""
-        images = sum(len(p.base64) + 3 for p in self.prepared.values())
-        texts = sum(len(json.dumps(a.value)) + 1 for a in self.texts.values() if a.value.strip())
-        columns = len(self.prepared) + sum(1 for a in self.texts.values() if a.value.strip())
-        return images + texts + 60 + 18 * columns
+        """The request body's size for what is loaded (images as they will be sent)."""
+        texts = {column: area.value for column, area in self.texts.items()}
+        return request_bytes(self.prepared, texts)
 
     def _update_size(self) -> None:
         if not self.prepared:
