@@ -355,3 +355,74 @@ def test_follow_waits_for_the_end_and_names_the_logs_of_a_failed_job():
     assert done.status == "Completed"
     with pytest.raises(DeploymentError, match=r"ended Failed.*logs/user"):
         batch_azure.follow(_Client(["Queued", "Failed"]), "job2", poll_interval=0, progress=False)
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def _sample_manifest(tmp_path: Path) -> Path:
+    from cxr_widgets.cli import main
+
+    assert main(["sample", str(tmp_path / "sample")]) == 0
+    return tmp_path / "sample" / "manifest.csv"
+
+
+def test_cli_dry_run_writes_shards_without_a_workspace(tmp_path: Path, capsys):
+    from cxr_widgets.cli import main
+
+    manifest = _sample_manifest(tmp_path)
+    assert (
+        main(["batch-endpoint", "submit", str(manifest), "--dry-run", "--out", str(tmp_path / "s")])
+        == 0
+    )
+    shard_set = ShardSet.load(tmp_path / "s")
+    assert shard_set.studies == 3
+    assert "nothing was sent" in capsys.readouterr().out
+
+
+def test_cli_simulated_run_then_collect_into_another_store(tmp_path: Path, capsys):
+    from cxr_widgets.cli import main
+
+    manifest = _sample_manifest(tmp_path)
+    out, store = tmp_path / "s", tmp_path / "r.sqlite"
+    args = ["batch-endpoint", "submit", str(manifest), "--simulate", "--out", str(out)]
+    assert main([*args, "--store", str(store)]) == 0
+    predictions = out / "outputs" / "predictions.csv"
+    assert (
+        main(
+            [
+                "batch-endpoint",
+                "collect",
+                "--shards",
+                str(out),
+                "--store",
+                str(tmp_path / "b.sqlite"),
+                "--predictions",
+                str(predictions),
+            ]
+        )
+        == 0
+    )
+    with ResultStore(store) as a, ResultStore(tmp_path / "b.sqlite") as b:
+        assert {r.study_id: _findings(r) for r in a.load_reports()} == {
+            r.study_id: _findings(r) for r in b.load_reports()
+        }
+        assert len(a.ok_keys()) == 3
+
+
+def test_cli_deploy_dry_run_prints_three_yaml_documents(capsys):
+    from cxr_widgets.cli import main
+
+    assert (
+        main(["batch-endpoint", "deploy", "--dry-run", "--endpoint-name", "cxr-batch-cli01"]) == 0
+    )
+    documents = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    assert [d["name"] for d in documents] == ["cxr-batch-cluster", "cxr-batch-cli01", "cxr-dpl"]
+
+
+def test_cli_submit_needs_an_endpoint_or_an_offline_mode(tmp_path: Path, capsys):
+    from cxr_widgets.cli import main
+
+    manifest = _sample_manifest(tmp_path)
+    assert main(["batch-endpoint", "submit", str(manifest), "--out", str(tmp_path / "s")]) == 2
+    assert "--endpoint-name" in capsys.readouterr().err
