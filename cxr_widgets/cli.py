@@ -1,5 +1,5 @@
 """The ``cxr-widgets`` command: ``serve`` a local endpoint, ``run`` a batch manifest,
-write a ``sample`` manifest.
+write a ``sample`` manifest, drive an Azure ML ``batch-endpoint``.
 
 Exit codes: 0 everything answered; 1 some studies failed (or the endpoint
 refused the run); 2 a usage, manifest or configuration error, reported before
@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
         "and write FOLDER/manifest.csv with three studies, ready for `cxr-widgets run`.",
     )
     sample.add_argument("folder", metavar="FOLDER", help="created if missing")
+
+    from .cli_batch_endpoint import add_parser as add_batch_endpoint
+
+    add_batch_endpoint(commands, _positive_int)
     return parser
 
 
@@ -408,7 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"serve": _serve, "run": _run, "sample": _sample}
+    from .cli_batch_endpoint import run as _batch_endpoint
+
+    handlers = {"serve": _serve, "run": _run, "sample": _sample, "batch-endpoint": _batch_endpoint}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

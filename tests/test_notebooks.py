@@ -30,6 +30,7 @@ EXPECTED = [
     "03_grounded_findings.ipynb",
     "04_widget.ipynb",
     "05_research_at_scale.ipynb",
+    "08_batch_endpoint.ipynb",
 ]
 KERNEL = "cxr-widgets-test"
 CELL_TIMEOUT = 180
@@ -260,12 +261,27 @@ def check_scale(nb: Any, workdir: Path) -> None:
     assert all(json.loads(line)["status"] == "ok" for line in lines)
 
 
+def check_batch_endpoint(nb: Any, workdir: Path) -> None:
+    text = _texts(nb)
+    assert "modelBatchDeployment.schema.json" in text and "mini_batch_size: 1" in text
+    assert "simulated job: 3 mini-batches, 0 failed" in text
+    assert "stored 12 reports (0 were already stored)" in text
+    assert "submit these shards again: batch_input_00003.csv" in text
+    assert "complete: True" in text
+    assert "12 reports;" in text
+    out = workdir / "tutorial-outputs" / "08_batch_endpoint"
+    assert sorted(p.name for p in (out / "shards" / "inputs").iterdir()) == [
+        f"batch_input_0000{i}.csv" for i in (1, 2, 3)
+    ]
+
+
 CHECKS: dict[str, Callable[[Any, Path], None]] = {
     "01_deploy.ipynb": check_deploy,
     "02_invoke.ipynb": check_invoke,
     "03_grounded_findings.ipynb": check_grounded,
     "04_widget.ipynb": check_widget,
     "05_research_at_scale.ipynb": check_scale,
+    "08_batch_endpoint.ipynb": check_batch_endpoint,
 }
 
 
