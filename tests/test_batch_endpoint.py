@@ -531,7 +531,7 @@ def test_a_quota_failure_of_the_cluster_is_explained_in_plain_words():
     )
     client = _BatchMLClient(fail_on="AmlCompute", error=error)
     endpoint = build_batch_endpoint("cxr-batch-dep02")
-    with pytest.raises(DeploymentError, match=r"Not enough quota.*Request more quota"):
+    with pytest.raises(DeploymentError, match=r"(?s)Not enough quota.*Request more quota"):
         batch_azure.deploy_batch(
             client,
             build_cluster(),
