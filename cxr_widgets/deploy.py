@@ -12,16 +12,25 @@ anyone sends it a request.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+# Re-exported: notebooks and scripts reach these as deploy.* (they live in their own modules).
+from .access import (  # noqa: F401
+    LIST_KEYS_ACTION,
+    SCORE_ACTION,
+    SCORING_ROLE,
+    TOKEN_ACTION,
+    endpoint_resource_id,
+    grant_score_access,
+    score_access_command,
+    scoring_role_definition,
+)
 from .errors import ConfigError, DeploymentError
+from .workspace import WORKSPACE_KEYS, find_workspace_config, workspace_client  # noqa: F401
 
 MODEL_NAME = "CxrReportGen"
 MODEL_REGISTRY = "azureml"
@@ -37,12 +46,6 @@ DEPLOYMENT_SCHEMA = (
     "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json"
 )
 
-#: The built-in role that includes scoring (and managing endpoints) in a workspace.
-SCORING_ROLE = "AzureML Data Scientist"
-#: The data-plane action each auth mode needs: score (Entra ID), get a token, or list keys.
-SCORE_ACTION = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action"
-TOKEN_ACTION = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/token/action"
-LIST_KEYS_ACTION = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/listkeys/action"
 
 #: Quota families of the GPU instance types CXRReportGen runs on (vCPUs per instance).
 GPU_FAMILIES: dict[str, tuple[str, int]] = {
@@ -66,55 +69,6 @@ _QUOTA_PATTERN = re.compile(
 )
 
 Progress = Callable[[str], None]
-
-
-# --- the workspace -------------------------------------------------------------
-
-WORKSPACE_KEYS = ("subscription_id", "resource_group", "workspace_name")
-
-
-def find_workspace_config(start: str | os.PathLike[str] = ".") -> Path | None:
-    """The nearest workspace ``config.json`` (or ``.azureml/config.json``) from ``start`` up.
-
-    Only files with ``subscription_id``, ``resource_group`` and
-    ``workspace_name`` count (Azure ML studio's "Download config.json").
-    None when there is none: notebooks then run offline or as a dry run.
-    """
-    folder = Path(start).resolve()
-    for parent in (folder, *folder.parents):
-        for candidate in (parent / "config.json", parent / ".azureml" / "config.json"):
-            try:
-                data = json.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(data, dict) and all(data.get(k) for k in WORKSPACE_KEYS):
-                return candidate
-    return None
-
-
-def workspace_client(config: str | os.PathLike[str] | None = None, credential: Any = None) -> Any:
-    """An ``MLClient`` for the workspace in ``config`` (default: :func:`find_workspace_config`).
-
-    ``credential`` defaults to ``DefaultAzureCredential()`` (``az login``,
-    a managed identity, environment variables, ...).
-    """
-    path = Path(config) if config is not None else find_workspace_config()
-    if path is None:
-        raise ConfigError(
-            "no workspace config.json found here or in a parent folder: download it from "
-            "your workspace's page in Azure ML studio (or the Azure portal) and put it next "
-            "to the notebook"
-        )
-    try:
-        from azure.ai.ml import MLClient
-
-        if credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential()
-        return MLClient.from_config(credential=credential, path=str(path))
-    except Exception as exc:
-        raise _sdk_error(exc, f"connecting to the workspace of {path}") from None
 
 
 # --- the model ---------------------------------------------------------------
@@ -445,6 +399,21 @@ def _sdk_error(exc: BaseException, step: str) -> DeploymentError:
     return DeploymentError(f"{step} failed: {_first_line(text)}. What to do: {advice}.")
 
 
+def _step(
+    start: Callable[[], Any],
+    what: str,
+    report: Progress,
+    poll_interval: float,
+    started: float,
+    **sizing: Any,
+) -> Any:
+    """Start one long-running Azure operation, wait for it, and explain a failure in plain words."""
+    try:
+        return _wait(start(), what, report, poll_interval, started)
+    except Exception as exc:
+        raise deployment_error(exc, what, **sizing) from None
+
+
 def deploy(
     ml_client: Any,
     endpoint: Any,
@@ -478,28 +447,40 @@ def deploy(
     }
     report(f"Creating {where} (auth mode {endpoint.auth_mode}) ...")
     report(f"Cost: {COST_WARNING}")
-    try:
-        poller = ml_client.online_endpoints.begin_create_or_update(endpoint)
-        _wait(poller, where, report, poll_interval, started)
-    except Exception as exc:
-        raise deployment_error(exc, f"creating {where}", **sizing) from None
+    _step(
+        lambda: ml_client.online_endpoints.begin_create_or_update(endpoint),
+        f"creating {where}",
+        report,
+        poll_interval,
+        started,
+        **sizing,
+    )
     what = (
         f"deployment {deployment.name!r} ({deployment.instance_count} x {deployment.instance_type})"
     )
     report(f"Creating {what}; the model loads slowly, expect 20 minutes or more ...")
-    try:
-        poller = ml_client.online_deployments.begin_create_or_update(deployment)
-        _wait(poller, what, report, poll_interval, started)
-    except Exception as exc:
-        raise deployment_error(exc, f"creating {what}", **sizing) from None
+    _step(
+        lambda: ml_client.online_deployments.begin_create_or_update(deployment),
+        f"creating {what}",
+        report,
+        poll_interval,
+        started,
+        **sizing,
+    )
     report(f"Routing {traffic}% of the traffic to {deployment.name!r} ...")
     try:
         current = ml_client.online_endpoints.get(endpoint.name)
-        current.traffic = {**(current.traffic or {}), deployment.name: traffic}
-        poller = ml_client.online_endpoints.begin_create_or_update(current)
-        result = _wait(poller, "traffic", report, poll_interval, started)
     except Exception as exc:
         raise deployment_error(exc, f"routing traffic on {where}", **sizing) from None
+    current.traffic = {**(current.traffic or {}), deployment.name: traffic}
+    result = _step(
+        lambda: ml_client.online_endpoints.begin_create_or_update(current),
+        f"routing traffic on {where}",
+        report,
+        poll_interval,
+        started,
+        **sizing,
+    )
     elapsed = int(time.monotonic() - started)
     scoring_uri = getattr(result, "scoring_uri", None) or getattr(current, "scoring_uri", "")
     report(f"Done in {elapsed // 60} min {elapsed % 60:02d} s. Scoring URI: {scoring_uri}")
@@ -575,67 +556,18 @@ def teardown(
                 f"nothing was deleted. {COST_WARNING}"
             )
     report(f"Deleting endpoint {endpoint_name!r} ...")
-    try:
-        poller = ml_client.online_endpoints.begin_delete(name=endpoint_name)
-        if wait:
-            _wait(poller, f"deleting {endpoint_name!r}", report, 30.0, time.monotonic())
-    except Exception as exc:
-        raise _sdk_error(exc, f"deleting endpoint {endpoint_name!r}") from None
-    report(f"Endpoint {endpoint_name!r} deleted." if wait else "Deletion started.")
-
-
-# --- permissions -----------------------------------------------------------------
-
-
-def endpoint_resource_id(
-    subscription_id: str, resource_group: str, workspace: str, endpoint_name: str
-) -> str:
-    """The Azure resource id of an online endpoint (the scope for a role assignment)."""
-    return (
-        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/"
-        f"Microsoft.MachineLearningServices/workspaces/{workspace}/onlineEndpoints/{endpoint_name}"
-    )
-
-
-def score_access_command(assignee: str, scope: str, role: str = SCORING_ROLE) -> str:
-    """The ``az role assignment create`` command giving ``assignee`` ``role`` on ``scope``."""
-    if not assignee or not scope.startswith("/subscriptions/"):
-        raise ConfigError(
-            "give the assignee (user, group or managed identity object id, or a user's "
-            "sign-in name) and a resource id scope starting with /subscriptions/"
+    what = f"deleting endpoint {endpoint_name!r}"
+    if wait:
+        _step(
+            lambda: ml_client.online_endpoints.begin_delete(name=endpoint_name),
+            what,
+            report,
+            30.0,
+            time.monotonic(),
         )
-    return f'az role assignment create --assignee "{assignee}" --role "{role}" --scope "{scope}"'
-
-
-def scoring_role_definition(subscription_id: str, name: str = "CXRReportGen scorer") -> dict:
-    """A least-privilege custom role: score (Entra ID) and fetch aml tokens, nothing else.
-
-    Create it with ``az role definition create --role-definition role.json``,
-    then assign it with :func:`score_access_command` (``role=name``).
-    """
-    return {
-        "Name": name,
-        "IsCustom": True,
-        "Description": "Send scoring requests to Azure ML online endpoints.",
-        "Actions": [SCORE_ACTION, TOKEN_ACTION],
-        "NotActions": [],
-        "AssignableScopes": [f"/subscriptions/{subscription_id}"],
-    }
-
-
-def grant_score_access(
-    ml_client: Any, endpoint_name: str, assignee: str, *, role: str = SCORING_ROLE
-) -> str:
-    """Print (and return) the command that lets ``assignee`` score ``endpoint_name``.
-
-    Nothing is changed: an owner of the workspace (or a User Access
-    Administrator) runs the command. The scope is the endpoint alone, so the
-    role grants nothing elsewhere in the workspace.
-    """
-    try:
-        scope = ml_client.online_endpoints.get(endpoint_name).id
-    except Exception as exc:
-        raise _sdk_error(exc, f"looking up endpoint {endpoint_name!r}") from None
-    command = score_access_command(assignee, scope, role)
-    print(command)
-    return command
+    else:
+        try:
+            ml_client.online_endpoints.begin_delete(name=endpoint_name)
+        except Exception as exc:
+            raise _sdk_error(exc, what) from None
+    report(f"Endpoint {endpoint_name!r} deleted." if wait else "Deletion started.")

@@ -1,4 +1,5 @@
-"""Azure ML workspace helpers: resolve an endpoint once, or invoke as the docs do.
+"""Azure ML workspace helpers: find config.json, connect, resolve an endpoint once, or
+invoke as the docs do.
 
 ``azure.ai.ml`` is imported only inside these functions (it takes seconds).
 """
@@ -25,12 +26,59 @@ from .errors import (
 from .report import Report
 from .study import Study
 
+WORKSPACE_KEYS = ("subscription_id", "resource_group", "workspace_name")
+
+
+def find_workspace_config(start: str | os.PathLike[str] = ".") -> Path | None:
+    """The nearest workspace ``config.json`` (or ``.azureml/config.json``) from ``start`` up.
+
+    Only files with ``subscription_id``, ``resource_group`` and
+    ``workspace_name`` count (Azure ML studio's "Download config.json").
+    None when there is none: notebooks then run offline or as a dry run.
+    """
+    folder = Path(start).resolve()
+    for parent in (folder, *folder.parents):
+        for candidate in (parent / "config.json", parent / ".azureml" / "config.json"):
+            try:
+                data = json.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and all(data.get(k) for k in WORKSPACE_KEYS):
+                return candidate
+    return None
+
+
+def workspace_client(config: str | os.PathLike[str] | None = None, credential: Any = None) -> Any:
+    """An ``MLClient`` for the workspace in ``config`` (default: :func:`find_workspace_config`).
+
+    ``credential`` defaults to ``DefaultAzureCredential()`` (``az login``,
+    a managed identity, environment variables, ...).
+    """
+    path = Path(config) if config is not None else find_workspace_config()
+    if path is None:
+        raise ConfigError(
+            "no workspace config.json found here or in a parent folder: download it from "
+            "your workspace's page in Azure ML studio (or the Azure portal) and put it next "
+            "to the notebook"
+        )
+    try:
+        from azure.ai.ml import MLClient
+
+        if credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        return MLClient.from_config(credential=credential, path=str(path))
+    except Exception as exc:
+        from .deploy import deployment_error
+
+        raise deployment_error(exc, f"connecting to the workspace of {path}") from None
+
 
 def _ml_client(ml_client: Any, credential: Any, config_path: str | None) -> Any:
     """The given MLClient, or one built from ``config.json`` (as :mod:`cxr_widgets.deploy` does)."""
     if ml_client is not None:
         return ml_client
-    from .deploy import find_workspace_config, workspace_client
 
     path: Any = config_path
     if path is not None and Path(path).is_dir():

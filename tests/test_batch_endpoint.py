@@ -426,3 +426,131 @@ def test_cli_submit_needs_an_endpoint_or_an_offline_mode(tmp_path: Path, capsys)
     manifest = _sample_manifest(tmp_path)
     assert main(["batch-endpoint", "submit", str(manifest), "--out", str(tmp_path / "s")]) == 2
     assert "--endpoint-name" in capsys.readouterr().err
+
+
+class _BatchPoller:
+    def __init__(self, result=None, error: Exception | None = None) -> None:
+        self._result, self._error = result, error
+
+    def done(self) -> bool:
+        return True
+
+    def wait(self, timeout=None) -> None:
+        return None
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _BatchEndpoints:
+    def __init__(self, store: dict) -> None:
+        self.store, self.calls = store, []
+
+    def get(self, name: str):
+        return self.store[name]
+
+    def begin_create_or_update(self, endpoint):
+        self.calls.append(("default", endpoint.defaults["deployment_name"]))
+        return _BatchPoller(endpoint)
+
+    def begin_delete(self, name: str):
+        self.calls.append(("delete", name))
+        return _BatchPoller()
+
+
+class _BatchMLClient:
+    """The calls deploy_batch makes, recorded; ``fail_on`` raises the given error for one entity."""
+
+    def __init__(self, clusters=(), fail_on: str | None = None, error: Exception | None = None):
+        self.created: list[str] = []
+        self.endpoints: dict = {}
+        self.batch_endpoints = _BatchEndpoints(self.endpoints)
+        self.fail_on, self.error = fail_on, error
+        outer = self
+
+        class _Compute:
+            def list(self):
+                return [_Named(n) for n in clusters]
+
+            def begin_delete(self, name):
+                outer.created.append(f"delete {name}")
+                return _BatchPoller()
+
+        self.compute = _Compute()
+
+    def begin_create_or_update(self, entity):
+        kind = type(entity).__name__
+        if kind == self.fail_on:
+            return _BatchPoller(error=self.error)
+        self.created.append(kind)
+        if kind == "BatchEndpoint":
+            self.endpoints[entity.name] = entity
+        return _BatchPoller(entity)
+
+
+def test_deploy_batch_creates_cluster_endpoint_deployment_and_sets_the_default():
+    client = _BatchMLClient()
+    endpoint = build_batch_endpoint("cxr-batch-dep01")
+    lines: list[str] = []
+    batch_azure.deploy_batch(
+        client,
+        build_cluster(),
+        endpoint,
+        build_batch_deployment(endpoint.name, MODEL_ID),
+        progress=lines.append,
+        poll_interval=0,
+    )
+    assert client.created == ["AmlCompute", "BatchEndpoint", "ModelBatchDeployment"]
+    assert client.batch_endpoints.calls == [("default", "cxr-dpl")]
+    assert lines[-1].startswith("ready")
+    again = _BatchMLClient(clusters=["cxr-batch-cluster"])
+    batch_azure.deploy_batch(
+        again,
+        build_cluster(),
+        endpoint,
+        build_batch_deployment(endpoint.name, MODEL_ID),
+        progress=False,
+        poll_interval=0,
+    )
+    assert again.created == ["BatchEndpoint", "ModelBatchDeployment"]  # the cluster exists
+
+
+def test_a_quota_failure_of_the_cluster_is_explained_in_plain_words():
+    from azure.core.exceptions import HttpResponseError
+
+    error = HttpResponseError(
+        message="Operation could not be completed as it results in exceeding approved "
+        "Standard NCADSA100v4 Family Cores quota. Insufficient quota."
+    )
+    client = _BatchMLClient(fail_on="AmlCompute", error=error)
+    endpoint = build_batch_endpoint("cxr-batch-dep02")
+    with pytest.raises(DeploymentError, match=r"(?s)Not enough quota.*Request more quota"):
+        batch_azure.deploy_batch(
+            client,
+            build_cluster(),
+            endpoint,
+            build_batch_deployment(endpoint.name, MODEL_ID),
+            progress=False,
+            poll_interval=0,
+        )
+    assert client.created == []  # nothing after the failed step
+
+
+def test_teardown_deletes_the_endpoint_then_the_cluster():
+    client = _BatchMLClient()
+    batch_azure.teardown_batch(
+        client,
+        "cxr-batch-x",
+        cluster_name="cxr-batch-cluster",
+        confirm="cxr-batch-x",
+        progress=False,
+    )
+    assert client.batch_endpoints.calls == [("delete", "cxr-batch-x")]
+    assert client.created == ["delete cxr-batch-cluster"]

@@ -31,7 +31,7 @@ from ..deploy import (
     _model_reference,
     _plain,
     _reporter,
-    _wait,
+    _step,
     deployment_error,
 )
 from ..errors import ConfigError, DeploymentError
@@ -215,24 +215,23 @@ def deploy_batch(
     )
     for what, start in steps:
         report(f"creating {what} ...")
-        try:
-            _wait(start(), what, report, poll_interval, started)
-        except DeploymentError:
-            raise
-        except Exception as exc:
-            raise deployment_error(exc, f"creating {what}", instance_type=cluster.size) from None
+        _step(start, f"creating {what}", report, poll_interval, started, instance_type=cluster.size)
     try:
         current = ml_client.batch_endpoints.get(endpoint.name)
-        current.defaults.deployment_name = deployment.name
-        _wait(
-            ml_client.batch_endpoints.begin_create_or_update(current),
-            "default deployment",
-            report,
-            poll_interval,
-            started,
-        )
     except Exception as exc:
         raise deployment_error(exc, "setting the default deployment") from None
+    if current.defaults is None or isinstance(current.defaults, dict):
+        # A local entity holds a dict (or nothing); one read from Azure holds a REST object.
+        current.defaults = {**(current.defaults or {}), "deployment_name": deployment.name}
+    else:
+        current.defaults.deployment_name = deployment.name
+    _step(
+        lambda: ml_client.batch_endpoints.begin_create_or_update(current),
+        "setting the default deployment",
+        report,
+        poll_interval,
+        started,
+    )
     report(f"ready: batch endpoint {endpoint.name}, deployment {deployment.name}")
     return current
 
@@ -372,22 +371,19 @@ def teardown_batch(
         )
     report = _reporter(progress)
     started = time.monotonic()
-    try:
-        _wait(
-            ml_client.batch_endpoints.begin_delete(name=endpoint_name),
-            f"deleting {endpoint_name}",
+    _step(
+        lambda: ml_client.batch_endpoints.begin_delete(name=endpoint_name),
+        f"deleting {endpoint_name}",
+        report,
+        30.0,
+        started,
+    )
+    if cluster_name:
+        _step(
+            lambda: ml_client.compute.begin_delete(cluster_name),
+            f"deleting {cluster_name}",
             report,
             30.0,
             started,
         )
-        if cluster_name:
-            _wait(
-                ml_client.compute.begin_delete(cluster_name),
-                f"deleting {cluster_name}",
-                report,
-                30.0,
-                started,
-            )
-    except Exception as exc:
-        raise deployment_error(exc, f"deleting {endpoint_name}") from None
     report("deleted")
