@@ -20,8 +20,10 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-#: Default longest side of an overview sent to the browser, in pixels.
-DEFAULT_OVERVIEW_SIDE = 2048
+#: Default longest side of an overview sent to the browser, in pixels. RG1's lossless
+#: 16-bit overview is about 1.3 MB at 1024 and 4.8 MB at 2048 (bench/bench_prepare.py);
+#: detail beyond the overview comes from :meth:`PixelData.region` when zoomed in.
+DEFAULT_OVERVIEW_SIDE = 1024
 
 #: How :meth:`PixelData.encode` packs 16-bit pixels; see :func:`encode_uint16`.
 PixelCodec = Literal["zlib-delta", "zlib", "png16"]
@@ -178,7 +180,8 @@ class PixelData:
         return np.clip(np.rint(out), 0, 65535).astype(np.uint16), scale, box
 
     def encode(self, pixels: np.ndarray, codec: PixelCodec = DEFAULT_CODEC) -> bytes:
-        """``pixels`` (from :meth:`overview` or :meth:`region`) packed for the browser."""
+        """``pixels`` (from :meth:`overview` or :meth:`region`) packed for the browser
+        (see :func:`encode_uint16`)."""
         return encode_uint16(pixels, codec)
 
     def __repr__(self) -> str:
@@ -194,13 +197,22 @@ class PixelData:
         return f"PixelData({', '.join(parts)})"
 
 
-def encode_uint16(pixels: np.ndarray, codec: PixelCodec = DEFAULT_CODEC) -> bytes:
+#: zlib level for :func:`encode_uint16`: level 1 is 4x faster than 6 on RG1 and its
+#: output only 4 % larger (bench/bench_prepare.py).
+DEFAULT_ZLIB_LEVEL = 1
+
+
+def encode_uint16(
+    pixels: np.ndarray, codec: PixelCodec = DEFAULT_CODEC, level: int = DEFAULT_ZLIB_LEVEL
+) -> bytes:
     """A 2-D uint16 array as bytes for the browser.
 
-    * ``"zlib-delta"``: each row replaced by its differences (first value kept,
-      arithmetic modulo 65 536), little-endian, then zlib (RFC 1950). The browser
-      inflates with ``DecompressionStream("deflate")`` and undoes the differences
-      with a running sum per row.
+    * ``"zlib-delta"`` (default): each row replaced by its differences (the first
+      value kept, arithmetic modulo 65 536), the low bytes of all values followed
+      by their high bytes, then zlib (RFC 1950). The browser inflates with
+      ``DecompressionStream("deflate")``, interleaves the two halves and undoes the
+      differences with a running sum per row (modulo 65 536). Smallest and fastest
+      on radiographs (bench/bench_prepare.py).
     * ``"zlib"``: the little-endian values, zlib-compressed.
     * ``"png16"``: a 16-bit grayscale PNG (browsers decode PNG to 8 bits, so this
       needs a PNG decoder in JavaScript; kept for comparison and for files).
@@ -209,16 +221,19 @@ def encode_uint16(pixels: np.ndarray, codec: PixelCodec = DEFAULT_CODEC) -> byte
     if array.ndim != 2:
         raise ValueError(f"expected a 2-D array, got shape {array.shape}")
     if codec == "zlib":
-        return zlib.compress(array.astype("<u2").tobytes(), 6)
+        return zlib.compress(array.astype("<u2").tobytes(), level)
     if codec == "zlib-delta":
         delta = array.copy()
         delta[:, 1:] = np.diff(array, axis=1)  # uint16 wraps modulo 65536
-        return zlib.compress(delta.astype("<u2").tobytes(), 6)
+        planes = np.empty(2 * delta.size, dtype=np.uint8)
+        planes[: delta.size] = (delta & 0xFF).ravel()
+        planes[delta.size :] = (delta >> 8).ravel()
+        return zlib.compress(planes.tobytes(), level)
     if codec == "png16":
         import io
 
         buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="PNG", compress_level=6)
+        Image.fromarray(array).save(buffer, format="PNG", compress_level=level)
         return buffer.getvalue()
     raise ValueError(f"unknown codec {codec!r}; use 'zlib-delta', 'zlib' or 'png16'")
 
@@ -231,13 +246,17 @@ def decode_uint16(
         import io
 
         return np.asarray(Image.open(io.BytesIO(data)), dtype=np.uint16)
-    flat = np.frombuffer(zlib.decompress(data), dtype="<u2").astype(np.uint16)
-    array = flat.reshape(shape)
-    if codec == "zlib-delta":
-        array = np.cumsum(array, axis=1, dtype=np.uint16)  # wraps modulo 65536
-    elif codec != "zlib":
+    raw = zlib.decompress(data)
+    if codec == "zlib":
+        return np.frombuffer(raw, dtype="<u2").astype(np.uint16).reshape(shape)
+    if codec != "zlib-delta":
         raise ValueError(f"unknown codec {codec!r}")
-    return array
+    planes = np.frombuffer(raw, dtype=np.uint8)
+    half = planes.size // 2
+    delta = (planes[:half].astype(np.uint16) | (planes[half:].astype(np.uint16) << 8)).reshape(
+        shape
+    )
+    return np.cumsum(delta, axis=1, dtype=np.uint16)  # wraps modulo 65536
 
 
 def spacing_from(value: Any) -> tuple[float, float] | None:
