@@ -4,7 +4,8 @@ Beside the model documentation's approach (the image file's raw bytes,
 base64-encoded), prints for RG1_UNCR (uncompressed DICOM) and RG1_J2KR
 (JPEG 2000) the prepare_image time (median), PNG and base64 bytes at several
 shortest-side settings and at full resolution, then how resampling and PNG
-compression settings trade time for bytes.
+compression settings trade time for bytes, and what the viewer's 16-bit
+overview costs (load_pixels, overview, each encoding for the browser).
 
 Run: .venv/bin/python bench/bench_prepare.py [--repeat 5]
 """
@@ -22,7 +23,16 @@ from common import machine, median_seconds, print_table
 from PIL import Image
 
 from cxr_widgets.contract import DEFAULT_REQUEST_BUDGET
-from cxr_widgets.images import DEFAULT_SHORTEST_SIDE, MODEL_INPUT_SIDE, prepare_image
+from cxr_widgets.images import (
+    DEFAULT_OVERVIEW_SIDE,
+    DEFAULT_SHORTEST_SIDE,
+    MODEL_INPUT_SIDE,
+    decode_uint16,
+    encode_uint16,
+    load_pixels,
+    prepare_image,
+)
+from cxr_widgets.images.pixels import DEFAULT_ZLIB_LEVEL
 from cxr_widgets.samples import sample_path
 
 SOURCES = ("RG1_UNCR.dcm", "RG1_J2KR.dcm")
@@ -134,6 +144,59 @@ def compression_table(repeat: int) -> None:
     print_table((f"PNG compress_level ({image.size[0]}x{image.size[1]})", "time", "bytes"), rows)
 
 
+def viewer_table(repeat: int) -> None:
+    """load_pixels and the 16-bit overview in each encoding: bytes and time."""
+    rows = []
+    for name in SOURCES:
+        path = sample_path(name)
+        seconds = median_seconds(lambda p=path: load_pixels(p), repeat)
+        rows.append((name, "load_pixels", "-", "-", f"{seconds * 1000:.0f} ms", "-"))
+    pixels = load_pixels(sample_path(SOURCES[0]))
+    for side in (DEFAULT_OVERVIEW_SIDE, 1536, 2048):
+        overview, _scale = pixels.overview(side)
+        seconds = median_seconds(lambda s=side: pixels.overview(s), repeat)
+        shape = f"{overview.shape[1]}x{overview.shape[0]}"
+        rows.append(
+            (
+                SOURCES[0],
+                "overview (box filter)",
+                shape,
+                kb(overview.nbytes),
+                f"{seconds * 1000:.0f} ms",
+                "-",
+            )
+        )
+        for codec, level in (
+            ("zlib-delta", DEFAULT_ZLIB_LEVEL),
+            ("zlib-delta", 6),
+            ("zlib", DEFAULT_ZLIB_LEVEL),
+            ("png16", DEFAULT_ZLIB_LEVEL),
+            ("png16", 6),
+        ):
+            data = encode_uint16(overview, codec, level)
+            encode = median_seconds(
+                lambda o=overview, c=codec, v=level: encode_uint16(o, c, v), repeat
+            )
+            decode = median_seconds(
+                lambda d=data, c=codec, s=overview.shape: decode_uint16(d, s, c), repeat
+            )
+            rows.append(
+                (
+                    SOURCES[0],
+                    f"{codec}, level {level}",
+                    shape,
+                    kb(len(data)),
+                    f"{encode * 1000:.0f} ms",
+                    f"{decode * 1000:.0f} ms",
+                )
+            )
+    print_table(("source", "step", "size", "bytes", "time (median)", "decode in Python"), rows)
+    print(
+        "\nBrowsers decode PNG to 8 bits, so png16 would need a PNG decoder in JavaScript; "
+        "zlib-delta inflates with the browser's DecompressionStream('deflate')."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5)
@@ -145,6 +208,8 @@ def main() -> None:
     resample_table(args.repeat)
     print()
     compression_table(args.repeat)
+    print()
+    viewer_table(args.repeat)
     print(f"\nFiles: {', '.join(str(Path(sample_path(n)).name) for n in SOURCES)} (pydicom-data)")
 
 

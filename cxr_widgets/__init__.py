@@ -39,6 +39,8 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "prepare_image": "images",
     "PreparedImage": "images",
+    "load_pixels": "images",
+    "PixelData": "images",
     "render_findings": "render",
     "plot_findings": "render",
     "EndpointConfig": "client",
@@ -72,6 +74,7 @@ __all__ = [
     "LocalEndpoint",
     "ManifestError",
     "ModelError",
+    "PixelData",
     "PreparedImage",
     "Report",
     "ReportGenClient",
@@ -83,6 +86,7 @@ __all__ = [
     "Study",
     "StudyError",
     "build_request",
+    "load_pixels",
     "parse_response",
     "plot_findings",
     "prepare_image",
@@ -109,7 +113,7 @@ if TYPE_CHECKING:
     from .batch import run_batch
     from .client import EndpointConfig, ReportGenClient
     from .demo import DemoBackend
-    from .images import PreparedImage, prepare_image
+    from .images import PixelData, PreparedImage, load_pixels, prepare_image
     from .local.server import LocalEndpoint
     from .render import plot_findings, render_findings
     from .samples import sample_study
