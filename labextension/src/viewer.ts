@@ -135,6 +135,8 @@ export class CxrViewer extends Widget {
     this.resizeObserver = new ResizeObserver(() => this.fit());
     this.resizeObserver.observe(this.stage);
     this.node.dataset.state = 'ready';
+    this.status.textContent =
+      'Drag: window/level · Wheel: zoom · Shift-drag: pan · Hover: value under the cursor';
   }
 
   dispose(): void {
@@ -294,6 +296,7 @@ export class CxrViewer extends Widget {
       context.drawImage(this.detailCanvas, x, y, w, h);
     }
     this.node.dataset.zoom = String(this.zoom);
+    this.node.dataset.origin = `${this.origin.x},${this.origin.y}`;
   }
 
   private viewChanged(): void {
