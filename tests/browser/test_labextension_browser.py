@@ -146,3 +146,74 @@ def test_launcher_card_and_palette_command(lab_page, jupyter_lab: JupyterLab) ->
     assert "Copied:" in dialog.inner_text()
     assert (jupyter_lab.root_dir / "05_research_at_scale.ipynb").exists()
     page.locator(".jp-Dialog-button", has_text="Ok").click()
+
+
+@pytest.fixture(scope="module")
+def notebook7(lab_home: Path, tmp_path_factory: pytest.TempPathFactory, rg1_path: Path):
+    """Jupyter Notebook 7 (the same extension system) serving a folder with the DICOM."""
+    pytest.importorskip("notebook", reason="Notebook 7 is in the test extra: pip install notebook")
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from jupyter_harness import free_port, isolated_env
+
+    root = tmp_path_factory.mktemp("nb7-root")
+    shutil.copy(rg1_path, root / "nb7_rg1.dcm")
+    home = tmp_path_factory.mktemp("nb7-home")
+    port, token = free_port(), "nb7-token-for-tests"
+    log = open(home / "notebook.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "notebook",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--no-browser",
+            "--allow-root",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.port_retries=0",
+        ],
+        env=isolated_env(home),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.3)
+    yield base, token
+    process.terminate()
+    process.wait(timeout=15)
+    log.close()
+
+
+def test_open_with_chest_xray_viewer_in_notebook_7(chromium, notebook7) -> None:
+    base, token = notebook7
+    page = chromium.new_page()
+    try:
+        page.goto(f"{base}/tree?token={token}")
+        item = page.locator(".jp-DirListing-item", has_text="nb7_rg1.dcm").first
+        item.wait_for(timeout=60_000)
+        item.click(button="right")
+        page.locator(".lm-Menu-itemLabel", has_text="Open With").first.hover()
+        with page.context.expect_page(timeout=30_000) as opened:
+            page.locator(".lm-Menu-itemLabel", has_text="Chest X-ray viewer").first.click()
+        viewer_page = opened.value
+        viewer_page.wait_for_selector(READY, timeout=60_000)
+        assert (
+            "file window 15000/30000"
+            in viewer_page.locator(f"{VIEWER} .cxr-Viewer-header").inner_text()
+        )
+        viewer_page.close()
+    finally:
+        page.close()
