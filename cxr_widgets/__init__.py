@@ -109,6 +109,16 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension (file-browser viewer routes; see ``server_extension``)."""
+    return [{"module": "cxr_widgets.server_extension"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt JupyterLab extension is, for ``jupyter labextension develop``."""
+    return [{"src": "labextension/static_build", "dest": "cxr-widgets-labextension"}]
+
+
 if TYPE_CHECKING:
     from .batch import run_batch
     from .client import EndpointConfig, ReportGenClient

@@ -14,8 +14,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.cxr-widgets-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+# Reinstall when the project's requirements or the JupyterLab extension's sources change.
+want=$(cat pyproject.toml labextension/package.json labextension/src/*.ts labextension/style/* \
+  | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "cxr-widgets builds its JupyterLab extension with Node.js 18+ and npm, which are" >&2
+    echo "not on PATH. Install them (Debian/Ubuntu: apt-get install -y nodejs npm) and run again." >&2
+    exit 2
+  fi
+  rm -rf cxr_widgets/labextension/static_build  # rebuilt from labextension/ by the install
   echo "==> installing cxr-widgets and its dependencies into .venv (about a minute)"
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".[test]"
