@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
+import tomllib  # Python 3.11+, as the test environment
 
 from cxr_widgets import extras
 from cxr_widgets.errors import MissingDependencyError
@@ -28,9 +30,6 @@ def without(monkeypatch):
 
 
 def test_every_extra_is_declared_in_pyproject():
-    import tomllib
-    from pathlib import Path
-
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     declared = project["project"]["optional-dependencies"]
     for extra in extras.EXTRAS:
@@ -43,9 +42,6 @@ def test_every_extra_is_declared_in_pyproject():
 
 
 def test_base_dependencies_hold_no_heavy_part():
-    import tomllib
-    from pathlib import Path
-
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     base = " ".join(project["project"]["dependencies"])
     for heavy in ("jupyterlab", "matplotlib", "azure-ai-ml", "azureml-inference-server-http"):
