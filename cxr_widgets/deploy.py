@@ -30,6 +30,7 @@ from .access import (  # noqa: F401
     scoring_role_definition,
 )
 from .errors import ConfigError, DeploymentError
+from .extras import needs
 from .workspace import WORKSPACE_KEYS, find_workspace_config, workspace_client  # noqa: F401
 
 MODEL_NAME = "CxrReportGen"
@@ -85,6 +86,7 @@ def model_asset_id(version: str | int | None = None) -> str:
     return f"{base}/versions/{text}"
 
 
+@needs("deploy")
 def find_model(
     client: Any = None, version: str | int | None = None, *, credential: Any = None
 ) -> Any:
@@ -156,6 +158,7 @@ def _check_name(kind: str, name: Any) -> str:
     return name
 
 
+@needs("deploy")
 def build_endpoint(
     name: str,
     auth_mode: str = "key",
@@ -182,6 +185,7 @@ def build_endpoint(
     )
 
 
+@needs("deploy")
 def build_deployment(
     endpoint_name: str,
     model_id: Any,
@@ -260,6 +264,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+@needs("deploy")
 def dry_run(endpoint: Any, deployment: Any) -> str:
     """The endpoint and deployment as YAML (two documents); nothing is sent to Azure.
 

@@ -11,6 +11,14 @@ class CxrWidgetsError(Exception):
     """Base class of every error raised by cxr_widgets."""
 
 
+class MissingDependencyError(CxrWidgetsError, ImportError):
+    """An optional part of the package is not installed; the message names the pip command."""
+
+    def __init__(self, message: str, extra: str | None = None) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
 class StudyError(CxrWidgetsError, ValueError):
     """A study is incomplete or one of its fields has the wrong type."""
 

@@ -23,6 +23,7 @@ from .errors import (
     EndpointNotFoundError,
     ResponseFormatError,
 )
+from .extras import needs
 from .report import Report
 from .study import Study
 
@@ -48,6 +49,7 @@ def find_workspace_config(start: str | os.PathLike[str] = ".") -> Path | None:
     return None
 
 
+@needs("deploy")
 def workspace_client(config: str | os.PathLike[str] | None = None, credential: Any = None) -> Any:
     """An ``MLClient`` for the workspace in ``config`` (default: :func:`find_workspace_config`).
 
@@ -119,6 +121,7 @@ def _sdk_error(exc: Exception, what: str, endpoint_name: str, workspace: str) ->
     return EndpointError(f"{what} for endpoint {endpoint_name!r} failed: {first}", status=status)
 
 
+@needs("deploy")
 def resolve_endpoint(
     config_cls: Any,
     endpoint_name: str,
@@ -292,6 +295,7 @@ class MLClientBackend(ReportGenerator):
         return error
 
 
+@needs("deploy")
 def invoke_with_mlclient(
     ml_client: Any,
     endpoint_name: str,

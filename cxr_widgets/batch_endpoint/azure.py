@@ -35,6 +35,7 @@ from ..deploy import (
     deployment_error,
 )
 from ..errors import ConfigError, DeploymentError
+from ..extras import needs
 from .shards import ShardSet
 
 DEFAULT_CLUSTER_NAME = "cxr-batch-cluster"
@@ -70,6 +71,7 @@ def unique_endpoint_name(prefix: str = DEFAULT_ENDPOINT_PREFIX) -> str:
     return f"{prefix}-{''.join(secrets.choice(alphabet) for _ in range(5))}"
 
 
+@needs("deploy")
 def build_cluster(
     name: str = DEFAULT_CLUSTER_NAME,
     *,
@@ -94,6 +96,7 @@ def build_cluster(
     )
 
 
+@needs("deploy")
 def build_batch_endpoint(name: str | None = None, *, description: str | None = None) -> Any:
     """The batch endpoint (a ``BatchEndpoint``); ``name`` defaults to a unique one."""
     from azure.ai.ml.entities import BatchEndpoint
@@ -105,6 +108,7 @@ def build_batch_endpoint(name: str | None = None, *, description: str | None = N
     )
 
 
+@needs("deploy")
 def build_batch_deployment(
     endpoint_name: str,
     model: Any,
@@ -156,6 +160,7 @@ def build_batch_deployment(
     )
 
 
+@needs("deploy")
 def dry_run_batch(cluster: Any, endpoint: Any, deployment: Any) -> str:
     """The cluster, endpoint and deployment as YAML (three documents); nothing is sent."""
     import yaml
@@ -236,6 +241,7 @@ def deploy_batch(
     return current
 
 
+@needs("deploy")
 def upload_shards(
     ml_client: Any, shard_set: ShardSet, name: str, *, version: str | None = None
 ) -> Any:
@@ -256,6 +262,7 @@ def upload_shards(
         raise deployment_error(exc, f"uploading {shard_set.input_folder}") from None
 
 
+@needs("deploy")
 def job_input(path: str) -> Any:
     """An ``Input`` of type ``uri_folder`` for a data asset id or datastore path (azureml://...)."""
     from azure.ai.ml import Input
