@@ -14,11 +14,12 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from .errors import RequestError, ResponseFormatError
 from .report import Box, Finding, Report, validate_box
-from .study import COLUMNS, IMAGE_COLUMNS, Study
+from .study import COLUMNS, IMAGE_COLUMNS, Study, wire_texts
 
 MAX_STUDIES_PER_REQUEST = 10
 #: An older Azure ML limit answered 413 above 1.5 MB; keep requests under it.
@@ -41,6 +42,11 @@ class EncodedStudy:
     def frontal(self) -> Any:
         return self.images["frontal_image"]
 
+    @cached_property
+    def size(self) -> int:
+        """Exact bytes this study's row adds to a request body (see :func:`request_size`)."""
+        return row_bytes(self.row)
+
 
 @dataclass
 class PreparedRequest:
@@ -51,7 +57,7 @@ class PreparedRequest:
 
     @property
     def body(self) -> bytes:
-        return json.dumps(self.payload, separators=(",", ":")).encode("utf-8")
+        return _dumps(self.payload)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -108,17 +114,53 @@ def _payload(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> dict[str,
     }
 
 
+def _dumps(value: Any) -> bytes:
+    """The body encoding, the only one: compact JSON, ASCII-escaped (``\\uXXXX``)."""
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+# --- exact sizes ----------------------------------------------------------------------
+# A body is the frame ``{"input_data":{"columns":[...],"index":[0,...],"data":[`` +
+# rows joined by "," + ``]}}``. Each row's size is measured with the body's own
+# encoding, so non-ASCII text (6 bytes per escaped character) and quotes count exactly.
+
+
+def row_bytes(row: Sequence[str]) -> int:
+    """Exact bytes one study's row takes in a request body (its ``[...]``, no comma)."""
+    return len(_dumps(list(row)))
+
+
+def frame_bytes(columns: Sequence[str], n_rows: int) -> int:
+    """Exact bytes of a request body for ``n_rows`` rows, without the rows themselves
+    (the commas between rows included)."""
+    if n_rows < 0:
+        raise ValueError(f"n_rows must be >= 0, got {n_rows}")
+    return len(_dumps(_payload(columns, [[]] * n_rows))) - 2 * n_rows
+
+
+def request_size(encoded: Sequence[EncodedStudy]) -> int:
+    """Exact size in bytes of the body :func:`assemble_request` builds from ``encoded``.
+
+    The one size rule of the package: the batch packer and the widget use it
+    (with :attr:`EncodedStudy.size` cached per study) instead of estimating.
+    """
+    if not encoded:
+        raise RequestError("a request needs at least one study")
+    return frame_bytes(encoded[0].columns, len(encoded)) + sum(item.size for item in encoded)
+
+
 def request_bytes(images: Mapping[str, Any], texts: Mapping[str, str]) -> int:
     """Size of the body of a one-study request from prepared images and text fields.
 
-    ``images`` maps image columns to PreparedImage objects; empty texts are left
-    out, as :func:`encode_study` does. Works before a frontal image is loaded.
+    ``images`` maps image columns to PreparedImage objects; texts are sent as
+    :func:`~cxr_widgets.study.wire_texts` says (empty ones left out, an empty
+    comparison as ``"None"``). Works before a frontal image is loaded.
     """
     values = {column: prepared.base64 for column, prepared in images.items()}
-    values.update({column: text for column, text in texts.items() if text.strip()})
+    values.update(wire_texts(texts))
     columns = [column for column in COLUMNS if column in values]
-    payload = _payload(columns, [[values[column] for column in columns]])
-    return len(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+    row = [values[column] for column in columns]
+    return frame_bytes(columns, 1) + row_bytes(row)
 
 
 def prepare_request(studies: Study | Iterable[Study], **image_options: Any) -> PreparedRequest:
