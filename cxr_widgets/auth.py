@@ -64,6 +64,13 @@ def as_secret(value: Any, what: str) -> Secret | None:
             f"{what} must be a string (or an AzureKeyCredential), got {type(value).__name__}"
         )
     value = value.strip()
+    if any(not (" " <= ch <= "~") for ch in value):
+        # Never in the message: not the key, not the character (it is part of the key).
+        raise ConfigError(
+            f"{what} holds a character that is not printable ASCII (a copy-paste accident? "
+            "keys and tokens are plain ASCII): copy it again from the endpoint's "
+            "Consume page or ml_client.online_endpoints.get_keys(name)."
+        )
     return Secret(value) if value else None
 
 

@@ -28,7 +28,7 @@ from azure.core.rest import HttpRequest
 
 from . import __version__
 from .auth import auth_policy, redact
-from .backend import ReportGenerator
+from .backend import SIZE_ADVICE, ReportGenerator
 from .config import DEFAULT_KEY_ENV, EndpointConfig
 from .contract import PreparedRequest, parse_response
 from .errors import (
@@ -69,7 +69,6 @@ ROLE_ADVICE = (
     "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action, "
     "on the workspace"
 )
-SIZE_ADVICE = "lower the image size (image option shortest_side) or send fewer studies per request"
 
 
 # --- errors from answers ------------------------------------------------------------
@@ -255,7 +254,7 @@ class ReportGenClient(ReportGenerator):
                 f"{type(config).__name__}"
             )
         config._check_usable()
-        super().__init__(image_options)
+        super().__init__(image_options, request_budget=config.max_request_bytes)
         self.config = config
         self.label = config.label
         self.stats = ClientStats()
@@ -299,16 +298,20 @@ class ReportGenClient(ReportGenerator):
             "EndpointConfig (keys are never pickled either)"
         )
 
-    def check_size(self, request: PreparedRequest | bytes) -> int:
-        """The request's size in bytes; RequestTooLargeError when over ``max_request_bytes``."""
-        size = len(request if isinstance(request, bytes) else request.body)
-        budget = self.config.max_request_bytes
-        if budget is not None and size > budget:
-            raise RequestTooLargeError(
-                f"the request is {size:,} bytes, over the budget of {budget:,} bytes "
-                f"(EndpointConfig max_request_bytes): {SIZE_ADVICE}. It was not sent."
-            )
-        return size
+    @property
+    def max_attempts(self) -> int:
+        """HTTP attempts per request at most: the first and ``config.max_retries`` retries
+        (of 429, 500/502/503/504 and refused or dropped connections; see :mod:`.retry`)."""
+        return self.config.max_retries + 1
+
+    def provenance_fields(self) -> dict[str, Any]:
+        return {
+            "backend": "online-endpoint",
+            "endpoint": self.identity,
+            "deployment": self.config.deployment,
+            "model": self.config.model,
+            "model_version": self.config.model_version,
+        }
 
     def send(self, request: PreparedRequest) -> list[Report]:
         """POST one prepared request; one Report per study, in order."""
@@ -379,9 +382,7 @@ class ReportGenClient(ReportGenerator):
         except ResponseFormatError as exc:
             suffix = f" (x-request-id: {request_id})" if request_id else ""
             raise ResponseFormatError(f"{self.label}: {exc}{suffix}") from None
-        if headers.get(DEMO_HEADER, "").strip() == "1":
-            for report in reports:
-                report.demo = True
+        demo = headers.get(DEMO_HEADER, "").strip() == "1"
         logger.debug(
             "scored %d studies at %s in %.2f s (%d retries)",
             len(reports),
@@ -389,7 +390,15 @@ class ReportGenClient(ReportGenerator):
             time.monotonic() - started,
             retries,
         )
-        return self.finish_reports(request, reports, request_id)
+        answered_by = headers.get(DEPLOYMENT_HEADER) or self.config.deployment
+        return self.finish_reports(
+            request,
+            reports,
+            request_id,
+            demo=demo,
+            backend="local-endpoint" if demo else "online-endpoint",
+            deployment=answered_by,
+        )
 
     def close(self) -> None:
         """Close pooled connections."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,7 +20,14 @@ from typing import Any, Literal
 
 from .errors import RequestError, ResponseFormatError
 from .report import Box, Finding, Report, validate_box
-from .study import COLUMNS, IMAGE_COLUMNS, Study, wire_texts
+from .study import (
+    COLUMNS,
+    IMAGE_COLUMNS,
+    Study,
+    burned_in_warning,
+    study_warnings,
+    wire_texts,
+)
 
 MAX_STUDIES_PER_REQUEST = 10
 #: An older Azure ML limit answered 413 above 1.5 MB; keep requests under it.
@@ -46,6 +54,21 @@ class EncodedStudy:
     def size(self) -> int:
         """Exact bytes this study's row adds to a request body (see :func:`request_size`)."""
         return row_bytes(self.row)
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of this study's row as sent (images and texts)."""
+        return hashlib.sha256(_dumps(list(self.row))).hexdigest()
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a reader of this study's report should know (see :func:`study_warnings`)."""
+        notes = study_warnings(self.study)
+        for column, prepared in self.images.items():
+            # PreparedImage.burned_in_annotation: True, False or None (unknown).
+            if getattr(prepared, "burned_in_annotation", None) is True:
+                notes.append(burned_in_warning(column))
+        return notes
 
 
 @dataclass

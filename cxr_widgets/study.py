@@ -54,6 +54,30 @@ def describe_source(source: Any) -> str:
     return f"<{type(source).__module__}.{name}>"
 
 
+PRIOR_REPORT_WARNING = (
+    "a prior report was given without a prior image: the model uses the prior report only "
+    "together with a prior image (as MAIRA-2's processor does), so it was probably ignored; "
+    "add the prior image"
+)
+
+
+def burned_in_warning(column: str) -> str:
+    """The warning for an image whose DICOM header says BurnedInAnnotation=YES."""
+    return (
+        f"{column}: the DICOM says BurnedInAnnotation=YES, so its pixels may show patient "
+        "data (a name, an ID, a date); they were sent and are drawn as they are. Check "
+        "before sharing pictures or exports."
+    )
+
+
+def study_warnings(study: Study) -> list[str]:
+    """What a reader should know about a study before trusting its report."""
+    notes = []
+    if study.prior_report.strip() and study.prior_image is None:
+        notes.append(PRIOR_REPORT_WARNING)
+    return notes
+
+
 _IMAGE_TYPES = "a path, bytes, a PIL image, a numpy array or a pydicom Dataset"
 
 
