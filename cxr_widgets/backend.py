@@ -28,7 +28,9 @@ def check_budget(budget: Any) -> int | None:
     if budget is not None and (
         isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0
     ):
-        raise ConfigError(f"the request budget must be a positive number of bytes or None, got {budget!r}")
+        raise ConfigError(
+            f"the request budget must be a positive number of bytes or None, got {budget!r}"
+        )
     return budget
 
 

@@ -10,12 +10,12 @@ height. Both frames are available (:data:`FRAMES`); the center crop is the defau
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import io
 import json
 import math
 import os
-import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,6 +47,7 @@ def same_shape(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:
     if not a or not b or min(*a, *b) <= 0:
         return True
     return abs((a[0] / a[1]) / (b[0] / b[1]) - 1) <= ASPECT_TOLERANCE
+
 
 RECORD_FIELDS: tuple[str, ...] = (
     "study_id",
