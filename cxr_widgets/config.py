@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .auth import ENTRA_SCOPE, Secret, as_secret, is_token_credential
 from .contract import DEFAULT_REQUEST_BUDGET
 from .errors import ConfigError
+from .retry import MAX_RETRY_AFTER
 
 DEFAULT_KEY_ENV = "CXR_ENDPOINT_KEY"
 
@@ -141,6 +142,7 @@ class EndpointConfig:
         source: str | None = None,
         model: str | None = None,
         allow_insecure_http: bool = False,
+        max_retry_after: float = MAX_RETRY_AFTER,
     ) -> None:
         from azure.core.credentials import AzureKeyCredential
 
@@ -177,6 +179,7 @@ class EndpointConfig:
         self.max_retries = max_retries
         self.backoff_factor = _positive("backoff_factor", backoff_factor, allow_zero=True)
         self.backoff_max = _positive("backoff_max", backoff_max, allow_zero=True)
+        self.max_retry_after = _positive("max_retry_after", max_retry_after, allow_zero=True)
         if max_request_bytes is not None and (
             not isinstance(max_request_bytes, int) or max_request_bytes <= 0
         ):
@@ -296,6 +299,7 @@ class EndpointConfig:
             "max_retries": self.max_retries,
             "backoff_factor": self.backoff_factor,
             "backoff_max": self.backoff_max,
+            "max_retry_after": self.max_retry_after,
             "max_request_bytes": self.max_request_bytes,
             "pool_size": self.pool_size,
             "source": self.source,

@@ -19,7 +19,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from .errors import RequestError, ResponseFormatError
-from .report import Box, Finding, Report, validate_box
+from .report import Box, Finding, Report, repair_box, validate_box
 from .study import (
     COLUMNS,
     IMAGE_COLUMNS,
@@ -32,6 +32,10 @@ from .study import (
 MAX_STUDIES_PER_REQUEST = 10
 #: An older Azure ML limit answered 413 above 1.5 MB; keep requests under it.
 DEFAULT_REQUEST_BUDGET = 1_500_000
+
+#: Largest answer a client reads (decoded): ten studies' findings take a few KB, so this
+#: only stops a hostile or broken server (a 100 MB body, a gzip bomb) from filling memory.
+MAX_RESPONSE_BYTES = 8_000_000
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -349,7 +353,9 @@ def _split_outputs(body: Any, n_studies: int | None) -> list[Any]:
     )
 
 
-def _parse_findings(output: Any, study: int, strict: bool) -> tuple[list[Finding], list[str]]:
+def _parse_findings(
+    output: Any, study: int, strict: bool, repair_boxes: bool = False
+) -> tuple[list[Finding], list[str]]:
     findings: list[Finding] = []
     warnings: list[str] = []
     if not isinstance(output, list):
@@ -389,6 +395,14 @@ def _parse_findings(output: Any, study: int, strict: bool) -> tuple[list[Finding
             continue
         kept = []
         for box_number, values in enumerate(boxes, start=1):
+            if repair_boxes:
+                box, note = repair_box(values)
+                if note:  # a warning, never an error: the finding is kept
+                    what = "box repaired" if box else "box dropped"
+                    warnings.append(f"finding {number}, box {box_number}: {note}; {what}")
+                if box:
+                    kept.append(box)
+                continue
             reason = validate_box(values)
             if reason:
                 problem(f"finding {number}, box {box_number}: {reason}; box dropped")
@@ -404,17 +418,35 @@ def _short_type(value: Any) -> str:
     return type(value).__name__
 
 
-def parse_response(body: Any, n_studies: int | None = None, strict: bool = True) -> list[Report]:
+PLAIN_TEXT_WARNING = "the answer was plain text, not JSON: kept as one finding without a box"
+
+
+def parse_response(
+    body: Any,
+    n_studies: int | None = None,
+    strict: bool = True,
+    *,
+    repair_boxes: bool = False,
+) -> list[Report]:
     """Reports from any CXRReportGen response shape (str, bytes or parsed JSON).
 
     In strict mode any invalid finding or box raises
     :class:`ResponseFormatError` naming the study, finding and problem; with
-    ``strict=False`` the valid parts are kept and each report lists warnings.
+    ``strict=False`` the valid parts are kept and each report lists warnings,
+    and a plain-text answer (not JSON) for one study becomes one finding
+    without a box. ``repair_boxes=True`` (what the client uses) never refuses
+    a report for a box: swapped corners are put in order, coordinates just
+    outside 0..1 clamped, and a box that cannot be placed is dropped, each
+    with a warning (:func:`~cxr_widgets.report.repair_box`).
     A number of reports different from ``n_studies`` is always an error.
     """
     if isinstance(body, (bytes, bytearray, memoryview)):
         body = bytes(body)
     if isinstance(body, (str, bytes)):
+        if not strict and n_studies in (None, 1):
+            text = _plain_text(body)
+            if text is not None:
+                return [Report(findings=[Finding(text, [])], warnings=[PLAIN_TEXT_WARNING])]
         body = _loads(body, "the response body")
         if isinstance(body, str):  # some servers JSON-encode the JSON once more
             body = _loads(body, "the response body")
@@ -426,6 +458,23 @@ def parse_response(body: Any, n_studies: int | None = None, strict: bool = True)
         )
     reports = []
     for number, output in enumerate(outputs):
-        findings, warnings = _parse_findings(output, number, strict)
+        findings, warnings = _parse_findings(output, number, strict, repair_boxes)
         reports.append(Report(findings=findings, warnings=warnings))
     return reports
+
+
+def _plain_text(body: str | bytes) -> str | None:
+    """The text of a body that is prose rather than JSON, or None."""
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    text = " ".join(body.split())
+    if not text or text[0] in '[{"' or not any(ch.isalpha() for ch in text):
+        return None
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError):
+        return text
+    return None

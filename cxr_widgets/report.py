@@ -153,6 +153,38 @@ def validate_box(values: Any) -> str | None:
     return None
 
 
+def repair_box(values: Any) -> tuple[Box | None, str | None]:
+    """``(box, note)`` for a box the model got slightly wrong.
+
+    Valid: ``(Box, None)``. Swapped corners are put in order and finite
+    coordinates outside 0..1 are clamped (``(Box, what was repaired)``);
+    anything else cannot be placed: ``(None, why)``.
+    """
+    reason = validate_box(values)
+    if reason is None:
+        return Box.from_list(values), None
+    if not isinstance(values, (list, tuple)) or len(values) != 4:
+        return None, reason
+    numbers = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, reason
+        try:
+            number = float(value)
+        except OverflowError:
+            return None, reason
+        if not math.isfinite(number):
+            return None, reason
+        numbers.append(number)
+    x0, y0, x1, y1 = numbers
+    x0, x1 = sorted((x0, x1))
+    y0, y1 = sorted((y0, y1))
+    clamped = [min(1.0, max(0.0, v)) for v in (x0, y0, x1, y1)]
+    if clamped[0] == clamped[2] or clamped[1] == clamped[3]:
+        return None, f"{reason}; nothing of it is inside the image"
+    return Box(*clamped), reason
+
+
 @dataclass
 class Finding:
     """One sentence of the report and the boxes that ground it (maybe none)."""
