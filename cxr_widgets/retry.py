@@ -62,6 +62,9 @@ def parse_retry_after(headers: Any) -> float | None:
     or the ``-ms`` variants), or None. A value that cannot be parsed is ignored."""
     from email.utils import parsedate_to_datetime
 
+    from azure.core.utils import case_insensitive_dict
+
+    headers = case_insensitive_dict(headers)
     for name, unit in _RETRY_AFTER_HEADERS:
         value = headers.get(name)
         if not value:
