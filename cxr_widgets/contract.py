@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -217,7 +218,27 @@ def _decode_image_value(value: str, where: str) -> bytes:
         raise RequestError(f"{where}: not base64-encoded image bytes") from None
     if not (data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC)):
         raise RequestError(f"{where}: the image is not PNG or JPEG (send PNG or JPEG bytes)")
+    _check_complete(data, where)
     return data
+
+
+def _check_complete(data: bytes, where: str) -> None:
+    """RequestError when the image stops early (a cut base64 string, a damaged file)."""
+    from PIL import Image
+
+    problem = None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()  # PNG: every chunk and its CRC up to IEND
+    except Exception as exc:  # Pillow raises many kinds for damaged data
+        problem = type(exc).__name__
+    if problem is None and data.startswith(JPEG_MAGIC) and b"\xff\xd9" not in data[-64:]:
+        problem = "no end-of-image marker"
+    if problem is not None:
+        raise RequestError(
+            f"{where}: the image data is cut short or damaged ({problem}); send the whole "
+            "PNG or JPEG file, base64-encoded"
+        )
 
 
 def validate_request(
