@@ -29,6 +29,11 @@ Frame = Literal["center_crop", "full"]
 #: The box frames, in the order the viewer offers them (the front end receives this list).
 FRAMES: tuple[str, ...] = ("center_crop", "full")
 DEFAULT_FRAME: Frame = "center_crop"
+#: How each frame is named on pictures and in the viewer.
+FRAME_CAPTIONS: dict[str, str] = {
+    "center_crop": "boxes: center crop",
+    "full": "boxes: full image",
+}
 #: Shown with every picture drawn in the ``full`` frame.
 FULL_FRAME_WARNING = (
     "boxes placed by the full-image formula of the model documentation: on a non-square "
@@ -40,6 +45,19 @@ FULL_FRAME_WARNING = (
 ASPECT_TOLERANCE = 0.02
 #: Where the box geometry is explained, with its sources (tooltips link here).
 GEOMETRY_DOC_URL = "https://github.com/cxr-widgets/cxr-widgets/blob/main/docs/geometry.md"
+
+
+def frame_options() -> list[dict[str, str]]:
+    """The frames for a front end (value, caption, warning), from the one list here."""
+    return [
+        {
+            "value": frame,
+            "caption": FRAME_CAPTIONS[frame],
+            "warning": FULL_FRAME_WARNING if frame == "full" else "",
+            "help": GEOMETRY_DOC_URL,
+        }
+        for frame in FRAMES
+    ]
 
 
 def same_shape(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:

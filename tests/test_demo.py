@@ -158,3 +158,18 @@ def test_reports_are_built_once_with_provenance_and_study_warnings() -> None:
     assert provenance.package_version
     assert any("prior report was given without a prior image" in w for w in report.warnings)
     assert report.image_size == (64, 48) and report.study_id == "s1"
+
+
+def test_burned_in_annotation_is_a_warning_on_the_report(rg1_path, tmp_path) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(rg1_path)
+    ds.BurnedInAnnotation = "YES"
+    marked = tmp_path / "burned.dcm"
+    ds.save_as(marked)
+    backend = DemoBackend()
+    (report,) = backend.generate([Study(marked)])
+    assert any("BurnedInAnnotation=YES" in w for w in report.warnings)
+    assert any("frontal_image" in w for w in report.warnings)
+    (clean,) = backend.generate([Study(rg1_path)])
+    assert not any("BurnedInAnnotation" in w for w in clean.warnings)
