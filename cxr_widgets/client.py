@@ -98,7 +98,12 @@ def _detail(text: str, limit: int = 300) -> str:
     if not isinstance(value, str):
         value = json.dumps(value)[:limit]
     value = " ".join(value.split())
-    return value[:limit] + ("..." if len(value) > limit else "")
+    if len(value) <= limit:
+        return value
+    cut = limit
+    while cut < len(value) and value[cut - 1] == "*" and value[cut] == "*":
+        cut += 1  # never leave half a redaction mark
+    return value[:cut] + "..."
 
 
 def _key_origin(source: str | None) -> str:
