@@ -64,6 +64,13 @@ def as_secret(value: Any, what: str) -> Secret | None:
             f"{what} must be a string (or an AzureKeyCredential), got {type(value).__name__}"
         )
     value = value.strip()
+    if any(not (" " <= ch <= "~") for ch in value):
+        # Never in the message: not the key, not the character (it is part of the key).
+        raise ConfigError(
+            f"{what} holds a character that is not printable ASCII (a copy-paste accident? "
+            "keys and tokens are plain ASCII): copy it again from the endpoint's "
+            "Consume page or ml_client.online_endpoints.get_keys(name)."
+        )
     return Secret(value) if value else None
 
 
@@ -74,12 +81,88 @@ def is_token_credential(value: Any) -> bool:
     )
 
 
-def redact(text: str, *secrets: Secret | None) -> str:
-    """``text`` with every secret value replaced by ``***`` (defence in depth for messages)."""
-    for secret in secrets:
-        if secret is not None and isinstance(secret.reveal(), str) and secret.reveal():
-            text = text.replace(secret.reveal(), "***")
-    return text
+#: A run of this many characters of a secret, anywhere in a text, is redacted.
+REDACT_RUN = 8
+
+
+def redact(text: str, *secrets: Secret | str | None) -> str:
+    """``text`` with every secret, whole or in part, replaced by ``***``.
+
+    Any run of :data:`REDACT_RUN` or more characters that also occurs in a
+    secret is removed (a server may quote a header cut short, or a proxy a
+    token); so is a whole secret, however short. Call it before truncating.
+    """
+    values = [s.reveal() if isinstance(s, Secret) else s for s in secrets]
+    values = [v for v in values if isinstance(v, str) and v]
+    if not values or not text:
+        return text
+    for value in values:
+        text = text.replace(value, "***")
+    grams = {v[i : i + REDACT_RUN] for v in values for i in range(len(v) - REDACT_RUN + 1)}
+    if not grams:
+        return text
+    covered = [False] * len(text)
+    hit = False
+    for start in range(len(text) - REDACT_RUN + 1):
+        if text[start : start + REDACT_RUN] in grams:
+            hit = True
+            for position in range(start, start + REDACT_RUN):
+                covered[position] = True
+    if not hit:
+        return text
+    out = []
+    for position, char in enumerate(text):
+        if not covered[position]:
+            out.append(char)
+        elif position == 0 or not covered[position - 1]:
+            out.append("***")
+    return "".join(out)
+
+
+class TokenRecorder:
+    """A TokenCredential that passes tokens through and remembers the latest ones,
+    so that the client can redact them from what a server or proxy echoes back."""
+
+    def __init__(self, credential: Any, keep: int = 2) -> None:
+        self._credential = credential
+        self._keep = keep
+        self._tokens: list[Secret] = []
+        self._lock = threading.Lock()
+
+    def _remember(self, token: str) -> None:
+        with self._lock:
+            if not any(t.reveal() == token for t in self._tokens):
+                self._tokens = [*self._tokens, Secret(token)][-self._keep :]
+
+    @property
+    def tokens(self) -> list[Secret]:
+        with self._lock:
+            return list(self._tokens)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        if callable(getattr(self._credential, "get_token_info", None)):
+            info = self._credential.get_token_info(*scopes, options=options)
+        else:
+            token = self._credential.get_token(*scopes)
+            info = AccessTokenInfo(token.token, token.expires_on)
+        self._remember(info.token)
+        return info
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        token = self._credential.get_token(*scopes, **kwargs)
+        self._remember(token.token)
+        return token
+
+    def close(self) -> None:
+        close = getattr(self._credential, "close", None)
+        if callable(close):
+            close()
+
+    def __repr__(self) -> str:
+        return f"TokenRecorder({type(self._credential).__name__})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a token credential cannot be pickled")
 
 
 class RefreshingTokenCredential:

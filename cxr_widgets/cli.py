@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="records",
         help="records: what the deployed service sends (default); documented: the "
         "model documentation's shape",
+    )
+    serve.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the server's own logs (gunicorn, azureml-inference-server-http)",
     )
     _add_fault_arguments(serve)
 
@@ -215,10 +219,6 @@ def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
 # --- serve -------------------------------------------------------------------------
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def _serve(args: argparse.Namespace) -> int:
     from .local import server
     from .local.faults import FaultConfig
@@ -232,9 +232,7 @@ def _serve(args: argparse.Namespace) -> int:
                 f"set it (export {args.key_env}=...) or leave --key-env out for no key."
             )
     faults = FaultConfig.from_args(args)
-    # `kill PID` (SIGTERM) must stop the server too, not leave it orphaned in its own
-    # process group: turn it into the Ctrl-C path, which stops the endpoint.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # `kill PID` (SIGTERM) stops the server too (server.serve turns it into Ctrl-C).
     server.serve(
         port=args.port,
         host=args.host,
@@ -242,6 +240,7 @@ def _serve(args: argparse.Namespace) -> int:
         faults=faults,
         max_request_bytes=args.max_request_bytes,
         response_shape=args.response_shape,
+        verbose=args.verbose,
     )
     return EXIT_OK
 

@@ -27,14 +27,15 @@ from azure.core.pipeline.policies import HeadersPolicy, HttpLoggingPolicy, UserA
 from azure.core.rest import HttpRequest
 
 from . import __version__
-from .auth import auth_policy, redact
-from .backend import ReportGenerator
+from .auth import TokenRecorder, auth_policy, redact
+from .backend import SIZE_ADVICE, ReportGenerator
 from .config import DEFAULT_KEY_ENV, EndpointConfig
-from .contract import PreparedRequest, parse_response
+from .contract import MAX_RESPONSE_BYTES, PreparedRequest, parse_response
 from .errors import (
     BadRequestError,
     ConfigError,
     CxrWidgetsError,
+    DeadlineExceededError,
     EndpointAuthError,
     EndpointBusyError,
     EndpointConnectionError,
@@ -46,8 +47,15 @@ from .errors import (
     RequestTooLargeError,
     ResponseFormatError,
 )
-from .report import Report
-from .retry import ClientStats, EndpointRetryPolicy, error_kind, request_id_of
+from .report import Finding, Report
+from .retry import (
+    CallWatchdog,
+    ClientStats,
+    EndpointRetryPolicy,
+    error_kind,
+    request_id_of,
+    watch_connections,
+)
 
 __all__ = ["ClientStats", "EndpointConfig", "ReportGenClient", "error_for_status"]
 
@@ -59,8 +67,7 @@ DEMO_HEADER = "x-cxr-widgets-demo"
 LOGGED_HEADERS = (
     DEPLOYMENT_HEADER,
     "x-request-id",
-    "ms-azureml-model-error-statuscode",
-    "ms-azureml-model-error-reason",
+    "ms-azureml-model-error-statuscode",  # not the reason: a server may echo a secret there
     DEMO_HEADER,
     "Retry-After",
 )
@@ -69,7 +76,6 @@ ROLE_ADVICE = (
     "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action, "
     "on the workspace"
 )
-SIZE_ADVICE = "lower the image size (image option shortest_side) or send fewer studies per request"
 
 
 # --- errors from answers ------------------------------------------------------------
@@ -92,7 +98,12 @@ def _detail(text: str, limit: int = 300) -> str:
     if not isinstance(value, str):
         value = json.dumps(value)[:limit]
     value = " ".join(value.split())
-    return value[:limit] + ("..." if len(value) > limit else "")
+    if len(value) <= limit:
+        return value
+    cut = limit
+    while cut < len(value) and value[cut - 1] == "*" and value[cut] == "*":
+        cut += 1  # never leave half a redaction mark
+    return value[:cut] + "..."
 
 
 def _key_origin(source: str | None) -> str:
@@ -112,13 +123,19 @@ def error_for_status(
     retries: int = 0,
     sent_bytes: int | None = None,
     where: str | None = None,
+    secrets: tuple[Any, ...] = (),
 ) -> EndpointError:
     """The :class:`EndpointError` for an HTTP error answer, with advice.
 
     ``where`` names the endpoint in messages (default: ``config.label``).
+    Everything the server said is redacted of the key and of ``secrets``
+    (e.g. the current token), whole or in part, before it is shortened.
     """
+    secrets = (config._key, *secrets)
     request_id = request_id_of(headers)
-    detail = redact(_detail(body_text), config._key)
+    if request_id:
+        request_id = redact(request_id, *secrets)[:200]
+    detail = _detail(redact(body_text, *secrets))
     said = f" The endpoint said: {detail.rstrip('.')}." if detail else ""
     tried = f" after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
     where = where or config.label
@@ -178,8 +195,11 @@ def error_for_status(
             f"{where} refused the request as too large (413{size}): {SIZE_ADVICE}.", **kwargs
         )
     if status == 424:
-        model_status = headers.get("ms-azureml-model-error-statuscode") or "unknown"
-        reason = headers.get("ms-azureml-model-error-reason") or detail or "not given"
+        model_status = redact(
+            headers.get("ms-azureml-model-error-statuscode") or "unknown", *secrets
+        )[:40]
+        given = redact(headers.get("ms-azureml-model-error-reason") or "", *secrets)
+        reason = _detail(given) or detail or "not given"
         return ModelError(
             f"the model failed on this request (424; model status {model_status}, reason: "
             f"{reason}). Check the studies; the deployment logs "
@@ -219,8 +239,12 @@ def _requests_transport(config: EndpointConfig) -> Any:
         pool_maxsize=config.pool_size,
         max_retries=Retry(total=False, redirect=False, raise_on_status=False),
     )
+    watch_connections(adapter.poolmanager)  # the call deadline can cut a dripping answer
     session.mount("https://", adapter)
     session.mount("http://", adapter)
+    if config.is_loopback:
+        # Never through a proxy (HTTP_PROXY & co.): the key would go to it in clear text.
+        session.trust_env = False
     return RequestsTransport(
         session=session,
         session_owner=True,
@@ -255,7 +279,7 @@ class ReportGenClient(ReportGenerator):
                 f"{type(config).__name__}"
             )
         config._check_usable()
-        super().__init__(image_options)
+        super().__init__(image_options, request_budget=config.max_request_bytes)
         self.config = config
         self.label = config.label
         self.stats = ClientStats()
@@ -267,6 +291,7 @@ class ReportGenClient(ReportGenerator):
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
             stats=self.stats,
+            max_retry_after=config.max_retry_after,
         )
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if config.deployment:
@@ -278,7 +303,9 @@ class ReportGenClient(ReportGenerator):
             UserAgentPolicy(base_user_agent=f"cxr-widgets/{__version__}"),
             self._retry,
         ]
-        auth = auth_policy(config._key, config.credential, config.scope)
+        # Tokens handed out are remembered, to redact them from what comes back.
+        self._tokens = TokenRecorder(config.credential) if config.credential is not None else None
+        auth = auth_policy(config._key, self._tokens, config.scope)
         if auth is not None:
             policies.append(auth)
         policies.append(http_logging)
@@ -299,16 +326,20 @@ class ReportGenClient(ReportGenerator):
             "EndpointConfig (keys are never pickled either)"
         )
 
-    def check_size(self, request: PreparedRequest | bytes) -> int:
-        """The request's size in bytes; RequestTooLargeError when over ``max_request_bytes``."""
-        size = len(request if isinstance(request, bytes) else request.body)
-        budget = self.config.max_request_bytes
-        if budget is not None and size > budget:
-            raise RequestTooLargeError(
-                f"the request is {size:,} bytes, over the budget of {budget:,} bytes "
-                f"(EndpointConfig max_request_bytes): {SIZE_ADVICE}. It was not sent."
-            )
-        return size
+    @property
+    def max_attempts(self) -> int:
+        """HTTP attempts per request at most: the first and ``config.max_retries`` retries
+        (of 429, 500/502/503/504 and refused or dropped connections; see :mod:`.retry`)."""
+        return self.config.max_retries + 1
+
+    def provenance_fields(self) -> dict[str, Any]:
+        return {
+            "backend": "online-endpoint",
+            "endpoint": self.identity,
+            "deployment": self.config.deployment,
+            "model": self.config.model,
+            "model_version": self.config.model_version,
+        }
 
     def send(self, request: PreparedRequest) -> list[Report]:
         """POST one prepared request; one Report per study, in order."""
@@ -321,21 +352,83 @@ class ReportGenClient(ReportGenerator):
             self.stats.add(failures=1)
             raise
 
+    @property
+    def _secrets(self) -> tuple[Any, ...]:
+        """Every secret this client holds: the key and the latest tokens."""
+        tokens = self._tokens.tokens if self._tokens is not None else []
+        return (self.config._key, *tokens)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, *self._secrets)
+
     def _send(self, request: PreparedRequest, body: bytes, size: int) -> list[Report]:
         http_request = HttpRequest("POST", self.config.scoring_uri, content=body)
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"stream": True}  # read below, capped and within the deadline
         if self.config.credential is not None and self.config.scoring_uri.startswith("http:"):
             # Loopback only (checked by EndpointConfig); the bearer policy pops this option.
             options["enforce_https"] = False
         started = time.monotonic()
+        with CallWatchdog(started + self.config.deadline) as watchdog:
+            pipeline_response = self._call(http_request, options, started)
+            response = pipeline_response.http_response
+            data = self._read_answer(response, watchdog)
+        retries = int(pipeline_response.context.get("retry_count", 0) or 0)
+        headers = response.headers
+        request_id = request_id_of(headers)
+        if request_id:
+            request_id = self._redact(request_id)[:200]
+        if not 200 <= response.status_code < 300:
+            raise error_for_status(
+                response.status_code,
+                headers,
+                data.decode("utf-8", "replace"),
+                self.config,
+                retries=retries,
+                sent_bytes=size,
+                secrets=self._secrets[1:],
+            )
         try:
-            pipeline_response = self._pipeline.run(http_request, **options)
+            reports = parse_response(data, n_studies=len(request.studies), repair_boxes=True)
+        except ResponseFormatError as exc:
+            suffix = f" (x-request-id: {request_id})" if request_id else ""
+            raise ResponseFormatError(f"{self.label}: {self._redact(str(exc))}{suffix}") from None
+        if any(self._secrets):
+            reports = [self._redacted_report(report) for report in reports]
+        demo = headers.get(DEMO_HEADER, "").strip() == "1"
+        logger.debug(
+            "scored %d studies at %s in %.2f s (%d retries)",
+            len(reports),
+            self.label,
+            time.monotonic() - started,
+            retries,
+        )
+        answered_by = headers.get(DEPLOYMENT_HEADER) or self.config.deployment
+        return self.finish_reports(
+            request,
+            reports,
+            request_id,
+            demo=demo,
+            backend="local-endpoint" if demo else "online-endpoint",
+            deployment=self._redact(answered_by)[:200] if answered_by else None,
+        )
+
+    def _redacted_report(self, report: Report) -> Report:
+        """A parsed report without any secret a server echoed into its texts."""
+        return report.replace(
+            findings=[Finding(self._redact(f.text), f.boxes) for f in report.findings],
+            warnings=[self._redact(w) for w in report.warnings],
+        )
+
+    def _call(self, http_request: HttpRequest, options: dict[str, Any], started: float) -> Any:
+        """Run the pipeline; every azure-core failure becomes an :class:`EndpointError`."""
+        try:
+            return self._pipeline.run(http_request, **options)
         except CxrWidgetsError:
             raise
         except ClientAuthenticationError as exc:
             raise EndpointAuthError(
                 "could not get a Microsoft Entra ID token for "
-                f"{self.config.scope} ({redact(_first_line(exc), self.config._key)}). "
+                f"{self.config.scope} ({self._redact(_first_line(exc))[:300]}). "
                 "Sign in again (az login, or the credential's own prompt) and check the "
                 "credential's tenant.",
             ) from None
@@ -359,37 +452,40 @@ class ReportGenClient(ReportGenerator):
             ) from None
         except AzureError as exc:
             raise EndpointError(
-                f"calling {self.label} failed: {redact(_first_line(exc), self.config._key)}"
+                f"calling {self.label} failed: {self._redact(_first_line(exc))[:300]}"
             ) from None
-        response = pipeline_response.http_response
-        retries = int(pipeline_response.context.get("retry_count", 0) or 0)
-        headers = response.headers
-        request_id = request_id_of(headers)
-        if not 200 <= response.status_code < 300:
-            raise error_for_status(
-                response.status_code,
-                headers,
-                _safe_text(response),
-                self.config,
-                retries=retries,
-                sent_bytes=size,
-            )
+
+    def _read_answer(self, response: Any, watchdog: CallWatchdog) -> bytes:
+        """The decoded body, at most MAX_RESPONSE_BYTES, read before the call's deadline."""
+        parts: list[bytes] = []
+        size = 0
         try:
-            reports = parse_response(response.body(), n_studies=len(request.studies))
-        except ResponseFormatError as exc:
-            suffix = f" (x-request-id: {request_id})" if request_id else ""
-            raise ResponseFormatError(f"{self.label}: {exc}{suffix}") from None
-        if headers.get(DEMO_HEADER, "").strip() == "1":
-            for report in reports:
-                report.demo = True
-        logger.debug(
-            "scored %d studies at %s in %.2f s (%d retries)",
-            len(reports),
-            self.label,
-            time.monotonic() - started,
-            retries,
-        )
-        return self.finish_reports(request, reports, request_id)
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise ResponseFormatError(
+                        f"{self.label} answered more than {MAX_RESPONSE_BYTES:,} bytes (decoded); "
+                        "an answer for ten studies takes a few kilobytes, so it was refused "
+                        "unread. Check the scoring URI (is it a CXRReportGen endpoint?)."
+                    )
+                parts.append(chunk)
+        except CxrWidgetsError:
+            raise
+        except Exception as exc:
+            if watchdog.fired:
+                raise DeadlineExceededError(
+                    f"gave up after the {self.config.deadline:g} s deadline for this call: "
+                    f"{self.label} was still sending its answer. Raise "
+                    "EndpointConfig(deadline=...) or try again when the endpoint is less busy.",
+                    reason="deadline",
+                ) from None
+            raise EndpointConnectionError(
+                f"{self.label} dropped the connection while answering ({error_kind(exc)}). "
+                "Try again later.",
+            ) from None
+        finally:
+            response.close()
+        return b"".join(parts)
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -404,10 +500,3 @@ def _after_retries(exc: BaseException) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
-
-
-def _safe_text(response: Any) -> str:
-    try:
-        return response.body().decode("utf-8", "replace")
-    except Exception:
-        return ""

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .auth import ENTRA_SCOPE, Secret, as_secret, is_token_credential
 from .contract import DEFAULT_REQUEST_BUDGET
 from .errors import ConfigError
+from .retry import MAX_RETRY_AFTER
 
 DEFAULT_KEY_ENV = "CXR_ENDPOINT_KEY"
 
@@ -29,7 +30,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check_uri(scoring_uri: Any, has_secret: bool) -> str:
+def _check_uri(scoring_uri: Any, has_secret: bool, allow_insecure_http: bool = False) -> str:
     """The scoring URI, normalised; ConfigError when it cannot be right."""
     if not isinstance(scoring_uri, str) or not scoring_uri.strip():
         raise ConfigError(
@@ -55,11 +56,13 @@ def _check_uri(scoring_uri: Any, has_secret: bool) -> str:
     except ValueError:
         raise ConfigError("scoring_uri has an invalid port number") from None
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        if has_secret:
+        if has_secret and not allow_insecure_http:
             raise ConfigError(
                 f"scoring_uri uses plain http to {parts.hostname}: the key or token would "
-                "travel in clear text. Use https (Azure ML endpoints always offer it); "
-                "plain http is only allowed to 127.0.0.1 / localhost."
+                "travel in clear text (any proxy or network on the way could read it). Use "
+                "https (Azure ML endpoints always offer it); plain http with a key is only "
+                "allowed to 127.0.0.1 / localhost, unless you pass allow_insecure_http=True "
+                "for a network you trust."
             )
         warnings.warn(
             f"scoring_uri uses plain http to {parts.hostname}; requests (with patient "
@@ -69,6 +72,24 @@ def _check_uri(scoring_uri: Any, has_secret: bool) -> str:
         )
     path = parts.path if parts.path not in ("", "/") else "/score"
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _model_name_version(model: Any) -> tuple[str | None, str | None]:
+    """``(name, version)`` from a model name, ``name:version`` or an Azure ML asset id
+    (``azureml://registries/azureml/models/CxrReportGen/versions/12``)."""
+    if model is None:
+        return None, None
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigError("model must be a model name, name:version or asset id, or None")
+    text = model.strip()
+    parts = text.split("/")
+    if "models" in parts:
+        at = parts.index("models")
+        name = parts[at + 1] if at + 1 < len(parts) else text
+        version = parts[at + 3] if at + 3 < len(parts) and parts[at + 2] == "versions" else None
+        return name, version
+    name, _, version = text.partition(":")
+    return name, version or None
 
 
 def _positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -93,6 +114,11 @@ class EndpointConfig:
     The key is held privately and never shown: not in ``repr``, ``str``,
     :meth:`to_dict`, :meth:`describe`, logs, exceptions or pickles (an
     unpickled config re-reads the environment variable or needs the key again).
+
+    A key or token goes over plain ``http`` only to loopback (the local
+    endpoint) unless ``allow_insecure_http=True``. ``model`` (a name,
+    ``name:version`` or an Azure ML asset id) is recorded in every report's
+    provenance. ``max_request_bytes`` is the client's request budget.
     """
 
     def __init__(
@@ -114,6 +140,9 @@ class EndpointConfig:
         pool_size: int = 16,
         auth_mode: str | None = None,
         source: str | None = None,
+        model: str | None = None,
+        allow_insecure_http: bool = False,
+        max_retry_after: float = MAX_RETRY_AFTER,
     ) -> None:
         from azure.core.credentials import AzureKeyCredential
 
@@ -134,7 +163,11 @@ class EndpointConfig:
         if deployment is not None and (not isinstance(deployment, str) or not deployment.strip()):
             raise ConfigError("deployment must be a deployment name (a non-empty string) or None")
 
-        self.scoring_uri = _check_uri(scoring_uri, secret is not None or credential is not None)
+        self.scoring_uri = _check_uri(
+            scoring_uri, secret is not None or credential is not None, bool(allow_insecure_http)
+        )
+        self.allow_insecure_http = bool(allow_insecure_http)
+        self.model, self.model_version = _model_name_version(model)
         self.deployment = deployment.strip() if deployment else None
         self.key_env = key_env
         self.scope = scope
@@ -146,6 +179,7 @@ class EndpointConfig:
         self.max_retries = max_retries
         self.backoff_factor = _positive("backoff_factor", backoff_factor, allow_zero=True)
         self.backoff_max = _positive("backoff_max", backoff_max, allow_zero=True)
+        self.max_retry_after = _positive("max_retry_after", max_retry_after, allow_zero=True)
         if max_request_bytes is not None and (
             not isinstance(max_request_bytes, int) or max_request_bytes <= 0
         ):
@@ -265,9 +299,13 @@ class EndpointConfig:
             "max_retries": self.max_retries,
             "backoff_factor": self.backoff_factor,
             "backoff_max": self.backoff_max,
+            "max_retry_after": self.max_retry_after,
             "max_request_bytes": self.max_request_bytes,
             "pool_size": self.pool_size,
             "source": self.source,
+            "model": self.model,
+            "model_version": self.model_version,
+            "allow_insecure_http": self.allow_insecure_http,
         }
 
     def __repr__(self) -> str:

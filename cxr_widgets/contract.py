@@ -10,19 +10,33 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from .errors import RequestError, ResponseFormatError
-from .report import Box, Finding, Report, validate_box
-from .study import COLUMNS, IMAGE_COLUMNS, Study
+from .report import Box, Finding, Report, repair_box, validate_box
+from .study import (
+    COLUMNS,
+    IMAGE_COLUMNS,
+    Study,
+    burned_in_warning,
+    study_warnings,
+    wire_texts,
+)
 
 MAX_STUDIES_PER_REQUEST = 10
 #: An older Azure ML limit answered 413 above 1.5 MB; keep requests under it.
 DEFAULT_REQUEST_BUDGET = 1_500_000
+
+#: Largest answer a client reads (decoded): ten studies' findings take a few KB, so this
+#: only stops a hostile or broken server (a 100 MB body, a gzip bomb) from filling memory.
+MAX_RESPONSE_BYTES = 8_000_000
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -41,6 +55,26 @@ class EncodedStudy:
     def frontal(self) -> Any:
         return self.images["frontal_image"]
 
+    @cached_property
+    def size(self) -> int:
+        """Exact bytes this study's row adds to a request body (see :func:`request_size`)."""
+        return row_bytes(self.row)
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of this study's row as sent (images and texts)."""
+        return hashlib.sha256(_dumps(list(self.row))).hexdigest()
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a reader of this study's report should know (see :func:`study_warnings`)."""
+        notes = study_warnings(self.study)
+        for column, prepared in self.images.items():
+            # PreparedImage.burned_in_annotation: True, False or None (unknown).
+            if getattr(prepared, "burned_in_annotation", None) is True:
+                notes.append(burned_in_warning(column))
+        return notes
+
 
 @dataclass
 class PreparedRequest:
@@ -51,7 +85,7 @@ class PreparedRequest:
 
     @property
     def body(self) -> bytes:
-        return json.dumps(self.payload, separators=(",", ":")).encode("utf-8")
+        return _dumps(self.payload)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -108,17 +142,53 @@ def _payload(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> dict[str,
     }
 
 
+def _dumps(value: Any) -> bytes:
+    """The body encoding, the only one: compact JSON, ASCII-escaped (``\\uXXXX``)."""
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+# --- exact sizes ----------------------------------------------------------------------
+# A body is the frame ``{"input_data":{"columns":[...],"index":[0,...],"data":[`` +
+# rows joined by "," + ``]}}``. Each row's size is measured with the body's own
+# encoding, so non-ASCII text (6 bytes per escaped character) and quotes count exactly.
+
+
+def row_bytes(row: Sequence[str]) -> int:
+    """Exact bytes one study's row takes in a request body (its ``[...]``, no comma)."""
+    return len(_dumps(list(row)))
+
+
+def frame_bytes(columns: Sequence[str], n_rows: int) -> int:
+    """Exact bytes of a request body for ``n_rows`` rows, without the rows themselves
+    (the commas between rows included)."""
+    if n_rows < 0:
+        raise ValueError(f"n_rows must be >= 0, got {n_rows}")
+    return len(_dumps(_payload(columns, [[]] * n_rows))) - 2 * n_rows
+
+
+def request_size(encoded: Sequence[EncodedStudy]) -> int:
+    """Exact size in bytes of the body :func:`assemble_request` builds from ``encoded``.
+
+    The one size rule of the package: the batch packer and the widget use it
+    (with :attr:`EncodedStudy.size` cached per study) instead of estimating.
+    """
+    if not encoded:
+        raise RequestError("a request needs at least one study")
+    return frame_bytes(encoded[0].columns, len(encoded)) + sum(item.size for item in encoded)
+
+
 def request_bytes(images: Mapping[str, Any], texts: Mapping[str, str]) -> int:
     """Size of the body of a one-study request from prepared images and text fields.
 
-    ``images`` maps image columns to PreparedImage objects; empty texts are left
-    out, as :func:`encode_study` does. Works before a frontal image is loaded.
+    ``images`` maps image columns to PreparedImage objects; texts are sent as
+    :func:`~cxr_widgets.study.wire_texts` says (empty ones left out, an empty
+    comparison as ``"None"``). Works before a frontal image is loaded.
     """
     values = {column: prepared.base64 for column, prepared in images.items()}
-    values.update({column: text for column, text in texts.items() if text.strip()})
+    values.update(wire_texts(texts))
     columns = [column for column in COLUMNS if column in values]
-    payload = _payload(columns, [[values[column] for column in columns]])
-    return len(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+    row = [values[column] for column in columns]
+    return frame_bytes(columns, 1) + row_bytes(row)
 
 
 def prepare_request(studies: Study | Iterable[Study], **image_options: Any) -> PreparedRequest:
@@ -148,7 +218,27 @@ def _decode_image_value(value: str, where: str) -> bytes:
         raise RequestError(f"{where}: not base64-encoded image bytes") from None
     if not (data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC)):
         raise RequestError(f"{where}: the image is not PNG or JPEG (send PNG or JPEG bytes)")
+    _check_complete(data, where)
     return data
+
+
+def _check_complete(data: bytes, where: str) -> None:
+    """RequestError when the image stops early (a cut base64 string, a damaged file)."""
+    from PIL import Image
+
+    problem = None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()  # PNG: every chunk and its CRC up to IEND
+    except Exception as exc:  # Pillow raises many kinds for damaged data
+        problem = type(exc).__name__
+    if problem is None and data.startswith(JPEG_MAGIC) and b"\xff\xd9" not in data[-64:]:
+        problem = "no end-of-image marker"
+    if problem is not None:
+        raise RequestError(
+            f"{where}: the image data is cut short or damaged ({problem}); send the whole "
+            "PNG or JPEG file, base64-encoded"
+        )
 
 
 def validate_request(
@@ -284,7 +374,9 @@ def _split_outputs(body: Any, n_studies: int | None) -> list[Any]:
     )
 
 
-def _parse_findings(output: Any, study: int, strict: bool) -> tuple[list[Finding], list[str]]:
+def _parse_findings(
+    output: Any, study: int, strict: bool, repair_boxes: bool = False
+) -> tuple[list[Finding], list[str]]:
     findings: list[Finding] = []
     warnings: list[str] = []
     if not isinstance(output, list):
@@ -324,6 +416,14 @@ def _parse_findings(output: Any, study: int, strict: bool) -> tuple[list[Finding
             continue
         kept = []
         for box_number, values in enumerate(boxes, start=1):
+            if repair_boxes:
+                box, note = repair_box(values)
+                if note:  # a warning, never an error: the finding is kept
+                    what = "box repaired" if box else "box dropped"
+                    warnings.append(f"finding {number}, box {box_number}: {note}; {what}")
+                if box:
+                    kept.append(box)
+                continue
             reason = validate_box(values)
             if reason:
                 problem(f"finding {number}, box {box_number}: {reason}; box dropped")
@@ -339,17 +439,35 @@ def _short_type(value: Any) -> str:
     return type(value).__name__
 
 
-def parse_response(body: Any, n_studies: int | None = None, strict: bool = True) -> list[Report]:
+PLAIN_TEXT_WARNING = "the answer was plain text, not JSON: kept as one finding without a box"
+
+
+def parse_response(
+    body: Any,
+    n_studies: int | None = None,
+    strict: bool = True,
+    *,
+    repair_boxes: bool = False,
+) -> list[Report]:
     """Reports from any CXRReportGen response shape (str, bytes or parsed JSON).
 
     In strict mode any invalid finding or box raises
     :class:`ResponseFormatError` naming the study, finding and problem; with
-    ``strict=False`` the valid parts are kept and each report lists warnings.
+    ``strict=False`` the valid parts are kept and each report lists warnings,
+    and a plain-text answer (not JSON) for one study becomes one finding
+    without a box. ``repair_boxes=True`` (what the client uses) never refuses
+    a report for a box: swapped corners are put in order, coordinates just
+    outside 0..1 clamped, and a box that cannot be placed is dropped, each
+    with a warning (:func:`~cxr_widgets.report.repair_box`).
     A number of reports different from ``n_studies`` is always an error.
     """
     if isinstance(body, (bytes, bytearray, memoryview)):
         body = bytes(body)
     if isinstance(body, (str, bytes)):
+        if not strict and n_studies in (None, 1):
+            text = _plain_text(body)
+            if text is not None:
+                return [Report(findings=[Finding(text, [])], warnings=[PLAIN_TEXT_WARNING])]
         body = _loads(body, "the response body")
         if isinstance(body, str):  # some servers JSON-encode the JSON once more
             body = _loads(body, "the response body")
@@ -361,6 +479,23 @@ def parse_response(body: Any, n_studies: int | None = None, strict: bool = True)
         )
     reports = []
     for number, output in enumerate(outputs):
-        findings, warnings = _parse_findings(output, number, strict)
+        findings, warnings = _parse_findings(output, number, strict, repair_boxes)
         reports.append(Report(findings=findings, warnings=warnings))
     return reports
+
+
+def _plain_text(body: str | bytes) -> str | None:
+    """The text of a body that is prose rather than JSON, or None."""
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    text = " ".join(body.split())
+    if not text or text[0] in '[{"' or not any(ch.isalpha() for ch in text):
+        return None
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError):
+        return text
+    return None

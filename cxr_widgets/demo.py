@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 from .backend import ReportGenerator
-from .contract import PreparedRequest, parse_response
+from .contract import DEFAULT_REQUEST_BUDGET, PreparedRequest, parse_response
 from .local.demo_findings import score_payload
 from .report import Report
 
@@ -27,11 +27,16 @@ class DemoBackend(ReportGenerator):
 
     label = "demo (offline)"
     is_demo = True
+    kind = "demo"
 
     def __init__(
-        self, image_options: dict[str, Any] | None = None, *, latency: float = 0.0
+        self,
+        image_options: dict[str, Any] | None = None,
+        *,
+        latency: float = 0.0,
+        request_budget: int | None = DEFAULT_REQUEST_BUDGET,
     ) -> None:
-        super().__init__(image_options)
+        super().__init__(image_options, request_budget=request_budget)
         if latency < 0:
             raise ValueError(f"latency must be >= 0 seconds, got {latency}")
         self.latency = float(latency)
@@ -42,7 +47,12 @@ class DemoBackend(ReportGenerator):
         return f"DemoBackend(latency={self.latency:g})"
 
     def send(self, request: PreparedRequest) -> list[Report]:
-        """Validate the payload as the endpoint does and answer canned findings."""
+        """Check the size and the payload as the endpoint does and answer canned findings.
+
+        A request over :attr:`request_budget` is refused as the real endpoint
+        would refuse it, so what the demo accepts the endpoint accepts too.
+        """
+        self.check_size(request)
         if self.latency:
             time.sleep(self.latency)
         # The same path as the local endpoint: validate -> findings -> wire body -> parse.

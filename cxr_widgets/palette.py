@@ -24,6 +24,28 @@ def finding_color(index: int) -> str:
     return FINDING_COLORS[index % len(FINDING_COLORS)]
 
 
+#: Text drawn on a colour: black where the colour is light, else white (perceived
+#: brightness, ITU-R BT.601 weights). The one contrast rule of images and the widget.
+DARK_TEXT, LIGHT_TEXT = "#000000", "#FFFFFF"
+_BRIGHTNESS_THRESHOLD = 140
+
+
+def text_color(fill: str | tuple[int, int, int]) -> str:
+    """The label text colour (hex) that reads best on ``fill`` (hex or RGB)."""
+    r, g, b = hex_to_rgb(fill) if isinstance(fill, str) else fill
+    return DARK_TEXT if 0.299 * r + 0.587 * g + 0.114 * b > _BRIGHTNESS_THRESHOLD else LIGHT_TEXT
+
+
+def palette_for_frontend() -> dict[str, object]:
+    """What a front end needs to colour findings as Python does (no rule restated in JS)."""
+    return {
+        "findings": list(FINDING_COLORS),
+        "labels": [text_color(color) for color in FINDING_COLORS],
+        "ungrounded": UNGROUNDED_COLOR,
+        "ungrounded_label": text_color(UNGROUNDED_COLOR),
+    }
+
+
 def hex_to_rgb(color: str) -> tuple[int, int, int]:
     """``"#RRGGBB"`` as an RGB tuple."""
     value = color.lstrip("#")

@@ -16,16 +16,23 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import ImageError
-from .palette import hex_to_rgb
-from .report import FRAMES, Frame, Report, center_square
+from .palette import hex_to_rgb, text_color
+from .report import (
+    FRAME_CAPTIONS,
+    FRAMES,
+    Frame,
+    Report,
+    center_square,
+    same_shape,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-FRAME_CAPTIONS: dict[str, str] = {
-    "center_crop": "boxes: center crop",
-    "full": "boxes: full image",
-}
+#: Background of the caption of a picture drawn in the ``full`` frame (a warning).
+WARNING_RGB = (255, 193, 7)
+#: Caption of a ``full``-frame picture: it says the boxes may be misplaced.
+FULL_FRAME_CAPTION = "boxes: full image (documentation formula; may be misplaced, see docs)"
 #: Darkening applied outside the central square with ``show_crop``.
 CROP_DIM_ALPHA = 120
 #: Opacity of the findings that are not highlighted.
@@ -63,12 +70,6 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError, ImportError):  # Pillow < 10.1 or no FreeType
         return ImageFont.load_default()
-
-
-def _text_color(fill: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Black or white, whichever reads better on ``fill``."""
-    r, g, b = fill
-    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
 
 
 def line_width(width: int, height: int) -> int:
@@ -149,7 +150,7 @@ def _draw_findings(
             (rect[0] + pad - left, rect[1] + pad - top),
             label,
             font=font,
-            fill=(*_text_color(rgb), alpha),
+            fill=(*hex_to_rgb(text_color(rgb)), alpha),
         )
     return Image.alpha_composite(canvas, layer)
 
@@ -174,11 +175,14 @@ def _caption(canvas: Image.Image, report: Report, frame: Frame) -> Image.Image:
     draw = ImageDraw.Draw(layer)
     font = _font(max(10, round(min(w, h) / 55)))
     pad = max(2, round(min(w, h) / 200))
-    text = FRAME_CAPTIONS[frame]
+    warn = frame == "full"
+    text = FULL_FRAME_CAPTION if warn else FRAME_CAPTIONS[frame]
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     y = h - (bottom - top) - 3 * pad
-    draw.rectangle((0, y, right - left + 2 * pad, h), fill=(0, 0, 0, 170))
-    draw.text((pad - left, y + pad - top), text, font=font, fill=(255, 255, 255, 255))
+    background = (*WARNING_RGB, 255) if warn else (0, 0, 0, 170)
+    ink = (0, 0, 0, 255) if warn else (255, 255, 255, 255)
+    draw.rectangle((0, y, right - left + 2 * pad, h), fill=background)
+    draw.text((pad - left, y + pad - top), text, font=font, fill=ink)
     if report.demo:
         big = _font(max(12, round(min(w, h) / 30)))
         left, top, right, bottom = draw.textbbox((0, 0), "DEMO", font=big)
@@ -221,11 +225,9 @@ def _legend_panel(report: Report, height: int, image_width: int) -> Image.Image:
 
 
 def _warn_on_aspect(report: Report, size: tuple[int, int]) -> None:
-    if not report.image_size:
-        return
-    rw, rh = report.image_size
-    w, h = size
-    if rw > 0 and rh > 0 and abs((w / h) / (rw / rh) - 1) > 0.02:
+    if not same_shape(report.image_size, size):
+        rw, rh = report.image_size  # type: ignore[misc]
+        w, h = size
         warnings.warn(
             f"the image drawn is {w} x {h} but the report's frontal image was {rw} x {rh} "
             "(a different shape): the boxes may be misplaced. Draw on the study's frontal image.",
@@ -355,7 +357,7 @@ def plot_findings(
                     x0,
                     y0,
                     str(index + 1),
-                    color="black" if _text_color(hex_to_rgb(color)) == (0, 0, 0) else "white",
+                    color=text_color(color),
                     fontsize=9,
                     fontweight="bold",
                     va="bottom",
@@ -367,17 +369,26 @@ def plot_findings(
         handles.append(
             Patch(facecolor=color, edgecolor="black", label=f"{index + 1}. {text}{suffix}")
         )
-    caption = FRAME_CAPTIONS[frame] + ("  ·  DEMO: canned findings" if report.demo else "")
+    warn = frame == "full"
+    caption = (FULL_FRAME_CAPTION if warn else FRAME_CAPTIONS[frame]) + (
+        "  ·  DEMO: canned findings" if report.demo else ""
+    )
     ax.text(
         0.01,
         0.01,
         caption,
         transform=ax.transAxes,
         fontsize=8,
-        color="white",
+        color="black" if warn else "white",
         va="bottom",
         ha="left",
-        bbox={"facecolor": "black", "alpha": 0.6, "pad": 2, "linewidth": 0},
+        bbox={
+            "facecolor": tuple(v / 255 for v in WARNING_RGB) if warn else "black",
+            "alpha": 0.9 if warn else 0.6,
+            "pad": 2,
+            "linewidth": 0,
+        },
+        gid="frame-warning" if warn else "frame-caption",
     )
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)

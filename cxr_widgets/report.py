@@ -1,29 +1,71 @@
-"""Report, Finding and Box: what the model found, and where.
+"""Report, Finding and Box: what the model found, and where, and where it came from.
 
-Box geometry lives here and only here. CXRReportGen boxes are normalised to
-the central square of the frontal image (the MAIRA-2 processor's center crop);
-the model documentation instead says to scale by the full width and height.
-Both frames are available; the center crop is the default.
+Box geometry lives here and only here (see ``docs/geometry.md``). CXRReportGen
+boxes are normalised to the central square of the frontal image (the MAIRA-2
+processor's center crop, which the official notebooks undo before drawing);
+the model documentation's table instead says to scale by the full width and
+height. Both frames are available (:data:`FRAMES`); the center crop is the default.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import io
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any, Literal
 
 from .errors import ResponseFormatError
 from .palette import UNGROUNDED_COLOR, finding_color
 
 Frame = Literal["center_crop", "full"]
+#: The box frames, in the order the viewer offers them (the front end receives this list).
 FRAMES: tuple[str, ...] = ("center_crop", "full")
+DEFAULT_FRAME: Frame = "center_crop"
+#: How each frame is named on pictures and in the viewer.
+FRAME_CAPTIONS: dict[str, str] = {
+    "center_crop": "boxes: center crop",
+    "full": "boxes: full image",
+}
+#: Shown with every picture drawn in the ``full`` frame.
+FULL_FRAME_WARNING = (
+    "boxes placed by the full-image formula of the model documentation: on a non-square "
+    "image they can be off by hundreds of pixels; the official notebooks use the center "
+    "crop (see docs/geometry.md)"
+)
+#: Two images whose width/height ratios differ by more than this are different shapes
+#: (the boxes of one would be misplaced on the other).
+ASPECT_TOLERANCE = 0.02
+#: Where the box geometry is explained, with its sources (tooltips link here).
+GEOMETRY_DOC_URL = "https://github.com/cxr-widgets/cxr-widgets/blob/main/docs/geometry.md"
+
+
+def frame_options() -> list[dict[str, str]]:
+    """The frames for a front end (value, caption, warning), from the one list here."""
+    return [
+        {
+            "value": frame,
+            "caption": FRAME_CAPTIONS[frame],
+            "warning": FULL_FRAME_WARNING if frame == "full" else "",
+            "help": GEOMETRY_DOC_URL,
+        }
+        for frame in FRAMES
+    ]
+
+
+def same_shape(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:
+    """True when two ``(width, height)`` sizes have the same aspect ratio (or one is unknown)."""
+    if not a or not b or min(*a, *b) <= 0:
+        return True
+    return abs((a[0] / a[1]) / (b[0] / b[1]) - 1) <= ASPECT_TOLERANCE
+
 
 RECORD_FIELDS: tuple[str, ...] = (
     "study_id",
@@ -35,7 +77,18 @@ RECORD_FIELDS: tuple[str, ...] = (
     "y_min",
     "x_max",
     "y_max",
+    "demo",
+    "backend",
+    "endpoint",
+    "deployment",
+    "model",
+    "model_version",
+    "package_version",
+    "request_digest",
+    "created",
 )
+#: Leading characters a spreadsheet reads as a formula (OWASP "CSV Injection").
+CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def center_square(width: int, height: int) -> tuple[int, int, int]:
@@ -118,6 +171,38 @@ def validate_box(values: Any) -> str | None:
     return None
 
 
+def repair_box(values: Any) -> tuple[Box | None, str | None]:
+    """``(box, note)`` for a box the model got slightly wrong.
+
+    Valid: ``(Box, None)``. Swapped corners are put in order and finite
+    coordinates outside 0..1 are clamped (``(Box, what was repaired)``);
+    anything else cannot be placed: ``(None, why)``.
+    """
+    reason = validate_box(values)
+    if reason is None:
+        return Box.from_list(values), None
+    if not isinstance(values, (list, tuple)) or len(values) != 4:
+        return None, reason
+    numbers = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, reason
+        try:
+            number = float(value)
+        except OverflowError:
+            return None, reason
+        if not math.isfinite(number):
+            return None, reason
+        numbers.append(number)
+    x0, y0, x1, y1 = numbers
+    x0, x1 = sorted((x0, x1))
+    y0, y1 = sorted((y0, y1))
+    clamped = [min(1.0, max(0.0, v)) for v in (x0, y0, x1, y1)]
+    if clamped[0] == clamped[2] or clamped[1] == clamped[3]:
+        return None, f"{reason}; nothing of it is inside the image"
+    return Box(*clamped), reason
+
+
 @dataclass
 class Finding:
     """One sentence of the report and the boxes that ground it (maybe none)."""
@@ -138,14 +223,91 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a report came from, so a researcher can tell runs apart.
+
+    Model versions in the registry change, and the same images give other
+    findings with them: record them with every result. ``endpoint`` is the
+    endpoint's secret-free identity (URI and deployment, never a key);
+    ``model``/``model_version`` are filled when known (e.g. from the workspace);
+    ``request_digest`` is the sha256 of the request body sent and
+    ``study_digest`` of this study's row in it.
+    """
+
+    backend: str
+    endpoint: str
+    deployment: str | None = None
+    model: str | None = None
+    model_version: str | None = None
+    image_options: Mapping[str, Any] = field(default_factory=dict)
+    package_version: str = ""
+    request_digest: str = ""
+    study_digest: str = ""
+    created: str = field(default_factory=_now)
+
+    def __post_init__(self) -> None:
+        # Frozen all the way down: a read-only copy of the options.
+        object.__setattr__(
+            self, "image_options", MappingProxyType(_json_safe(dict(self.image_options)))
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "endpoint": self.endpoint,
+            "deployment": self.deployment,
+            "model": self.model,
+            "model_version": self.model_version,
+            "image_options": dict(self.image_options),
+            "package_version": self.package_version,
+            "request_digest": self.request_digest,
+            "study_digest": self.study_digest,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Provenance:
+        def text(name: str) -> str | None:
+            value = data.get(name)
+            return None if value is None else str(value)
+
+        return cls(
+            backend=str(data.get("backend") or ""),
+            endpoint=str(data.get("endpoint") or ""),
+            deployment=text("deployment"),
+            model=text("model"),
+            model_version=text("model_version"),
+            image_options=dict(data.get("image_options") or {}),
+            package_version=str(data.get("package_version") or ""),
+            request_digest=str(data.get("request_digest") or ""),
+            study_digest=str(data.get("study_digest") or ""),
+            created=str(data.get("created") or ""),
+        )
+
+
 @dataclass(eq=False)
 class Report:
-    """The findings generated for one study.
+    """The findings generated for one study, with where they came from.
 
     ``image_size`` is the frontal image's ``(width, height)`` as given, so the
-    boxes can be placed; ``frontal_image`` (a PIL image, optional, never
-    serialised) lets notebooks show the annotated picture. ``demo`` marks
-    canned findings from the demo backend or local endpoint.
+    boxes can be placed. ``demo`` marks canned findings from the demo backend
+    or local endpoint. ``warnings`` says what the reader should know (boxes
+    repaired or dropped, a prior report without a prior image, burned-in
+    annotations). ``provenance`` records backend, endpoint, model, image
+    options, package version and request digest. Backends build a report once,
+    complete; use :meth:`replace` for a changed copy. The report holds no
+    image: draw it with ``render_findings(image, report)``.
     """
 
     findings: list[Finding] = field(default_factory=list)
@@ -156,7 +318,21 @@ class Report:
     study_id: str = ""
     request_id: str | None = None
     created: str = field(default_factory=_now)
-    frontal_image: Any = field(default=None, repr=False)
+    provenance: Provenance | None = None
+
+    def replace(self, **changes: Any) -> Report:
+        """A copy with some fields changed (the report itself stays as built)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def frontal_image(self) -> Any:
+        """Transition only: None unless older code set it. Reports carry no image;
+        keep the display image with the run (e.g. ``request.studies[i].frontal``)."""
+        return self.__dict__.get("_display_image")
+
+    @frontal_image.setter
+    def frontal_image(self, image: Any) -> None:
+        self.__dict__["_display_image"] = image
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Report):
@@ -187,6 +363,7 @@ class Report:
             "study_id": self.study_id,
             "request_id": self.request_id,
             "created": self.created,
+            "provenance": self.provenance.to_dict() if self.provenance else None,
         }
 
     @classmethod
@@ -200,6 +377,7 @@ class Report:
                         raise ValueError(f"finding {number}: {reason}")
                 findings.append(Finding(str(text), [Box.from_list(b) for b in (boxes or [])]))
             size = data.get("image_size")
+            provenance = data.get("provenance")
             return cls(
                 findings=findings,
                 image_size=(int(size[0]), int(size[1])) if size else None,
@@ -209,6 +387,7 @@ class Report:
                 study_id=str(data.get("study_id") or ""),
                 request_id=data.get("request_id"),
                 created=str(data.get("created") or _now()),
+                provenance=Provenance.from_dict(provenance) if provenance else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ResponseFormatError(f"not a saved report: {exc}") from None
@@ -227,6 +406,7 @@ class Report:
     def to_records(self) -> list[dict[str, Any]]:
         """One row per finding and box (one row with empty coordinates when ungrounded)."""
         rows: list[dict[str, Any]] = []
+        origin = self._record_origin()
         for number, finding in enumerate(self.findings, start=1):
             boxes = finding.boxes or [None]
             for box_number, box in enumerate(boxes, start=1):
@@ -241,9 +421,25 @@ class Report:
                         "y_min": box.y_min if box else None,
                         "x_max": box.x_max if box else None,
                         "y_max": box.y_max if box else None,
+                        **origin,
                     }
                 )
         return rows
+
+    def _record_origin(self) -> dict[str, Any]:
+        """The per-report columns of a record: demo marker and provenance."""
+        p = self.provenance
+        return {
+            "demo": self.demo,
+            "backend": p.backend if p else None,
+            "endpoint": p.endpoint if p else (self.source or None),
+            "deployment": p.deployment if p else None,
+            "model": p.model if p else None,
+            "model_version": p.model_version if p else None,
+            "package_version": p.package_version if p else None,
+            "request_digest": p.request_digest if p else None,
+            "created": self.created,
+        }
 
     def to_dataframe(self) -> Any:
         """The records as a pandas DataFrame (needs pandas)."""
@@ -278,15 +474,34 @@ class Report:
         ).replace("  ", " ")
 
 
+def csv_safe(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text, never runs as a formula.
+
+    Text starting with ``= + - @``, tab or carriage return gets a leading
+    apostrophe, as OWASP's "CSV Injection" page recommends; None becomes "".
+    Every CSV the package writes passes its cells through here.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 def records_to_csv(
-    records: list[dict[str, Any]], path: str | os.PathLike[str] | None = None
+    records: list[dict[str, Any]],
+    path: str | os.PathLike[str] | None = None,
+    fieldnames: Iterable[str] = RECORD_FIELDS,
 ) -> str:
-    """Records (from :meth:`Report.to_records`) as CSV text."""
+    """Records (from :meth:`Report.to_records`) as CSV text, cells made safe by :func:`csv_safe`."""
+    names = list(fieldnames)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(RECORD_FIELDS), lineterminator="\n")
+    # CRLF rows (RFC 4180): the csv module quotes a cell holding any character of the
+    # line terminator, so a bare CR in a text cannot split a row.
+    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\r\n")
     writer.writeheader()
     for row in records:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in RECORD_FIELDS})
+        writer.writerow({k: csv_safe(row.get(k)) for k in names})
     text = buffer.getvalue()
     if path is not None:
         with open(path, "w", encoding="utf-8", newline="") as handle:

@@ -1,14 +1,29 @@
 """Retries for scoring calls: azure-core's RetryPolicy with a total deadline.
 
-Retries 429 (after its ``Retry-After``), 500/502/503/504 and dropped
-connections with jittered exponential backoff; never the 4xx answers that a
-second try cannot fix; gives up with :class:`DeadlineExceededError` rather
-than wait past the call's deadline.
+The only place the package retries a request. Retries 429 (after its
+``Retry-After``), 500/502/503/504 and dropped connections with jittered
+exponential backoff; never the 4xx answers that a second try cannot fix;
+gives up with :class:`DeadlineExceededError` rather than wait past the
+call's deadline.
+
+Bound on attempts per request (``ReportGenerator.max_attempts``):
+``max_retries + 1`` HTTP attempts at most (``EndpointConfig.max_retries``,
+default 6, so 7), fewer when the deadline comes first. A host name that does
+not resolve is tried once; a refused connection at most
+``REFUSED_RETRIES + 1`` times, quickly (a wrong URI fails in about a second,
+not after a minute of backoff). A ``Retry-After`` that cannot be parsed is
+ignored (plain backoff); one longer than ``max_retry_after`` (default
+:data:`MAX_RETRY_AFTER`) is not waited for: the call stops with
+:class:`EndpointBusyError` saying how long the endpoint asked to wait. The
+batch runner does not send again what this policy already retried.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,10 +38,51 @@ from azure.core.exceptions import (
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
 
-from .errors import DeadlineExceededError
+from .errors import DeadlineExceededError, EndpointBusyError
 
 #: Statuses worth sending again: busy, and transient infrastructure failures.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Retries of a refused connection (nothing listens: a wrong port, or a server restarting).
+REFUSED_RETRIES = 2
+#: Longest backoff between tries of a refused connection, seconds.
+REFUSED_BACKOFF_MAX = 0.5
+#: Longest ``Retry-After`` waited for, seconds; a longer one stops the call.
+MAX_RETRY_AFTER = 120.0
+#: Error kinds (see :func:`error_kind`) that another try cannot fix.
+_NOT_RETRIED_KINDS = frozenset({"the host name could not be resolved"})
+_RETRY_AFTER_HEADERS = (
+    ("retry-after", 1.0),
+    ("retry-after-ms", 1e-3),
+    ("x-ms-retry-after-ms", 1e-3),
+)
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds the answer asks to wait (``Retry-After`` in seconds or as an HTTP date,
+    or the ``-ms`` variants), or None. A value that cannot be parsed is ignored."""
+    from email.utils import parsedate_to_datetime
+
+    from azure.core.utils import case_insensitive_dict
+
+    headers = case_insensitive_dict(headers)
+    for name, unit in _RETRY_AFTER_HEADERS:
+        value = headers.get(name)
+        if not value:
+            continue
+        text = str(value).strip()
+        try:
+            seconds = float(text) * unit
+        except ValueError:
+            if unit != 1.0:
+                continue
+            try:
+                when = parsedate_to_datetime(text)
+                seconds = when.timestamp() - time.time()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                continue
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
+    return None
 
 
 @dataclass
@@ -79,6 +135,7 @@ class EndpointRetryPolicy(RetryPolicy):
         read_timeout: float,
         stats: ClientStats | None = None,
         rng: random.Random | None = None,
+        max_retry_after: float = MAX_RETRY_AFTER,
     ) -> None:
         super().__init__(
             retry_total=max_retries,
@@ -93,6 +150,16 @@ class EndpointRetryPolicy(RetryPolicy):
         self.read_timeout = read_timeout
         self.stats = stats or ClientStats()
         self._random = rng or random.Random()
+        self.max_retries = max_retries
+        self.max_retry_after = max_retry_after
+
+    @property
+    def max_attempts(self) -> int:
+        """HTTP attempts per call at most (the first and ``max_retries`` retries)."""
+        return self.max_retries + 1
+
+    def get_retry_after(self, response: PipelineResponse) -> float | None:
+        return parse_retry_after(response.http_response.headers)
 
     def is_retry(self, settings: dict[str, Any], response: PipelineResponse) -> bool:
         return response.http_response.status_code in RETRY_STATUSES
@@ -114,10 +181,14 @@ class EndpointRetryPolicy(RetryPolicy):
         error: Exception | None,
     ) -> None:
         retry_after = self.get_retry_after(response) if response is not None else None
+        if retry_after and retry_after > self.max_retry_after:
+            raise _asked_to_wait(response, retry_after, self.max_retry_after)
         if retry_after:
             wait = retry_after * (1 + self._random.uniform(0, 0.1))
         else:
             wait = self.get_backoff_time(settings)
+            if error is not None and error_kind(error) == "connection refused":
+                wait = min(wait, REFUSED_BACKOFF_MAX)
         left = deadline_at - time.monotonic()
         if wait >= left:
             raise _deadline_error(settings["timeout"], response, error, wait, retry_after)
@@ -130,6 +201,7 @@ class EndpointRetryPolicy(RetryPolicy):
         deadline_at = time.monotonic() + settings["timeout"]
         transport = request.context.transport
         retries = 0
+        refused = 0
         while True:
             left = deadline_at - time.monotonic()
             if left <= 0:
@@ -148,8 +220,16 @@ class EndpointRetryPolicy(RetryPolicy):
                 raise
             except (ServiceRequestError, ServiceResponseError) as err:
                 self.stats.add(dropped=1)
-                if not self.increment(settings, response=request, error=err):
-                    err.cxr_retries = retries  # type: ignore[attr-defined]  # for the message
+                err.cxr_retries = retries  # type: ignore[attr-defined]  # for the message
+                if deadline_at - time.monotonic() <= 0:  # the call's watchdog cut it
+                    raise _deadline_error(settings["timeout"], None, err, 0, None) from None
+                kind = error_kind(err)
+                if kind in _NOT_RETRIED_KINDS:
+                    raise
+                refused += kind == "connection refused"
+                if refused > REFUSED_RETRIES or not self.increment(
+                    settings, response=request, error=err
+                ):
                     raise
                 self._wait(settings, deadline_at, transport, None, err)
                 retries += 1
@@ -160,11 +240,110 @@ class EndpointRetryPolicy(RetryPolicy):
                 settings, response=response
             ):
                 break
-            self._wait(settings, deadline_at, transport, response, None)
+            try:
+                self._wait(settings, deadline_at, transport, response, None)
+            finally:
+                _discard(response)
             retries += 1
         response.context["retry_count"] = retries
         self.update_context(response.context, settings)
         return response
+
+
+def _discard(response: PipelineResponse) -> None:
+    """Close an answer that is not kept (streamed bodies hold their connection)."""
+    with contextlib.suppress(Exception):
+        response.http_response.close()
+
+
+# --- the deadline of the whole call, reading included --------------------------------
+# Socket timeouts bound each read, not a call: a server that drips its headers or
+# body one byte at a time never trips them. A watchdog timer shuts the socket the
+# calling thread is using when the call's deadline passes; the blocked read then
+# fails at once. The connection in use is known from the connection classes below.
+
+_active: dict[int, Any] = {}  # thread id -> the HTTP connection it is using
+_active_lock = threading.Lock()
+
+
+def _watched(connection_class: type) -> type:
+    class Watched(connection_class):  # type: ignore[misc, valid-type]
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            with _active_lock:
+                _active[threading.get_ident()] = self
+            return super().request(*args, **kwargs)
+
+    Watched.__name__ = f"Watched{connection_class.__name__}"
+    return Watched
+
+
+def watch_connections(pool_manager: Any) -> None:
+    """Make a urllib3 PoolManager's connections known to :class:`CallWatchdog`."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = _watched(HTTPConnection)
+
+    class SecurePool(HTTPSConnectionPool):
+        ConnectionCls = _watched(HTTPSConnection)
+
+    pool_manager.pool_classes_by_scheme = {"http": Pool, "https": SecurePool}
+
+
+class CallWatchdog:
+    """Cuts the calling thread's connection when ``deadline_at`` (monotonic) passes.
+
+    Use as a context manager around a call and the reading of its answer;
+    ``fired`` tells afterwards whether it cut.
+    """
+
+    def __init__(self, deadline_at: float) -> None:
+        self.deadline_at = deadline_at
+        self.fired = False
+        self._done = False
+        self._thread = threading.get_ident()
+        self._timer = threading.Timer(max(0.0, deadline_at - time.monotonic()), self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        with _active_lock:
+            if self._done:
+                return
+            connection = _active.get(self._thread)
+            self.fired = True
+            sock = getattr(connection, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> CallWatchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        with _active_lock:
+            self._done = True
+            _active.pop(self._thread, None)
+
+
+def _asked_to_wait(
+    response: PipelineResponse | None, retry_after: float, bound: float
+) -> EndpointBusyError:
+    status = request_id = None
+    if response is not None:
+        status = response.http_response.status_code
+        request_id = request_id_of(response.http_response.headers)
+    return EndpointBusyError(
+        f"the endpoint answered {status} and asked to wait {retry_after:,.0f} s before trying "
+        f"again (Retry-After), longer than the {bound:g} s this client waits. Stopped rather "
+        "than fail every study; try again later (a run_batch with a store resumes where it "
+        "stopped), or raise EndpointConfig(max_retry_after=...).",
+        status=status,
+        request_id=request_id,
+        reason="retry-after",
+    )
 
 
 def request_id_of(headers: Any) -> str | None:

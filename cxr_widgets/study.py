@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -20,6 +21,25 @@ COLUMNS: tuple[str, ...] = (
 )
 IMAGE_COLUMNS: tuple[str, ...] = COLUMNS[:3]
 TEXT_COLUMNS: tuple[str, ...] = COLUMNS[3:]
+#: Sent as ``comparison`` when a study has none, as Microsoft's official clients
+#: do (the CXRReportGen deployment notebook's sample inputs, and healthcareai-examples'
+#: ``CxrReportGenClient.create_payload``), so results can be compared with theirs.
+EMPTY_COMPARISON = "None"
+
+
+def wire_texts(
+    texts: Mapping[str, str | None], empty_comparison: str = EMPTY_COMPARISON
+) -> dict[str, str]:
+    """The text columns as sent: empty ones left out, an empty comparison as
+    ``empty_comparison`` (``""`` sends no comparison at all)."""
+    values = {
+        column: text
+        for column in TEXT_COLUMNS
+        if (text := texts.get(column) or "") and text.strip()
+    }
+    if "comparison" not in values and empty_comparison.strip():
+        values["comparison"] = empty_comparison
+    return values
 
 
 def describe_source(source: Any) -> str:
@@ -32,6 +52,30 @@ def describe_source(source: Any) -> str:
     if name == "FileDataset" or name == "Dataset":
         return "<pydicom Dataset>"
     return f"<{type(source).__module__}.{name}>"
+
+
+PRIOR_REPORT_WARNING = (
+    "a prior report was given without a prior image: the model uses the prior report only "
+    "together with a prior image (as MAIRA-2's processor does), so it was probably ignored; "
+    "add the prior image"
+)
+
+
+def burned_in_warning(column: str) -> str:
+    """The warning for an image whose DICOM header says BurnedInAnnotation=YES."""
+    return (
+        f"{column}: the DICOM says BurnedInAnnotation=YES, so its pixels may show patient "
+        "data (a name, an ID, a date); they were sent and are drawn as they are. Check "
+        "before sharing pictures or exports."
+    )
+
+
+def study_warnings(study: Study) -> list[str]:
+    """What a reader should know about a study before trusting its report."""
+    notes = []
+    if study.prior_report.strip() and study.prior_image is None:
+        notes.append(PRIOR_REPORT_WARNING)
+    return notes
 
 
 _IMAGE_TYPES = "a path, bytes, a PIL image, a numpy array or a pydicom Dataset"
@@ -68,8 +112,11 @@ class Study:
     """One chest X-ray study: the current frontal image and optional context.
 
     Images may be a path (PNG, JPEG or DICOM), bytes, a PIL image, a numpy
-    array or a pydicom Dataset. Empty text fields are left out of the request.
-    ``study_id`` is yours (for example an accession number alias); it is never sent.
+    array or a pydicom Dataset. Empty text fields are left out of the request,
+    except ``comparison``: an empty one becomes ``empty_comparison`` (``"None"``,
+    what Microsoft's official clients send; pass ``empty_comparison=""`` to send
+    nothing). ``study_id`` is yours (for example an accession number alias);
+    it is never sent.
     """
 
     frontal_image: Any
@@ -80,6 +127,7 @@ class Study:
     comparison: str = ""
     prior_report: str = ""
     study_id: str = field(default="", kw_only=True)
+    empty_comparison: str = field(default=EMPTY_COMPARISON, kw_only=True, repr=False)
 
     def __post_init__(self) -> None:
         _check_image("frontal_image", self.frontal_image, required=True)
@@ -95,6 +143,16 @@ class Study:
                 )
         if not isinstance(self.study_id, str):
             self.study_id = str(self.study_id)
+        if not isinstance(self.empty_comparison, str):
+            raise StudyError(
+                'empty_comparison must be text: "None" (the default) or "" to send no comparison.',
+                field="empty_comparison",
+            )
+        # Normalised here, once, so that every reader of the study (requests, sizes,
+        # result-store keys) sees the value that is sent.
+        self.comparison = wire_texts({"comparison": self.comparison}, self.empty_comparison).get(
+            "comparison", self.comparison
+        )
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -110,7 +168,7 @@ class Study:
         return tuple(used)
 
     def texts(self) -> dict[str, str]:
-        """The non-empty text fields."""
+        """The non-empty text fields (as sent)."""
         return {name: getattr(self, name) for name in TEXT_COLUMNS if getattr(self, name).strip()}
 
     def __repr__(self) -> str:

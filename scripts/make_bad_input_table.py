@@ -46,6 +46,7 @@ CATEGORIES = (
     "Manifests",
     "Responses",
     "HTTP failures",
+    "Hostile servers and credentials",
 )
 
 #: The key of the local endpoint; the client sends a different one for the 401 case.
@@ -334,8 +335,8 @@ def response_cases() -> list[Case]:
 # --- HTTP ---------------------------------------------------------------------------------
 
 #: What the loopback test peer answers, by path: status, headers, body, seconds to wait.
-#: Bodies and headers follow Azure ML's (FACTS.md: x-request-id on every answer,
-#: ms-azureml-model-error-* on 424).
+#: Bodies and headers follow Azure ML's (its troubleshooting page for online endpoints:
+#: x-request-id on every answer, ms-azureml-model-error-* on 424).
 PEER_ANSWERS: dict[str, tuple[int, dict[str, str], bytes, float]] = {
     "/forbidden/score": (
         403,
@@ -391,8 +392,11 @@ class _Peer(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def test_peer() -> Iterator[str]:
-    """A loopback HTTP server answering PEER_ANSWERS; yields its base URL."""
+def test_peer(
+    answers: dict[str, tuple[int, dict[str, str], bytes, float]] | None = None,
+) -> Iterator[str]:
+    """A loopback HTTP server answering ``answers`` (PEER_ANSWERS); yields its base URL."""
+    answers = PEER_ANSWERS if answers is None else answers
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -402,7 +406,7 @@ def test_peer() -> Iterator[str]:
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status, headers, body, delay = PEER_ANSWERS[self.path]
+            status, headers, body, delay = answers[self.path]
             if delay:
                 time.sleep(delay)
             self.send_response(status)
@@ -562,6 +566,181 @@ def local_endpoint_cases(call: Callable[..., Callable[[], object]], study: Any) 
     return cases
 
 
+# --- hostile servers and credentials (a red-team run) -------------------------------------
+
+#: A key a hostile server or proxy quotes back (never a real one).
+ECHOED_KEY = "k3y-echoed-by-a-hostile-server-0123456789"
+
+
+def _hostile_answers() -> dict[str, tuple[int, dict[str, str], bytes, float]]:
+    import gzip
+
+    from cxr_widgets.contract import MAX_RESPONSE_BYTES
+
+    json_type = {"Content-Type": "application/json"}
+    return {
+        "/echo-424/score": (
+            424,
+            {
+                **json_type,
+                "ms-azureml-model-error-statuscode": "500",
+                "ms-azureml-model-error-reason": f"bad header: Authorization: Bearer {ECHOED_KEY}",
+            },
+            b"{}",
+            0.0,
+        ),
+        "/echo-400/score": (
+            400,
+            json_type,
+            json.dumps({"error": "x" * 290 + f" Bearer {ECHOED_KEY}"}).encode(),
+            0.0,
+        ),
+        "/wait-a-day/score": (429, {**json_type, "Retry-After": "100000"}, b"{}", 0.0),
+        "/garbage-retry-after/score": (
+            503,
+            {**json_type, "Retry-After": "Invalid HTTP date"},
+            b"{}",
+            0.0,
+        ),
+        "/gzip-bomb/score": (
+            200,
+            {**json_type, "Content-Encoding": "gzip"},
+            gzip.compress(b"[" + b" " * (4 * MAX_RESPONSE_BYTES) + b"]", compresslevel=9),
+            0.0,
+        ),
+    }
+
+
+@contextlib.contextmanager
+def dripping_server(every: float = 0.3) -> Iterator[str]:
+    """A loopback server that sends its answer's body one byte at a time."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    body = b'[{"output": "[[\\"The heart size is normal.\\", null]]"}]'
+
+    def serve() -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            with sock, contextlib.suppress(OSError):
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += sock.recv(65536)
+                sock.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+                for byte in body:
+                    sock.sendall(bytes([byte]))
+                    time.sleep(every)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/score"
+    finally:
+        listener.close()
+
+
+def hostile_cases(work: Path) -> list[Case]:
+    """Attacks of the red-team run: secrets echoed back, huge, slow and bogus answers,
+    keys where they must not go, damaged images to the local endpoint."""
+    from cxr_widgets import EndpointConfig, ReportGenClient, Study
+    from cxr_widgets.contract import PreparedRequest, prepare_request
+    from cxr_widgets.local.server import LocalEndpoint
+
+    image = work / "frontal.png"
+    image.write_bytes(_png())
+    study = Study(frontal_image=image)
+    fast = {"backoff_factor": 0.01, "backoff_max": 0.05, "key_env": None}
+
+    def call(uri: str, **options: Any) -> Callable[[], object]:
+        def run() -> object:
+            with ReportGenClient(EndpointConfig(uri, **{**fast, **options})) as client:
+                return client.generate(study)
+
+        return run
+
+    category = "Hostile servers and credentials"
+    cases: list[Case] = []
+    with test_peer(_hostile_answers()) as peer:
+        cases += [
+            attempt(
+                category,
+                "424 whose `ms-azureml-model-error-reason` quotes the key",
+                call(f"{peer}/echo-424/score", key=ECHOED_KEY),
+            ),
+            attempt(
+                category,
+                "400 quoting the key past the 300 characters a message keeps",
+                call(f"{peer}/echo-400/score", key=ECHOED_KEY),
+            ),
+            attempt(
+                category,
+                "429 with `Retry-After: 100000` (a day)",
+                call(f"{peer}/wait-a-day/score", key="a-key"),
+            ),
+            attempt(
+                category,
+                "503 with a `Retry-After` that is not a number or date, 2 retries",
+                call(f"{peer}/garbage-retry-after/score", key="a-key", max_retries=2),
+            ),
+            attempt(
+                category,
+                "200 with a gzip bomb (32 MB of JSON in 32 KB)",
+                call(f"{peer}/gzip-bomb/score", key="a-key"),
+            ),
+        ]
+    with dripping_server() as uri:
+        cases.append(
+            attempt(
+                category,
+                "an answer dripped one byte every 0.3 s, 1.5 s deadline",
+                call(uri, key="a-key", deadline=1.5),
+            )
+        )
+    cases += [
+        attempt(
+            category,
+            "a host name that does not resolve (tried once)",
+            call("https://no-such-endpoint.invalid/score", key="a-key"),
+        ),
+        attempt(
+            category,
+            "a key over plain http to a non-loopback host",
+            lambda: EndpointConfig("http://scoring.example.org/score", key="a-key"),
+        ),
+        attempt(
+            category,
+            "a key with a non-ASCII character (a pasted zero-width space)",
+            lambda: EndpointConfig(
+                "https://ep.eastus.inference.ml.azure.com/score", key="abc\u200bdef"
+            ),
+        ),
+    ]
+
+    def send_cut_png(uri: str) -> Callable[[], object]:
+        def run() -> object:
+            import base64
+
+            prepared = prepare_request(study)
+            payload = json.loads(json.dumps(prepared.payload))
+            payload["input_data"]["data"][0][0] = base64.b64encode(_png()[:8]).decode()
+            with ReportGenClient(EndpointConfig(uri, key_env=None)) as client:
+                return client.send(PreparedRequest(payload, prepared.studies))
+
+        return run
+
+    with LocalEndpoint() as endpoint:
+        cases.append(
+            attempt(
+                category,
+                "a base64 image cut after the PNG signature (local endpoint)",
+                send_cut_png(endpoint.scoring_uri),
+            )
+        )
+    return cases
+
+
 # --- the table ------------------------------------------------------------------------------
 
 
@@ -574,6 +753,7 @@ def collect(work: Path) -> list[Case]:
         *manifest_cases(work),
         *response_cases(),
         *http_cases(work),
+        *hostile_cases(work),
     ]
 
 
@@ -610,6 +790,9 @@ def render(cases: list[Case], work: Path) -> str:
         "and HTTP failures through `ReportGenClient` against the local endpoint",
         "(azureml-inference-server-http on 127.0.0.1) or, for 403, 404, 408, 424 and",
         "slow or non-JSON answers, a loopback test server that answers like Azure ML.",
+        "The last table holds the attacks of a red-team run: servers or proxies that",
+        "quote the key back, answers that are huge, dripped or bogus, and credentials",
+        "sent where they must not go.",
         "Every error is a subclass of `cxr_widgets.CxrWidgetsError`.",
         "",
         "Placeholders: `<dir>` a temporary folder, `<cwd>` the working directory,",

@@ -39,7 +39,7 @@ from cxr_widgets.errors import (
     RequestTooLargeError,
     ResponseFormatError,
 )
-from cxr_widgets.report import Box, Finding
+from cxr_widgets.report import Box, Finding, Report
 from cxr_widgets.study import Study
 
 KEY = "k3y-Very-Secret-0123456789abcdef"
@@ -776,3 +776,252 @@ def test_clients_refuse_to_be_pickled() -> None:
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(client)
     client.close()
+
+
+# --- hostile servers: secrets echoed, dripped answers, huge answers -----------------------
+
+
+class RawServer:
+    """Accepts connections on 127.0.0.1 and hands each socket to ``serve(sock)``."""
+
+    def __init__(self, serve: Any) -> None:
+        self.serve = serve
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}/score"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._run, args=(sock,), daemon=True).start()
+
+    def _run(self, sock: socket.socket) -> None:
+        with sock:
+            try:
+                _read_request(sock)
+                self.serve(sock)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _read_request(sock: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    while len(rest) < length:
+        rest += sock.recv(65536)
+
+
+def _drip(data: bytes, every: float) -> Any:
+    def serve(sock: socket.socket) -> None:
+        for byte in data:
+            sock.sendall(bytes([byte]))
+            time.sleep(every)
+
+    return serve
+
+
+def test_the_deadline_bounds_a_dripped_body(one_study: PreparedRequest) -> None:
+    body = json.dumps(format_response([FINDINGS])).encode()
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+
+    def serve(sock: socket.socket) -> None:
+        sock.sendall(head)
+        _drip(body, 0.3)(sock)
+
+    server = RawServer(serve)
+    started = time.monotonic()
+    try:
+        with (
+            make_client(server.uri, deadline=1.5, read_timeout=5) as client,
+            pytest.raises(DeadlineExceededError, match="still sending its answer"),
+        ):
+            client.send(one_study)
+    finally:
+        server.close()
+    assert time.monotonic() - started < 3
+
+
+def test_the_deadline_bounds_dripped_headers(one_study: PreparedRequest) -> None:
+    server = RawServer(_drip(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n", 0.2))
+    started = time.monotonic()
+    try:
+        with (
+            make_client(server.uri, deadline=1.5, read_timeout=5) as client,
+            pytest.raises(DeadlineExceededError),
+        ):
+            client.send(one_study)
+    finally:
+        server.close()
+    assert time.monotonic() - started < 3
+    assert server.connections == 1  # cut by the deadline, not retried
+
+
+@pytest.mark.parametrize("gzip_bomb", [False, True], ids=["plain", "gzip-bomb"])
+def test_answers_over_the_size_cap_are_refused(
+    scripted: ScriptedServer, one_study: PreparedRequest, gzip_bomb: bool
+) -> None:
+    import gzip
+
+    from cxr_widgets.contract import MAX_RESPONSE_BYTES
+
+    decoded = b"[" + b" " * (MAX_RESPONSE_BYTES * (6 if gzip_bomb else 1)) + b"]"
+    if gzip_bomb:
+        body = gzip.compress(decoded, compresslevel=9)
+        assert len(body) < MAX_RESPONSE_BYTES // 50  # small on the wire, huge decoded
+        scripted.reset(Answer(body=body, headers={"Content-Encoding": "gzip"}))
+    else:
+        scripted.reset(Answer(body=decoded))
+    with (
+        make_client(scripted.uri) as client,
+        pytest.raises(ResponseFormatError, match=f"more than {MAX_RESPONSE_BYTES:,} bytes"),
+    ):
+        client.send(one_study)
+
+
+def _runs(secret: str, length: int = 8) -> list[str]:
+    return [secret[i : i + length] for i in range(len(secret) - length + 1)]
+
+
+def assert_no_secret(text: str, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in text
+        for run in _runs(secret):
+            assert run not in text, f"{run!r} of a secret leaked"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Answer(
+            424,
+            headers={"ms-azureml-model-error-reason": f"bad header Authorization: Bearer {KEY}"},
+            body=b"",
+        ),
+        # A 400 body quoting the key past the 300 characters a message keeps.
+        Answer(400, body=json.dumps({"error": "x" * 290 + f" Bearer {KEY}"}).encode()),
+        Answer(400, body=json.dumps({"error": f"key ...{KEY[5:23]}... was cut"}).encode()),
+        Answer(503, body=f"<html>proxy saw Authorization: Bearer {KEY}</html>".encode()),
+        Answer(200, body=json.dumps([{"output": json.dumps([[f"echo {KEY}", None]])}]).encode()),
+    ],
+    ids=["424-reason", "400-long", "400-partial", "503-body", "finding-text"],
+)
+def test_an_echoed_key_is_redacted_whole_or_in_part_everywhere(
+    scripted: ScriptedServer,
+    one_study: PreparedRequest,
+    answer: Answer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scripted.reset(answer, default=answer)
+    with caplog.at_level(logging.DEBUG), make_client(scripted.uri, max_retries=0) as client:
+        try:
+            (report,) = client.send(one_study)
+            text = report.to_json() + report.to_csv() + repr(report)
+        except EndpointError as error:
+            text = str(error) + repr(error) + str(error.reason or "")
+    assert "**" in text  # redacted (then maybe shortened, cutting the mark)
+    assert_no_secret(text + caplog.text, KEY)
+
+
+def test_an_echoed_entra_token_is_redacted(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    class LongTokenCredential(CountingCredential):
+        def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+            self.scopes.append(scopes)
+            token = f"eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.token-{len(self.scopes)}-xyz"
+            return AccessTokenInfo(token, int(time.time() + 3600))
+
+    credential = LongTokenCredential(3600)
+    token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.token-1-xyz"
+    scripted.reset(default=Answer(400, body=json.dumps({"error": f"got {token[3:40]}"}).encode()))
+    with (
+        make_client(scripted.uri, key=None, key_env=None, credential=credential) as client,
+        pytest.raises(BadRequestError) as info,
+    ):
+        client.send(one_study)
+    assert scripted.seen[0].headers["Authorization"] == f"Bearer {token}"
+    assert "***" in str(info.value)
+    assert_no_secret(str(info.value), token)
+
+
+def test_loopback_never_goes_through_a_proxy(
+    scripted: ScriptedServer, one_study: PreparedRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = ScriptedServer()  # would record the key if the request went through it
+    try:
+        proxy_url = proxy.uri.removesuffix("/score")
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.setenv(name, proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        scripted.reset()
+        for uri in (scripted.uri, scripted.uri.replace("127.0.0.1", "localhost")):
+            with make_client(uri) as client:
+                client.send(one_study)
+        assert proxy.seen == [] and len(scripted.seen) == 2
+    finally:
+        proxy.close()
+
+
+def test_a_key_over_plain_http_to_another_host_needs_an_opt_in() -> None:
+    from cxr_widgets.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"clear text.*allow_insecure_http=True") as info:
+        EndpointConfig("http://scoring.example.org/score", key=KEY)
+    assert KEY not in str(info.value)
+    with pytest.warns(UserWarning, match="unencrypted"):
+        config = EndpointConfig(
+            "http://scoring.example.org/score", key=KEY, allow_insecure_http=True
+        )
+    assert config.allow_insecure_http and KEY not in repr(config)
+
+
+@pytest.mark.parametrize("bad", ["é", "\u200b", "\n", "\x00"], ids=["e-acute", "zwsp", "nl", "nul"])
+def test_a_key_with_a_non_ascii_character_is_a_config_error_without_the_key(bad: str) -> None:
+    from cxr_widgets.errors import ConfigError
+
+    key = KEY[:10] + bad + KEY[10:]
+    with pytest.raises(ConfigError, match="not printable ASCII") as info:
+        EndpointConfig("https://ep.eastus.inference.ml.azure.com/score", key=key)
+    shown = str(info.value) + repr(info.value)
+    assert_no_secret(shown, KEY[:10], KEY[10:])
+
+
+def test_a_bad_box_costs_the_box_not_the_report(
+    scripted: ScriptedServer, one_study: PreparedRequest
+) -> None:
+    findings = [
+        ["Swapped corners.", [[0.6, 0.7, 0.2, 0.3]]],
+        ["Slightly outside.", [[-0.01, 0.2, 1.02, 0.4]]],
+        ["Unplaceable.", [[2.0, 3.0, 4.0, 5.0], [0.1, 0.1, 0.2, 0.2]]],
+    ]
+    scripted.reset(Answer(body=json.dumps([{"output": json.dumps(findings)}]).encode()))
+    with make_client(scripted.uri) as client:
+        (report,) = client.send(one_study)
+    assert [f.text for f in report.findings] == [f[0] for f in findings]
+    assert report.findings[0].boxes == [Box(0.2, 0.3, 0.6, 0.7)]
+    assert report.findings[1].boxes == [Box(0.0, 0.2, 1.0, 0.4)]
+    assert report.findings[2].boxes == [Box(0.1, 0.1, 0.2, 0.2)]
+    assert len(report.warnings) == 3
+    assert "box repaired" in report.warnings[0] and "box dropped" in report.warnings[2]
+    assert Report.from_json(report.to_json()).warnings == report.warnings

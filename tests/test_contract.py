@@ -84,7 +84,7 @@ def test_documented_requests_are_accepted_as_written():
 
 def test_frontal_only_request_is_reproduced():
     documented = json.loads(DOC_REQUEST_FRONTAL)
-    built = build_request(Study(DOC_PNG))
+    built = build_request(Study(DOC_PNG, empty_comparison=""))  # the example sends no comparison
     assert list(built) == list(documented) == ["input_data"]
     assert list(built["input_data"]) == ["columns", "index", "data"]
     assert built["input_data"]["columns"] == documented["input_data"]["columns"]
@@ -103,6 +103,7 @@ def test_full_request_is_reproduced():
         lateral_image=DOC_PNG,
         indication="Cough and wheezing for 5 months",
         technique="PA and lateral views of the chest were obtained",
+        empty_comparison="",
     )
     built = build_request(study)["input_data"]
     assert built["columns"] == documented["columns"]
@@ -395,7 +396,48 @@ def test_not_studies_raise(studies):
 def test_body_is_the_payload_as_json(small_png):
     request = prepare_request(Study(small_png, technique="PA"))
     assert json.loads(request.body) == request.payload
-    assert request.columns == ("frontal_image", "technique")
+    assert request.columns == ("frontal_image", "technique", "comparison")
+
+
+def test_empty_comparison_is_sent_as_none_like_the_official_clients(small_png):
+    (row,) = build_request(Study(small_png, indication="Cough."))["input_data"]["data"]
+    assert row[1:] == ["Cough.", "None"]
+    blank = Study(small_png, comparison="   ")
+    assert blank.comparison == "None" and blank.columns == ("frontal_image", "comparison")
+    kept = Study(small_png, comparison="Prior film.")
+    assert kept.comparison == "Prior film."
+    opted_out = Study(small_png, empty_comparison="")
+    assert opted_out.columns == ("frontal_image",)
+    assert build_request(opted_out)["input_data"]["columns"] == ["frontal_image"]
+
+
+def test_request_size_is_exact_for_non_ascii_and_quoted_text(small_png):
+    from cxr_widgets.contract import (
+        assemble_request,
+        encode_study,
+        frame_bytes,
+        request_size,
+        row_bytes,
+    )
+
+    texts = [
+        "Plain ASCII.",
+        'She said "cough" \\ twice.',
+        "Épanchement pleural, fièvre 39 °C — 患者 😷",
+        "",
+    ]
+    encoded = [
+        encode_study(Study(small_png, indication=text or "x", technique=text or "y"))
+        for text in texts
+    ]
+    for n in range(1, len(encoded) + 1):
+        body = assemble_request(encoded[:n]).body
+        assert request_size(encoded[:n]) == len(body)
+    one = encoded[2]
+    assert one.size == row_bytes(one.row)
+    assert frame_bytes(one.columns, 1) + one.size == len(assemble_request([one]).body)
+    with pytest.raises(RequestError):
+        request_size([])
 
 
 # --- studies -------------------------------------------------------------------------------

@@ -52,7 +52,9 @@ def test_sample_study_gets_a_demo_report_with_image_size() -> None:
     assert report.source == "demo (offline)"
     request = backend.prepare(study)
     assert report.image_size == request.studies[0].frontal.original_size
-    assert report.frontal_image is not None
+    assert report.frontal_image is None  # reports carry no image; the request has it
+    assert report.provenance is not None and report.provenance.backend == "demo"
+    assert report.provenance.study_digest == request.studies[0].digest
     assert report.request_id and report.request_id.startswith("demo-")
     assert [f.to_wire() for f in report.findings] == expected_findings(backend, study)
     assert backend.requests == 1
@@ -119,3 +121,55 @@ def test_latency_is_simulated_and_async_works() -> None:
     assert report.demo
     with pytest.raises(ValueError):
         DemoBackend(latency=-1)
+
+
+def test_the_budget_is_the_backends_and_the_same_for_demo_client_and_local_endpoint() -> None:
+    from cxr_widgets.client import EndpointConfig, ReportGenClient
+    from cxr_widgets.contract import DEFAULT_REQUEST_BUDGET, request_size
+    from cxr_widgets.errors import RequestTooLargeError
+    from cxr_widgets.local.server import LocalEndpoint
+
+    config = EndpointConfig("http://127.0.0.1:9/score", key_env=None)
+    with ReportGenClient(config) as client:
+        assert client.request_budget == DEFAULT_REQUEST_BUDGET
+        assert client.max_attempts == config.max_retries + 1
+    assert DemoBackend().request_budget == DEFAULT_REQUEST_BUDGET
+    assert LocalEndpoint().max_request_bytes == DEFAULT_REQUEST_BUDGET
+
+    study = Study(png(1, (256, 256)), indication="Cough.")
+    size = request_size(DemoBackend().prepare(study).studies)
+    tight = DemoBackend(request_budget=size - 1)
+    with pytest.raises(RequestTooLargeError, match="over the budget"):
+        tight.generate(study)  # refused as the endpoint would refuse it: nothing answered
+    assert tight.requests == 0
+    assert DemoBackend(request_budget=size).generate(study).demo
+
+
+def test_reports_are_built_once_with_provenance_and_study_warnings() -> None:
+    backend = DemoBackend(image_options={"shortest_side": 600})
+    study = Study(png(2), prior_report="Clear lungs.", study_id="s1")
+    request = backend.prepare(study)
+    (report,) = backend.send(request)
+    provenance = report.provenance
+    assert provenance is not None
+    assert provenance.backend == "demo" and provenance.endpoint == backend.identity
+    assert dict(provenance.image_options) == {"shortest_side": 600}
+    assert provenance.request_digest == __import__("hashlib").sha256(request.body).hexdigest()
+    assert provenance.package_version
+    assert any("prior report was given without a prior image" in w for w in report.warnings)
+    assert report.image_size == (64, 48) and report.study_id == "s1"
+
+
+def test_burned_in_annotation_is_a_warning_on_the_report(rg1_path, tmp_path) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(rg1_path)
+    ds.BurnedInAnnotation = "YES"
+    marked = tmp_path / "burned.dcm"
+    ds.save_as(marked)
+    backend = DemoBackend()
+    (report,) = backend.generate([Study(marked)])
+    assert any("BurnedInAnnotation=YES" in w for w in report.warnings)
+    assert any("frontal_image" in w for w in report.warnings)
+    (clean,) = backend.generate([Study(rg1_path)])
+    assert not any("BurnedInAnnotation" in w for w in clean.warnings)

@@ -210,6 +210,15 @@ BAD_REQUESTS = {
     ),
     "number value": (_payload(["frontal_image", "indication"], [[PNG64, 5]]), "strings"),
     "no frontal image": (_payload(["indication"], [["cough"]]), "frontal_image"),
+    # A base64 string cut right after the PNG signature: an image in name only.
+    "truncated base64 PNG": (
+        _payload(["frontal_image"], [[base64.b64encode(png(1)[:8]).decode()]]),
+        "cut short or damaged",
+    ),
+    "PNG cut in its pixel data": (
+        _payload(["frontal_image"], [[base64.b64encode(png(1)[:-40]).decode()]]),
+        "cut short or damaged",
+    ),
 }
 
 
@@ -596,3 +605,77 @@ def test_server_goes_when_the_process_that_started_it_is_killed(isolated_home: P
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+# --- slow clients, quiet serve, demo marker ------------------------------------------
+
+
+def test_slow_clients_cannot_starve_the_endpoint() -> None:
+    with LocalEndpoint(read_timeout=1.0, threads=4) as server:
+        slow = []
+        try:
+            for _ in range(12):  # three times the threads, each sends half a request
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+                slow.append(sock)
+            time.sleep(0.3)
+            started = time.monotonic()
+            answer = post(server, DOC_SIMPLE, key=None, timeout=20)
+            assert answer.status == 200
+            assert time.monotonic() - started < 8  # a few read timeouts, not forever
+        finally:
+            for sock in slow:
+                sock.close()
+
+
+def test_serve_prints_its_banner_and_not_the_server_logs(isolated_home: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "HOME": str(isolated_home)}
+    outputs = {}
+    for verbose in (False, True):
+        code = f"from cxr_widgets.local.server import serve; serve(port={port}, verbose={verbose})"
+        process = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+        )
+        try:
+            lines = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                line = process.stdout.readline()  # type: ignore[union-attr]
+                lines.append(line)
+                if "Press Ctrl-C" in line or not line:
+                    break
+            process.send_signal(signal.SIGTERM)
+            rest, _ = process.communicate(timeout=30)
+            outputs[verbose] = "".join(lines) + rest
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    quiet, verbose_output = outputs[False], outputs[True]
+    assert quiet.startswith("CXRReportGen-compatible local endpoint (DEMO")
+    assert "scoring URI" in quiet and "--verbose" in quiet
+    for noise in ("gunicorn", "Booting worker", "Found extra keys", "Listening at"):
+        assert noise not in quiet
+    assert "Booting worker" in verbose_output or "Listening at" in verbose_output
+
+
+def test_answers_of_the_local_endpoint_are_demo_in_every_format(
+    endpoint: LocalEndpoint, tmp_path: Path
+) -> None:
+    import csv
+
+    from cxr_widgets.client import EndpointConfig, ReportGenClient
+
+    with ReportGenClient(EndpointConfig(endpoint.scoring_uri, key=KEY)) as client:
+        report = client.generate(study(3))
+    assert report.demo and report.provenance is not None
+    assert report.provenance.backend == "local-endpoint"
+    assert report.to_dict()["demo"] is True
+    rows = list(csv.DictReader(io.StringIO(report.to_csv(), newline="")))
+    assert rows and {row["demo"] for row in rows} == {"True"}
+    assert {r["demo"] for r in report.to_records()} == {True}

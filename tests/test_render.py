@@ -248,9 +248,9 @@ def test_plot_findings_draws_one_rectangle_per_box(plt, frame):
     from matplotlib.colors import to_rgba
 
     size = (420, 280)
-    report = make_report(size, frontal_image=gray(size))
+    report = make_report(size)
     fig, ax = plt.subplots()
-    assert plot_findings(report, ax=ax, frame=frame) is ax
+    assert plot_findings(report, gray(size), ax=ax, frame=frame) is ax
     rectangles = box_rectangles(ax)
     assert len(rectangles) == report.n_boxes == 3
     expected = [
@@ -266,7 +266,10 @@ def test_plot_findings_draws_one_rectangle_per_box(plt, frame):
     assert [t.get_text()[:3] for t in legend.get_texts()] == ["1. ", "2. ", "3. "]
     assert "(no box)" in legend.get_texts()[0].get_text()
     texts = [t.get_text() for t in ax.texts]
-    assert "boxes: center crop" in texts or "boxes: full image" in texts
+    if frame == "full":
+        assert any("may be misplaced" in t for t in texts)
+    else:
+        assert "boxes: center crop" in texts
     fig.canvas.draw()  # renders without error
 
 
@@ -313,3 +316,38 @@ def test_readme_figure_script(tmp_path, capsys):
         rgb = np.asarray(image.convert("RGB"))
     assert tuple(rgb[2, 2]) == (255, 193, 7)  # marked DEMO: not a reading of this image
     assert output.stat().st_size < module.SIZE_BUDGET
+
+
+@pytest.mark.parametrize("size", [(400, 400), (420, 280)], ids=["square", "wide"])
+def test_full_frame_pictures_carry_a_visible_warning(size):
+    from cxr_widgets.render import WARNING_RGB
+
+    def warning_pixels(frame: str) -> int:
+        picture = np.asarray(render_findings(gray(size), make_report(size), frame=frame))
+        strip = picture[-40:, : size[0] // 2].reshape(-1, 3)
+        return int((strip == np.array(WARNING_RGB)).all(axis=1).sum())
+
+    assert warning_pixels("full") > 200  # an amber caption bar saying "may be misplaced"
+    assert warning_pixels("center_crop") == 0
+
+
+def test_one_contrast_rule_and_one_aspect_tolerance():
+    from cxr_widgets.palette import FINDING_COLORS, palette_for_frontend, text_color
+    from cxr_widgets.report import ASPECT_TOLERANCE, same_shape
+
+    assert text_color("#F0E442") == "#000000" and text_color("#0072B2") == "#FFFFFF"
+    assert palette_for_frontend()["labels"] == [text_color(c) for c in FINDING_COLORS]
+    assert same_shape((1000, 800), (500, 400))
+    assert same_shape((1000, 800), (1000, round(800 * (1 + ASPECT_TOLERANCE / 2))))
+    assert not same_shape((1000, 800), (800, 1000))
+    assert same_shape(None, (10, 10))
+
+
+def test_the_frame_list_lives_in_report_and_reaches_the_front_end_as_data():
+    from cxr_widgets import render
+    from cxr_widgets.report import FRAMES, FULL_FRAME_WARNING, frame_options
+
+    assert [o["value"] for o in frame_options()] == list(FRAMES)
+    full = next(o for o in frame_options() if o["value"] == "full")
+    assert full["warning"] == FULL_FRAME_WARNING and "geometry.md" in full["help"]
+    assert render.FRAMES is FRAMES

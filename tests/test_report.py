@@ -1,4 +1,4 @@
-"""Report, Finding and Box: geometry from FACTS.md, exports and the HTML table."""
+"""Report, Finding and Box: geometry (docs/geometry.md), provenance, exports and the HTML table."""
 
 from __future__ import annotations
 
@@ -120,10 +120,77 @@ def test_dict_and_json_round_trip():
     assert again.to_dict() == data
 
 
-def test_round_trip_does_not_serialise_the_image():
-    report = make_report(frontal_image=Image.new("L", (8, 8)))
+def test_a_report_holds_no_image_and_older_code_setting_one_is_not_serialised():
+    import dataclasses
+
+    assert "frontal_image" not in {f.name for f in dataclasses.fields(Report)}
+    report = make_report()
+    report.frontal_image = Image.new("L", (8, 8))  # the transition path of older callers
     assert "frontal_image" not in report.to_dict()
     assert Report.from_json(report.to_json()).frontal_image is None
+
+
+def make_provenance(**kw):
+    from cxr_widgets.report import Provenance
+
+    values = {
+        "backend": "online-endpoint",
+        "endpoint": "https://ep.eastus.inference.ml.azure.com/score#blue",
+        "deployment": "blue",
+        "model": "CxrReportGen",
+        "model_version": "12",
+        "image_options": {"shortest_side": 768},
+        "package_version": "0.1.0",
+        "request_digest": "ab" * 32,
+        "study_digest": "cd" * 32,
+        "created": "2026-12-01T08:00:00+00:00",
+    }
+    values.update(kw)
+    return Provenance(**values)
+
+
+def test_provenance_is_frozen_and_kept_by_json_and_records():
+    provenance = make_provenance()
+    with pytest.raises(dataclasses_frozen_error()):
+        provenance.model_version = "13"
+    with pytest.raises(TypeError):
+        provenance.image_options["shortest_side"] = 1  # read-only all the way down
+    report = make_report(provenance=provenance, demo=True)
+    again = Report.from_json(report.to_json())
+    assert again.provenance == provenance and again == report
+    rows = report.to_records()
+    assert {r["model_version"] for r in rows} == {"12"}
+    assert {r["endpoint"] for r in rows} == {provenance.endpoint}
+    assert {r["demo"] for r in rows} == {True}
+    text = records_to_csv(rows)
+    header, first = list(csv.reader(io.StringIO(text)))[:2]
+    assert first[header.index("request_digest")] == "ab" * 32
+    assert first[header.index("demo")] == "True"
+
+
+def dataclasses_frozen_error():
+    import dataclasses
+
+    return dataclasses.FrozenInstanceError
+
+
+def test_replace_leaves_the_report_as_built():
+    report = make_report()
+    other = report.replace(study_id="S2")
+    assert (report.study_id, other.study_id) == ("S1", "S2")
+    assert other.findings == report.findings
+
+
+@pytest.mark.parametrize("cell", ["=1+1", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"])
+def test_csv_cells_are_neutralised_owasp(cell):
+    from cxr_widgets.report import csv_safe
+
+    report = make_report(study_id=cell, findings=[Finding(cell, [])])
+    (row,) = list(csv.DictReader(io.StringIO(report.to_csv(), newline="")))
+    assert row["study_id"] == "'" + cell and row["text"] == "'" + cell
+    assert csv_safe(cell) == "'" + cell
+    assert csv_safe("Normal heart.") == "Normal heart." and csv_safe(0.5) == 0.5
+    assert csv_safe(None) == ""
 
 
 @pytest.mark.parametrize(
@@ -157,14 +224,14 @@ def test_csv_parses_back(tmp_path):
     report = make_report()
     path = tmp_path / "report.csv"
     text = report.to_csv(path)
-    assert path.read_text(encoding="utf-8") == text
+    assert path.read_bytes().decode("utf-8") == text
     rows = list(csv.DictReader(io.StringIO(text)))
     assert tuple(rows[0]) == RECORD_FIELDS
     assert len(rows) == 4
     assert rows[0]["x_min"] == "" and rows[0]["grounded"] == "False"
     assert rows[2]["text"] == "Opacities <left> & right."
     assert float(rows[3]["x_min"]) == 0.6
-    assert records_to_csv([]) == ",".join(RECORD_FIELDS) + "\n"
+    assert records_to_csv([]) == ",".join(RECORD_FIELDS) + "\r\n"
 
 
 def test_csv_quotes_commas_and_newlines():
@@ -211,7 +278,8 @@ def test_colours_repeat_after_the_palette():
 
 
 def test_html_and_png_show_the_image_when_known():
-    report = make_report(frontal_image=Image.new("L", (1841 // 2, 1955 // 2), 90))
+    report = make_report()
+    report.frontal_image = Image.new("L", (1841 // 2, 1955 // 2), 90)
     png = report._repr_png_()
     assert png is not None and png.startswith(b"\x89PNG")
     with Image.open(io.BytesIO(png)) as shown:

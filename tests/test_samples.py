@@ -28,7 +28,8 @@ def test_missing_sample_names_the_package() -> None:
 
 def test_sample_study() -> None:
     study = sample_study()
-    assert study.columns == ("frontal_image", "indication", "technique")
+    # An empty comparison is sent as "None", as the official clients do.
+    assert study.columns == ("frontal_image", "indication", "technique", "comparison")
     assert study.frontal_image == sample_path()
     assert study.indication and study.technique
     with_prior = sample_study(with_prior=True)

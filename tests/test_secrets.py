@@ -328,14 +328,15 @@ def test_patient_tags_and_texts_not_in_request_exports_store_or_logs(
     row = dict(zip(columns, payload["input_data"]["data"][0], strict=True))
     png = base64.b64decode(row.pop("frontal_image"))
     assert set(png_chunk_types(png)) == {b"IHDR", b"IDAT", b"IEND"}
-    assert row == {"indication": INDICATION, "technique": TECHNIQUE}
+    assert row == {"indication": INDICATION, "technique": TECHNIQUE, "comparison": "None"}
     assert_absent(json.dumps(row), patient_needles, "the request's text fields")
     assert_absent(body, {v for v in patient_needles if len(v) >= 8}, "the request body")
 
     # Generate, export and store through the real endpoint.
     config = EndpointConfig(endpoint.scoring_uri, key=KEY)
     with ReportGenClient(config) as client:
-        report = client.generate(studies[0])
+        sent = client.prepare(studies[0])
+        (report,) = client.send(sent)
         result = run_batch(studies, client, store=tmp_path / "results.sqlite", progress=False)
     assert all(r is not None for r in result.reports)
     finding_texts = {f.text for f in report.findings if len(f.text) >= 12}
@@ -347,7 +348,7 @@ def test_patient_tags_and_texts_not_in_request_exports_store_or_logs(
         "report HTML": report._repr_html_(),
         "report repr": repr(report) + repr(studies) + str(studies[0]),
     }
-    picture = annotated_png(report.frontal_image, report)
+    picture = annotated_png(sent.studies[0].frontal, report)
     assert set(png_chunk_types(picture)) <= {b"IHDR", b"IDAT", b"IEND", b"PLTE", b"tRNS"}
     exports["annotated PNG"] = picture
     store = ResultStore(tmp_path / "results.sqlite")

@@ -15,6 +15,9 @@ Configuration (environment variables, read by :func:`init`):
     Larger request bodies get 413 (default 1,500,000, the older Azure ML limit).
 ``CXR_LOCAL_RESPONSE_SHAPE``
     ``records`` (default; what the deployed service sends) or ``documented``.
+``CXR_LOCAL_READ_TIMEOUT``
+    Seconds a read from a client may wait (see :mod:`.gunicorn_conf`); a body
+    may take six of them in all, else 408.
 ``CXR_LOCAL_REQUEST_LOG``
     A file to which each request appends one JSON line: arrival order, time,
     request id, status (null when dropped), number of studies, the sha256 of
@@ -68,6 +71,10 @@ from cxr_widgets.local.demo_findings import (
     study_digest,
 )
 from cxr_widgets.local.faults import FaultConfig, FaultState
+from cxr_widgets.local.gunicorn_conf import read_timeout
+
+#: A request body may take this many read timeouts in all (then 408).
+BODY_DEADLINE_READS = 6
 
 _CHUNK = 1 << 16
 
@@ -89,6 +96,9 @@ class Settings:
         self.shape = shape
         self.log_path = log_path
         self.faults = faults
+        # Each read waits at most the read timeout (gunicorn_conf); the whole body
+        # may take a few of them, not forever.
+        self.body_deadline = BODY_DEADLINE_READS * read_timeout()
 
     def __repr__(self) -> str:  # never the key
         return f"Settings(key={'set' if self.key else 'none'}, shape={self.shape!r})"
@@ -205,7 +215,13 @@ def _score(request: Any, settings: Settings, entry: dict[str, Any]) -> AMLRespon
             pass
         entry["bytes"] = length
         return _error(413, f"request body is {length} bytes; this endpoint takes at most {limit}")
-    data = _read_body(request.stream, limit + 1)
+    data = _read_body(request.stream, limit + 1, settings.body_deadline)
+    if data is None:
+        return _error(
+            408,
+            f"the request body took longer than {settings.body_deadline:g} s to arrive; "
+            "send it in one go",
+        )
     entry["bytes"] = len(data)
     if len(data) > limit:
         while request.stream.read(_CHUNK):
@@ -257,11 +273,15 @@ def _score(request: Any, settings: Settings, entry: dict[str, Any]) -> AMLRespon
         faults.release()
 
 
-def _read_body(stream: Any, limit: int) -> bytes:
-    """Up to ``limit`` bytes of the body (streams may return short reads)."""
+def _read_body(stream: Any, limit: int, deadline: float) -> bytes | None:
+    """Up to ``limit`` bytes of the body (streams may return short reads); None when
+    the body takes longer than ``deadline`` seconds (a client dripping it)."""
     parts = []
     size = 0
+    give_up = time.monotonic() + deadline
     while size < limit:
+        if time.monotonic() > give_up:
+            return None
         chunk = stream.read(min(_CHUNK, limit - size))
         if not chunk:
             break

@@ -31,6 +31,7 @@ from ..contract import DEFAULT_REQUEST_BUDGET
 from ..errors import ConfigError, LocalEndpointError
 from . import ENV_KEY, ENV_MAX_REQUEST_BYTES, ENV_REQUEST_LOG, ENV_RESPONSE_SHAPE
 from .faults import FaultConfig
+from .gunicorn_conf import DEFAULT_READ_TIMEOUT, ENV_READ_TIMEOUT
 
 APP = "azureml_inference_server_http.server.entry:app"
 SCORE_SCRIPT = Path(__file__).resolve().with_name("score.py")
@@ -103,13 +104,12 @@ class LocalEndpoint:
         threads: int | None = None,
         startup_timeout: float = 60.0,
         output: str = "file",
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
     ) -> None:
         if response_shape not in ("records", "documented"):
             raise ConfigError(
                 f"response_shape must be records or documented, not {response_shape!r}"
             )
-        if output not in ("file", "inherit"):
-            raise ConfigError(f"output must be 'file' or 'inherit', not {output!r}")
         self.host = host
         self.requested_port = port
         self.port: int | None = port
@@ -121,7 +121,13 @@ class LocalEndpoint:
         pending = self.faults.max_pending or 0
         self.threads = threads or max(16, pending + 8)
         self.startup_timeout = startup_timeout
+        if output not in ("file", "inherit"):
+            raise ConfigError(f"output must be 'file' or 'inherit', not {output!r}")
         self.output = output
+        if not read_timeout > 0:
+            raise ConfigError(f"read_timeout must be > 0 seconds, got {read_timeout!r}")
+        #: Seconds a read from a client may wait (slow clients cannot hold every thread).
+        self.read_timeout = float(read_timeout)
         #: Seconds from launching the process to the first healthy ``GET /``.
         self.startup_seconds: float | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -180,6 +186,7 @@ class LocalEndpoint:
             PYTHONUNBUFFERED="1",
         )
         env[ENV_MAX_REQUEST_BYTES] = str(self.max_request_bytes)
+        env[ENV_READ_TIMEOUT] = f"{self.read_timeout:g}"
         env[ENV_RESPONSE_SHAPE] = self.response_shape
         env[ENV_REQUEST_LOG] = str(self.log_path)
         if self.key:
@@ -205,6 +212,8 @@ class LocalEndpoint:
             "--graceful-timeout",
             "3",
             "--no-control-socket",
+            "-c",
+            "python:cxr_widgets.local.gunicorn_conf",
             "--access-logfile",
             "-",
             "--error-logfile",
@@ -376,8 +385,14 @@ def serve(
     max_request_bytes: int = DEFAULT_REQUEST_BUDGET,
     response_shape: str = "records",
     log_path: str | os.PathLike[str] | None = None,
+    verbose: bool = False,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
 ) -> None:
-    """Run the local endpoint in the foreground until Ctrl-C (``cxr-widgets serve``)."""
+    """Run the local endpoint in the foreground until Ctrl-C, SIGTERM or SIGHUP
+    (``cxr-widgets serve``). Prints its banner and errors; the server's own logs
+    only with ``verbose=True``."""
+    from ..signals import stop_signals_as_interrupt
+
     endpoint = LocalEndpoint(
         port,
         host=host,
@@ -386,23 +401,11 @@ def serve(
         max_request_bytes=max_request_bytes,
         response_shape=response_shape,
         log_path=log_path,
-        output="inherit",
+        output="inherit" if verbose else "file",
+        read_timeout=read_timeout,
     )
-
-    def _stop_on_signal(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    # `kill` and a closed terminal stop the server too, not only Ctrl-C.
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {
-            sig: signal.signal(sig, _stop_on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)
-        }
-    try:
+    with stop_signals_as_interrupt():
         _serve_foreground(endpoint, host, key)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _serve_foreground(endpoint: LocalEndpoint, host: str, key: str | None) -> None:
@@ -413,7 +416,7 @@ def _serve_foreground(endpoint: LocalEndpoint, host: str, key: str | None) -> No
         return
     with endpoint:
         print(
-            f"\nCXRReportGen-compatible local endpoint (DEMO: canned findings, not a model) "
+            f"CXRReportGen-compatible local endpoint (DEMO: canned findings, not a model) "
             f"ready in {endpoint.startup_seconds:.1f} s\n"
             f"  scoring URI: {endpoint.scoring_uri}\n"
             f"  key: {'required (Authorization: Bearer <key>)' if key else 'none'}\n"
@@ -423,12 +426,16 @@ def _serve_foreground(endpoint: LocalEndpoint, host: str, key: str | None) -> No
                 if host not in (LOOPBACK, "localhost")
                 else ""
             )
+            + ("" if endpoint.output == "inherit" else "\n  server logs: --verbose")
             + "\nPress Ctrl-C to stop.",
             flush=True,
         )
         try:
             code = endpoint.wait()
             if code:
-                raise LocalEndpointError(f"the local endpoint stopped with exit code {code}")
+                raise LocalEndpointError(
+                    f"the local endpoint stopped with exit code {code}. Server output "
+                    f"(last lines):\n{endpoint.stderr_tail()}"
+                )
         except KeyboardInterrupt:
             print("\nstopping the local endpoint", flush=True)
