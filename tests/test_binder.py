@@ -75,8 +75,25 @@ def _installed_extras() -> set[str]:
             if match:
                 found = True
                 extras.update(filter(None, (match.group(1) or "").split(",")))
-    assert found, "postBuild must install the project itself (pip install -e '.[demo]')"
-    return extras
+    assert found, "postBuild must install the project itself (pip install -e '.[all]')"
+    return _expand(extras)
+
+
+def _expand(extras: set[str]) -> set[str]:
+    """The extras with those they name of the project itself (``all`` -> ``demo``, ...)."""
+    declared = _pyproject()["project"].get("optional-dependencies", {})
+    name = canonicalize_name(_pyproject()["project"]["name"])
+    todo, seen = list(extras), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for text in declared.get(extra, []):
+            requirement = Requirement(text)
+            if canonicalize_name(requirement.name) == name:
+                todo.extend(requirement.extras)
+    return seen
 
 
 def test_binder_files_exist() -> None:
@@ -192,7 +209,11 @@ def test_every_notebook_import_is_installed_by_binder() -> None:
     # for a fresh install), not from this environment's possibly older install metadata.
     declared = list(project["dependencies"])
     for extra in extras:
-        declared += project["optional-dependencies"][extra]
+        declared += [
+            r
+            for r in project["optional-dependencies"][extra]
+            if canonicalize_name(Requirement(r).name) != canonicalize_name(project["name"])
+        ]
     closure |= _distribution_closure([Requirement(r) for r in declared], set())
     providers = metadata.packages_distributions()
     imports = _notebook_imports()
