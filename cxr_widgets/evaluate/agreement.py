@@ -42,7 +42,5 @@ def reader_agreement(
     b = model[model["reviewer"] == second][[*keys, "verdict"]].drop_duplicates(keys, keep="last")
     both = a.merge(b, on=keys, suffixes=("_a", "_b"))
     result = cohen_kappa(list(both["verdict_a"]), list(both["verdict_b"]))
-    table = pd.crosstab(
-        both["verdict_a"].rename(str(first)), both["verdict_b"].rename(str(second))
-    )
+    table = pd.crosstab(both["verdict_a"].rename(str(first)), both["verdict_b"].rename(str(second)))
     return {"reviewers": [first, second], **result, "table": table}

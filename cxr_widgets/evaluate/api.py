@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import EvaluationError, JudgeError
 from .inputs import load_generated, load_references
 from .judges import ReviewJudge, resolve_judge
-from .metrics import METRICS, RougeL, box_agreement, radfact, report_text
+from .metrics import METRICS, RougeL, box_agreement, radfact
 from .model import Problem, Side, StudyPair, normalise_text
 from .result import Comparison, Evaluation
 
@@ -157,7 +157,9 @@ def _evaluate_sides(gen: Side, ref: Side, judge: Any, *, bootstrap: int, seed: i
         for name in METRICS[:6]:
             row[name] = scores[name]
         row.update(boxes)
-        row["rouge_l"] = rouge(report_text(pair.reference), report_text(pair.generated))
+        row["rouge_l"] = rouge.score(
+            rouge.report_tokens(pair.reference), rouge.report_tokens(pair.generated)
+        )
         rows.append(row)
         _tally(tallies, pair, result, scores)
     values = np.array([[row[m] for m in METRICS] for row in rows], dtype=float).reshape(

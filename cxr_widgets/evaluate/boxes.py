@@ -59,34 +59,42 @@ def iou_matrix(a: Sequence[BoxTuple], b: Sequence[BoxTuple]) -> np.ndarray:
         return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+def _iou_pairs(a: Sequence[BoxTuple], b: Sequence[BoxTuple]) -> list[tuple[float, int, int]]:
+    """``(IoU, i, j)`` for every overlapping pair (plain Python: studies have few boxes)."""
+    out = []
+    for i, (ax0, ay0, ax1, ay1) in enumerate(a):
+        area_a = (ax1 - ax0) * (ay1 - ay0)
+        for j, (bx0, by0, bx1, by1) in enumerate(b):
+            w = min(ax1, bx1) - max(ax0, bx0)
+            h = min(ay1, by1) - max(ay0, by0)
+            if w > 0 and h > 0:
+                inter = w * h
+                union = area_a + (bx1 - bx0) * (by1 - by0) - inter
+                if union > 0:
+                    out.append((inter / union, i, j))
+    return out
+
+
 def match_boxes(a: Sequence[BoxTuple], b: Sequence[BoxTuple]) -> list[tuple[int, int, float]]:
     """One-to-one matching of boxes by IoU, greedy from the highest IoU (as COCO evaluation).
 
     Returns ``(index in a, index in b, IoU)`` for every matched pair with IoU > 0.
     Because pairs are taken in decreasing IoU, the pairs at or above any
     threshold are exactly what greedy matching at that threshold would give.
+    Ties go to the lower index of ``a``, then of ``b``.
     """
-    matrix = iou_matrix(a, b)
-    if matrix.size == 0:
-        return []
-    order = np.argsort(-matrix, axis=None, kind="stable")
+    pairs = _iou_pairs(a, b)
+    pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
     used_a: set[int] = set()
     used_b: set[int] = set()
-    pairs = []
-    n_cols = matrix.shape[1]
-    for flat in order:
-        value = matrix.flat[flat]
-        if value <= 0:
-            break
-        i, j = divmod(int(flat), n_cols)
+    matched = []
+    for value, i, j in pairs:
         if i in used_a or j in used_b:
             continue
         used_a.add(i)
         used_b.add(j)
-        pairs.append((i, j, float(value)))
-        if len(used_a) == len(a) or len(used_b) == len(b):
-            break
-    return pairs
+        matched.append((i, j, value))
+    return matched
 
 
 def _pixels(box: BoxTuple, size: int) -> tuple[int, int, int, int]:
@@ -120,11 +128,22 @@ def pixel_precision(
             return float("nan")
         inside = max(min(x2, ex2) - max(x1, ex1), 0) * max(min(y2, ey2) - max(y1, ey1), 0)
         return inside / area
-    mask = box_mask(boxes, size)
-    area = int(mask.sum())
+    # Masks cropped to the boxes' extent: the same counts as 224 x 224 masks, far fewer pixels.
+    rects = [_pixels(b, size) for b in boxes]
+    x0, y0 = min(r[0] for r in rects), min(r[1] for r in rects)
+    x1, y1 = max(r[2] for r in rects), max(r[3] for r in rects)
+    if x1 <= x0 or y1 <= y0:
+        return float("nan")
+    mine = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    for rx0, ry0, rx1, ry1 in rects:
+        mine[max(ry0 - y0, 0) : max(ry1 - y0, 0), max(rx0 - x0, 0) : max(rx1 - x0, 0)] = True
+    area = int(np.count_nonzero(mine))
     if area == 0:
         return float("nan")
-    return int((mask & box_mask(evidence, size)).sum()) / area
+    theirs = np.zeros_like(mine)
+    for ex0, ey0, ex1, ey1 in (_pixels(b, size) for b in evidence):
+        theirs[max(ey0 - y0, 0) : max(ey1 - y0, 0), max(ex0 - x0, 0) : max(ex1 - x0, 0)] = True
+    return int(np.count_nonzero(mine & theirs)) / area
 
 
 def spatially_entailed(boxes: Sequence[BoxTuple], evidence: Sequence[BoxTuple]) -> bool:

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import sqlite3
 import threading
 import urllib.error
@@ -68,7 +67,9 @@ def user_message(premises: Sequence[str], hypotheses: Sequence[str]) -> str:
     return f"PREMISES:\n{numbered(premises)}\n\nHYPOTHESES:\n{numbered(hypotheses)}"
 
 
-def parse_answer(content: str, n_hypotheses: int, n_premises: int) -> tuple[list[bool], list[list[int]]]:
+def parse_answer(
+    content: str, n_hypotheses: int, n_premises: int
+) -> tuple[list[bool], list[list[int]]]:
     """Verdicts and 0-based evidence from the model's answer; JudgeError for anything else."""
     try:
         data = json.loads(_FENCE.sub("", content.strip()))
@@ -87,7 +88,9 @@ def parse_answer(content: str, n_hypotheses: int, n_premises: int) -> tuple[list
             flag = item["entailed"]
             cited = [int(p) for p in item.get("evidence") or []]
         except (KeyError, TypeError, ValueError):
-            raise JudgeError("the chat judge's answer has a result without hypothesis/entailed") from None
+            raise JudgeError(
+                "the chat judge's answer has a result without hypothesis/entailed"
+            ) from None
         if not 1 <= number <= n_hypotheses or not isinstance(flag, bool):
             raise JudgeError(
                 f"the chat judge answered for hypothesis {number} of {n_hypotheses} "
@@ -272,7 +275,7 @@ class ChatJudge:
         except urllib.error.HTTPError as exc:
             hint = " (check the key)" if exc.code in (401, 403) else ""
             raise JudgeError(f"the chat judge answered HTTP {exc.code}{hint}") from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise JudgeError(f"the chat judge did not answer within {self.timeout:g} s") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

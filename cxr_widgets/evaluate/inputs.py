@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EvaluationError
-from ..report import Report, validate_box
+from ..report import Box, Report, validate_box
 from .model import VERDICTS, Problem, Sentence, Side
 
 __all__ = ["References", "from_reviews", "load_generated", "load_references"]
@@ -47,8 +47,8 @@ def _boxes(
         return None
     out = []
     for box_number, values in enumerate(raw, start=1):
-        if hasattr(values, "as_list"):
-            values = values.as_list()
+        if isinstance(values, Box):
+            values = [values.x_min, values.y_min, values.x_max, values.y_max]
         elif isinstance(values, Mapping):
             try:
                 values = [values[k] for k in CSV_BOX_COLUMNS]
@@ -71,7 +71,9 @@ def _collect(
     for study_id, sentences in entries:
         if not study_id:
             problems.append(
-                Problem("", side, "a study without a study_id cannot be matched; give every study an id")
+                Problem(
+                    "", side, "a study without a study_id cannot be matched; give every study an id"
+                )
             )
             continue
         counts[study_id] += 1
@@ -278,7 +280,10 @@ def _references_from_dicts(items: Sequence[Any], side_name: str) -> Side:
             )
         study_id = str(item["study_id"] or "")
         entries.append(
-            (study_id, _sentences_from_findings(study_id, item.get("findings"), side_name, problems))
+            (
+                study_id,
+                _sentences_from_findings(study_id, item.get("findings"), side_name, problems),
+            )
         )
     return Side(_collect(entries, side_name, problems), problems)
 

@@ -85,7 +85,7 @@ class ReviewJudge:
         if pair.verdicts is None:
             raise EvaluationError(
                 'judge="review" needs references read from reviews (a ReviewStore or '
-                "from_reviews(...)); with a reference file use judge=\"exact\" or a chat judge"
+                'from_reviews(...)); with a reference file use judge="exact" or a chat judge'
             )
         n_reviewed = max(pair.verdicts, default=-1) + 1
         if n_reviewed > len(pair.generated):

@@ -194,8 +194,16 @@ class RougeL:
             cached = self._tokens[text] = self._tokenizer.tokenize(text)
         return cached
 
+    def report_tokens(self, sentences: Sequence[Sentence]) -> list[str]:
+        """Tokens of the sentences joined by spaces (tokenised sentence by sentence, cached:
+        the tokenizer splits at every space, so the result is the same)."""
+        return [t for s in sentences for t in self.tokens(s.text)]
+
     def __call__(self, reference: str, generated: str) -> float:
-        ref, gen = self.tokens(reference), self.tokens(generated)
+        return self.score(self.tokens(reference), self.tokens(generated))
+
+    def score(self, ref: list[str], gen: list[str]) -> float:
+        """ROUGE-L F-measure of two token lists."""
         if not ref or not gen:
             return 0.0
         lcs = lcs_length(ref, gen)

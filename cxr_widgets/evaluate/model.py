@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 BoxTuple = tuple[float, float, float, float]
 
@@ -15,6 +16,7 @@ _SPACES = re.compile(r"\s+")
 _END_PUNCTUATION = ".,;:!?"
 
 
+@lru_cache(maxsize=1 << 16)  # finding texts repeat across studies
 def normalise_text(text: str) -> str:
     """A finding's text for comparison: lower case, single spaces, no end punctuation.
 

@@ -106,7 +106,10 @@ class Evaluation:
     @property
     def problems_frame(self) -> Any:
         """The problems as a DataFrame (study_id, side, finding, reason, excluded)."""
-        return _frame([asdict(p) for p in self.problems], ["study_id", "side", "finding", "reason", "excluded"])
+        return _frame(
+            [asdict(p) for p in self.problems],
+            ["study_id", "side", "finding", "reason", "excluded"],
+        )
 
     @property
     def disagreements(self) -> list[str]:
@@ -181,6 +184,7 @@ class Evaluation:
                 cells,
                 colLabels=["finding (normalised)", "gen", "prec", "ref", "recall"],
                 loc="upper center",
+                cellLoc="left",
                 colWidths=[0.62, 0.09, 0.1, 0.09, 0.1],
             )
             table.auto_set_font_size(False)

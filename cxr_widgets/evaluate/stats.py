@@ -122,8 +122,7 @@ def summarise(
     else:
         low = high = np.full(len(all_names), np.nan)
     return {
-        name: _entry(point[0, k], low[k], high[k], counts[name])
-        for k, name in enumerate(all_names)
+        name: _entry(point[0, k], low[k], high[k], counts[name]) for k, name in enumerate(all_names)
     }
 
 
