@@ -140,7 +140,7 @@ def _evaluate_sides(gen: Side, ref: Side, judge: Any, *, bootstrap: int, seed: i
     ious: list[float] = []
     tallies: dict[str, _FindingTally] = {}
     judge_failed = 0
-    for pair, result in zip(pairs, results):
+    for pair, result in zip(pairs, results, strict=True):
         reason = str(result) if isinstance(result, JudgeError) else _check_judgement(pair, result)
         if reason:
             judge_failed += 1
@@ -214,7 +214,7 @@ def _summary(values: np.ndarray, *, bootstrap: int, seed: int) -> dict[str, dict
 
 def _tally(tallies: dict[str, _FindingTally], pair: StudyPair, result: Any, scores: dict) -> None:
     for sentence, status, spatial in zip(
-        pair.generated, result.generated, scores["_generated_spatial"]
+        pair.generated, result.generated, scores["_generated_spatial"], strict=True
     ):
         t = tallies.setdefault(normalise_text(sentence.text), _FindingTally())
         t.studies.add(pair.study_id)
@@ -225,7 +225,7 @@ def _tally(tallies: dict[str, _FindingTally], pair: StudyPair, result: Any, scor
             t.generated_grounded += sentence.grounded
             t.generated_spatial += spatial
     for sentence, status, spatial in zip(
-        pair.reference, result.reference, scores["_reference_spatial"]
+        pair.reference, result.reference, scores["_reference_spatial"], strict=True
     ):
         t = tallies.setdefault(normalise_text(sentence.text), _FindingTally())
         t.studies.add(pair.study_id)

@@ -66,7 +66,7 @@ def one_way(
     """
     judged = entailed_n = boxed = entailed_boxed = spatial = 0
     flags: list[bool] = []
-    for sentence, status, where in zip(sentences, entailed, evidence):
+    for sentence, status, where in zip(sentences, entailed, evidence, strict=True):
         ok = False
         if status is not None:
             judged += 1

@@ -189,7 +189,7 @@ def cohen_kappa(first: Sequence[str], second: Sequence[str]) -> dict[str, Any]:
     if n == 0:
         return {"n": 0, "raw_agreement": None, "kappa": None}
     labels = sorted(set(first) | set(second))
-    observed = sum(x == y for x, y in zip(first, second)) / n
+    observed = sum(x == y for x, y in zip(first, second, strict=True)) / n
     expected = sum((list(first).count(c) / n) * (list(second).count(c) / n) for c in labels)
     kappa = None if expected >= 1 else (observed - expected) / (1 - expected)
     return {"n": n, "raw_agreement": observed, "kappa": kappa}
