@@ -270,22 +270,51 @@ def load_references(references: Any) -> Side:
 
 
 def _references_from_dicts(items: Sequence[Any], side_name: str) -> Side:
+    """Studies ``{"study_id", "findings"}``; the study browser's JSON export (with
+    ``excluded`` and ``finding_index``) also gives the verdicts; RadFact's layout
+    ``{"example_id", "target"}`` is read as well."""
     problems: list[Problem] = []
     entries = []
+    verdicts: dict[str, dict[int, str]] = {}
+    with_verdicts = bool(items) and all(
+        isinstance(item, Mapping) and isinstance(item.get("excluded"), list) for item in items
+    )
     for number, item in enumerate(items, start=1):
+        if isinstance(item, Mapping) and "example_id" in item and "target" in item:
+            item = {"study_id": item["example_id"], "findings": item["target"]}
         if not isinstance(item, Mapping) or "study_id" not in item:
             raise EvaluationError(
                 f"reference {number} is not a study: expected "
                 '{"study_id": ..., "findings": [{"text": ..., "boxes": [...]}]}'
             )
         study_id = str(item["study_id"] or "")
-        entries.append(
-            (
-                study_id,
-                _sentences_from_findings(study_id, item.get("findings"), side_name, problems),
-            )
-        )
-    return Side(_collect(entries, side_name, problems), problems)
+        sentences = _sentences_from_findings(study_id, item.get("findings"), side_name, problems)
+        if with_verdicts and sentences is not None:
+            sentences, verdicts[study_id] = _reviewed_export(item, sentences)
+        entries.append((study_id, sentences))
+    return Side(
+        _collect(entries, side_name, problems),
+        problems,
+        verdicts=verdicts if with_verdicts else None,
+    )
+
+
+def _reviewed_export(
+    item: Mapping[str, Any], sentences: list[Sentence]
+) -> tuple[list[Sentence], dict[int, str]]:
+    """Origins and verdicts from one study of the browser's JSON export."""
+    verdicts: dict[int, str] = {}
+    out = []
+    for finding, sentence in zip(item["findings"], sentences, strict=True):
+        origin = None
+        if finding.get("source") == "model" and finding.get("finding_index") is not None:
+            origin = int(finding["finding_index"])
+            verdicts[origin] = "agree"
+        out.append(Sentence(sentence.text, sentence.boxes, origin))
+    for left_out in item["excluded"]:
+        if left_out.get("verdict") in VERDICTS and left_out.get("finding_index") is not None:
+            verdicts[int(left_out["finding_index"])] = left_out["verdict"]
+    return out, verdicts
 
 
 def _references_from_path(path: Path) -> Side:
@@ -334,6 +363,8 @@ def _references_from_json(path: Path) -> Side:
 
 
 def _references_from_csv(path: Path) -> Side:
+    """One row per finding and box: cxr-widgets' report CSV (``finding``) or the study
+    browser's CSV export (``finding_index``, ``reviewer``, ``in_reference``)."""
     with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
@@ -345,6 +376,14 @@ def _references_from_csv(path: Path) -> Side:
                 "(one row per box, as cxr-widgets' report CSV)"
             )
         rows = list(reader)
+    if "reviewer" in columns:
+        reviewers = sorted({(r.get("reviewer") or "").strip() for r in rows} - {""})
+        if len(reviewers) > 1:
+            raise EvaluationError(
+                f"{path.name} holds {len(reviewers)} reviewers ({', '.join(reviewers)}); a "
+                "reference set is one reader's: export one reviewer"
+            )
+    index_column = "finding" if "finding" in columns else "finding_index"
     has_boxes = all(c in columns for c in CSV_BOX_COLUMNS)
     problems: list[Problem] = []
     order: list[str] = []
@@ -360,7 +399,9 @@ def _references_from_csv(path: Path) -> Side:
         text = (row.get("text") or "").strip()
         if not text:
             continue  # a study with no findings (a "normal" reference)
-        key = (row.get("finding") or "").strip() or f"row{row_number}"
+        if (row.get("in_reference") or "True").strip().lower() in ("false", "0"):
+            continue  # the browser's export lists disagreed/unsure findings too
+        key = (row.get(index_column) or "").strip() or f"row{row_number}"
         finding = studies[study_id].setdefault(key, {"text": text, "boxes": []})
         if has_boxes and any((row.get(c) or "").strip() for c in CSV_BOX_COLUMNS):
             try:
