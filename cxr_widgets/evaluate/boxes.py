@@ -83,7 +83,17 @@ def match_boxes(a: Sequence[BoxTuple], b: Sequence[BoxTuple]) -> list[tuple[int,
     threshold are exactly what greedy matching at that threshold would give.
     Ties go to the lower index of ``a``, then of ``b``.
     """
-    pairs = _iou_pairs(a, b)
+    if len(a) * len(b) > 16:  # numpy pays off beyond a few pairs
+        matrix = iou_matrix(a, b)
+        rows, cols = np.nonzero(matrix > 0)
+        pairs = [
+            (float(v), int(i), int(j))
+            for v, i, j in zip(
+                matrix[rows, cols].tolist(), rows.tolist(), cols.tolist(), strict=True
+            )
+        ]
+    else:
+        pairs = _iou_pairs(a, b)
     pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
     used_a: set[int] = set()
     used_b: set[int] = set()
@@ -99,7 +109,8 @@ def match_boxes(a: Sequence[BoxTuple], b: Sequence[BoxTuple]) -> list[tuple[int,
 
 def _pixels(box: BoxTuple, size: int) -> tuple[int, int, int, int]:
     # As RadFact: (coordinates * size).astype(int), i.e. truncation.
-    return tuple(int(v * size) for v in box)  # type: ignore[return-value]
+    x0, y0, x1, y1 = box
+    return int(x0 * size), int(y0 * size), int(x1 * size), int(y1 * size)
 
 
 def box_mask(boxes: Sequence[BoxTuple], size: int = MASK_SIZE) -> np.ndarray:

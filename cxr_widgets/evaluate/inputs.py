@@ -36,6 +36,16 @@ STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 # --- shared checks ------------------------------------------------------------------------
 
 
+def _plainly_valid(values: Any) -> bool:
+    """The common case, checked fast; anything else goes to ``validate_box`` for its reason."""
+    if type(values) not in (list, tuple) or len(values) != 4:
+        return False
+    x0, y0, x1, y1 = values
+    if not all(type(v) in (float, int) for v in values):
+        return False
+    return 0 <= x0 <= x1 <= 1 and 0 <= y0 <= y1 <= 1  # NaN fails every comparison
+
+
 def _boxes(
     raw: Any, study_id: str, number: int, side: str, problems: list[Problem]
 ) -> tuple[tuple[float, float, float, float], ...] | None:
@@ -54,11 +64,14 @@ def _boxes(
                 values = [values[k] for k in CSV_BOX_COLUMNS]
             except KeyError:
                 values = None
+        if _plainly_valid(values):
+            out.append((float(values[0]), float(values[1]), float(values[2]), float(values[3])))
+            continue
         reason = validate_box(values)
         if reason:
             problems.append(Problem(study_id, side, f"box {box_number}: {reason}", number))
             return None
-        out.append(tuple(float(v) for v in values))
+        out.append(tuple(float(v) for v in values))  # e.g. numpy numbers
     return tuple(out)  # type: ignore[return-value]
 
 
