@@ -635,3 +635,30 @@ def test_the_browsers_exports_give_the_same_evaluation(demo_run: tuple, tmp_path
         assert from_file.summary == exact.summary, fmt
     via_json = quiet_evaluate(result, tmp_path / "refs.json.json", judge="review", bootstrap=0)
     assert via_json.summary == direct.summary
+
+
+def test_provenance_counts_what_produced_the_reports() -> None:
+    """Reports' provenance (backend, endpoint, model, options) is counted, times and
+    digests left out, so two runs of different models are told apart in the JSON."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Provenance:
+        backend: str
+        model_version: str
+        created: str
+
+        def to_dict(self) -> dict[str, str]:
+            return {
+                "backend": self.backend,
+                "model_version": self.model_version,
+                "created": self.created,
+            }
+
+    reports = _one_report()
+    for k, report in enumerate(reports):
+        object.__setattr__(report, "provenance", Provenance("client", "12", f"2026-12-01T0{k}"))
+    evaluation = evaluate(reports, [GOOD, {**GOOD, "study_id": "s2"}], bootstrap=0)
+    generated = evaluation.to_dict()["provenance"]["generated"]
+    assert generated["kind"] == "list of Report" and generated["reports"] == 2
+    assert generated["provenance"] == [{"count": 2, "backend": "client", "model_version": "12"}]

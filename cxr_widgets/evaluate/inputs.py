@@ -166,8 +166,11 @@ def _report_provenance(reports: Sequence[Report]) -> dict[str, Any]:
         prov = getattr(report, "provenance", None)
         if prov is None:
             continue
-        data = asdict(prov) if is_dataclass(prov) else dict(prov)
-        for volatile in ("time", "created", "request_digest", "request_id"):
+        if callable(getattr(prov, "to_dict", None)):
+            data = prov.to_dict()
+        else:
+            data = asdict(prov) if is_dataclass(prov) else dict(prov)
+        for volatile in ("time", "created", "request_digest", "study_digest", "request_id"):
             data.pop(volatile, None)
         details[json.dumps(data, sort_keys=True, default=str)] += 1
     return {
