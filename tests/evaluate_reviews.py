@@ -13,7 +13,7 @@ from typing import Any
 
 from cxr_widgets.report import Report
 
-COLUMNS = ["study_id", "reviewer", "finding_index", "source", "verdict", "text", "boxes"]
+COLUMNS = ["study_id", "reviewer", "finding_index", "source", "verdict", "text", "boxes", "edited"]
 
 
 class InTestReviews:
@@ -33,6 +33,7 @@ class InTestReviews:
                 "verdict": None,
                 "text": finding.text,
                 "boxes": [b.as_list() for b in finding.boxes],
+                "edited": False,
             }
         return self._rows[key]
 
@@ -42,12 +43,14 @@ class InTestReviews:
         self._row(study_id, finding_index, reviewer)["verdict"] = verdict
 
     def set_text(self, study_id: str, finding_index: int, text: str, *, reviewer: str) -> None:
-        self._row(study_id, finding_index, reviewer)["text"] = text
+        row = self._row(study_id, finding_index, reviewer)
+        row["text"], row["edited"] = text, True
 
     def set_boxes(
         self, study_id: str, finding_index: int, boxes: list[list[float]], *, reviewer: str
     ) -> None:
-        self._row(study_id, finding_index, reviewer)["boxes"] = [list(b) for b in boxes]
+        row = self._row(study_id, finding_index, reviewer)
+        row["boxes"], row["edited"] = [list(b) for b in boxes], True
 
     def add_finding(self, study_id: str, text: str, boxes: Any = (), *, reviewer: str) -> int:
         used = [i for (who, sid, i) in self._rows if who == reviewer and sid == study_id]
@@ -57,6 +60,7 @@ class InTestReviews:
             "verdict": None,
             "text": text,
             "boxes": [list(b) for b in boxes],
+            "edited": False,
         }
         return index
 

@@ -662,3 +662,20 @@ def test_provenance_counts_what_produced_the_reports() -> None:
     generated = evaluation.to_dict()["provenance"]["generated"]
     assert generated["kind"] == "list of Report" and generated["reports"] == 2
     assert generated["provenance"] == [{"count": 2, "backend": "client", "model_version": "12"}]
+
+
+def test_review_judge_refuses_reviews_of_another_run(demo_run: tuple, reviews: Any) -> None:
+    """Verdicts are about the reviewed run's findings; another run's findings at the same
+    positions are not judged by them: each such study is a judge failure, listed."""
+    result, _ = demo_run
+    reports = [r for r in result.reports if r is not None]
+    review_demo_run(reviews, reports)
+    other = [
+        Report(findings=[Finding("Something else entirely."), *r.findings[1:]], study_id=r.study_id)
+        for r in reports
+    ]
+    with pytest.warns(UserWarning):
+        evaluation = evaluate(other, reviews, judge="review", bootstrap=0)
+    # studies whose first finding the reader did not edit (boxes moved counts as an edit)
+    assert evaluation.counts["judge_failed"] >= 6
+    assert all("belong to another run" in p.reason for p in evaluation.problems)

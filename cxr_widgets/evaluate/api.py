@@ -131,6 +131,7 @@ def _evaluate_sides(gen: Side, ref: Side, judge: Any, *, bootstrap: int, seed: i
             gen.studies[sid],
             ref.studies[sid],
             None if ref.verdicts is None else ref.verdicts.get(sid, {}),
+            None if ref.model_texts is None else ref.model_texts.get(sid, {}),
         )
         for sid in common
     ]

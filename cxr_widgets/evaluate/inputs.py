@@ -456,6 +456,8 @@ def from_reviews(reviews: Any, reviewer: str | None = None) -> References:
     problems: list[Problem] = []
     studies: dict[str, list[Sentence]] = {s: [] for s in sorted(reviewed)}
     verdicts: dict[str, dict[int, str]] = {s: {} for s in studies}
+    model_texts: dict[str, dict[int, str]] = {s: {} for s in studies}
+    has_edited = "edited" in frame.columns
     for row in mine.itertuples(index=False):
         study_id = str(row.study_id)
         if study_id not in studies:
@@ -468,6 +470,8 @@ def from_reviews(reviews: Any, reviewer: str | None = None) -> References:
         if row.source == "model":
             if verdict is not None:
                 verdicts[study_id][index] = verdict
+            if has_edited and not bool(row.edited):
+                model_texts[study_id][index] = str(row.text)
             if verdict != "agree":
                 continue
         boxes = _boxes(_as_list(row.boxes), study_id, index + 1, "references", problems)
@@ -487,6 +491,7 @@ def from_reviews(reviews: Any, reviewer: str | None = None) -> References:
         },
         verdicts,
         frame,
+        model_texts if has_edited else None,
     )
     return References(side)
 

@@ -93,6 +93,14 @@ class ReviewJudge:
                 f"the reviews cover {n_reviewed} model findings but this report has "
                 f"{len(pair.generated)}: the reviews belong to another run"
             )
+        for i, text in (pair.model_texts or {}).items():
+            if i < len(pair.generated) and normalise_text(pair.generated[i].text) != normalise_text(
+                text
+            ):
+                raise JudgeError(
+                    f"finding {i + 1} differs from the reviewed one: the reviews belong to "
+                    'another run (judge it with judge="exact" or a chat judge)'
+                )
         from_model: dict[int, list[int]] = {}
         for j, sentence in enumerate(pair.reference):
             if sentence.origin is not None:

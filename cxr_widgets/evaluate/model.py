@@ -48,13 +48,15 @@ class StudyPair:
     """What a judge sees for one study: generated and reference sentences.
 
     ``verdicts`` (reviews only) maps a model finding's index to the reader's
-    verdict.
+    verdict; ``model_texts`` (reviews only) the model's text of the findings the
+    reader did not edit, to check that the reviews are of this run.
     """
 
     study_id: str
     generated: tuple[Sentence, ...]
     reference: tuple[Sentence, ...]
     verdicts: Mapping[int, str] | None = None
+    model_texts: Mapping[int, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,10 @@ class Side:
     provenance: dict = field(default_factory=dict)
     #: reviews only: study id -> {model finding index: verdict}
     verdicts: dict[str, dict[int, str]] | None = None
-    #: reviews only: (reviewer, DataFrame of every reviewer's verdicts) for reader agreement
+    #: reviews only: the DataFrame of every reviewer's verdicts, for reader agreement
     reviews_frame: object | None = None
+    #: reviews only: study id -> {model finding index: the model's text, not edited}
+    model_texts: dict[str, dict[int, str]] | None = None
 
     @property
     def excluded(self) -> set[str]:
