@@ -679,3 +679,31 @@ def test_review_judge_refuses_reviews_of_another_run(demo_run: tuple, reviews: A
     # studies whose first finding the reader did not edit (boxes moved counts as an edit)
     assert evaluation.counts["judge_failed"] >= 6
     assert all("belong to another run" in p.reason for p in evaluation.problems)
+
+
+def test_failed_generations_are_problems_not_missing(tmp_path: Path) -> None:
+    """A study that failed in the run (BatchResult) or is stored as an error (results
+    store) is listed as a generation failure, not as a reference without a report."""
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    studies = [Study(png_bytes(1), study_id="ok1"), Study(bad, study_id="broken")]
+    store_path = tmp_path / "r.sqlite"
+    result = run_batch(studies, DemoBackend(), store=store_path, progress=False)
+    refs = [*as_references([result.reports[0]]), {"study_id": "broken", "findings": []}]
+    with pytest.warns(UserWarning):
+        evaluation = evaluate(result, refs, bootstrap=0)
+    assert [(p.study_id, p.reason) for p in evaluation.problems] == [
+        ("broken", "generation failed in the run (ImageError)")
+    ]
+    assert evaluation.missing["reference_only"] == [] and evaluation.counts["evaluated"] == 1
+    with ResultStore(store_path) as store:
+        store.put_error("k-timeout", ("EndpointTimeoutError", "408"), study_id="late")
+        store.put_error("k-retried", ("EndpointBusyError", "429"), study_id="ok1")  # answered too
+    refs.append({"study_id": "late", "findings": []})
+    with pytest.warns(UserWarning):
+        from_store = evaluate(store_path, refs, bootstrap=0)
+    assert [(p.study_id, p.reason) for p in from_store.problems] == [
+        ("late", "generation failed (EndpointTimeoutError)")
+    ]
+    assert from_store.counts["problems"] == 1
+    assert from_store.missing["reference_only"] == ["broken"]  # never reached the store

@@ -179,6 +179,7 @@ def _evaluate_sides(gen: Side, ref: Side, judge: Any, *, bootstrap: int, seed: i
         "empty_generated": sum(r["n_generated"] == 0 for r in rows),
         "empty_reference": sum(r["n_reference"] == 0 for r in rows),
         "generated_not_judged": sum(r["n_generated"] - r["n_generated_judged"] for r in rows),
+        "problems": len(problems),
     }
     _warn(counts, problems)
     provenance = {

@@ -238,10 +238,12 @@ def _reports_from_path_or_store(source: Any, problems: list[Problem]) -> tuple[l
             reports = store.load_reports()
             failed = list(store.results("error"))
         provenance = {"kind": "ResultStore", "path": str(path)}
+    answered = {r.study_id for r in reports}
     for result in failed:
-        problems.append(
-            Problem(result.study_id, "generated", f"generation failed ({result.error_type})")
-        )
+        if result.study_id not in answered:  # else another key of the store answered it
+            problems.append(
+                Problem(result.study_id, "generated", f"generation failed ({result.error_type})")
+            )
     return reports, provenance
 
 
