@@ -51,7 +51,12 @@ class _FindingTally:
 
 def _judge_all(judge: Any, pairs: list[StudyPair]) -> list[Any]:
     if hasattr(judge, "judge_many"):
-        return list(judge.judge_many(pairs))
+        results = list(judge.judge_many(pairs))
+        if len(results) != len(pairs):
+            raise EvaluationError(
+                f"the judge's judge_many answered {len(results)} studies of {len(pairs)}"
+            )
+        return results
     out: list[Any] = []
     for pair in pairs:
         try:
