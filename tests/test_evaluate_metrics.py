@@ -306,3 +306,18 @@ def test_paired_difference() -> None:
     partial = paired_difference(a, b, ["box_iou", "rouge_l"], bootstrap=0, seed=0)
     assert partial["box_iou"]["n"] == 39
     assert partial["box_iou"]["a"] == pytest.approx(a[1:, 0].mean())
+
+
+def test_without_rouge_score_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from cxr_widgets.errors import MissingDependencyError
+
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: object, **kwargs: object) -> object:
+        return None if name.split(".")[0] == "rouge_score" else real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'cxr-widgets\[evaluate\]'"):
+        RougeL()

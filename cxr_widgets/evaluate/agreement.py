@@ -20,6 +20,9 @@ def reader_agreement(
     "raw_agreement", "kappa", "table"}``; ``table`` is the confusion table
     (first reader's verdicts in rows) as a DataFrame.
     """
+    from ..extras import require
+
+    require("pandas", "reader_agreement()")
     import pandas as pd
 
     frame = reviews.to_dataframe() if hasattr(reviews, "to_dataframe") else reviews

@@ -179,12 +179,11 @@ class RougeL:
     """
 
     def __init__(self) -> None:
-        try:
-            from rouge_score import tokenizers
-        except ImportError:
-            raise ImportError(
-                "ROUGE-L needs rouge-score: pip install 'cxr-widgets[evaluate]'"
-            ) from None
+        from ..extras import require
+
+        require("evaluate", "ROUGE-L")
+        from rouge_score import tokenizers
+
         self._tokenizer = tokenizers.DefaultTokenizer(use_stemmer=False)
         self._tokens: dict[str, list[str]] = {}
 

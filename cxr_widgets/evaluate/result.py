@@ -27,10 +27,11 @@ PLOTTED: tuple[str, ...] = (
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str] | None = None) -> Any:
-    try:
-        import pandas as pd
-    except ImportError:
-        raise ImportError("evaluation tables need pandas: pip install pandas") from None
+    from ..extras import require
+
+    require("pandas", "evaluation tables")
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -148,6 +149,9 @@ class Evaluation:
 
     def plot(self, top: int = 12) -> Any:
         """A figure: metric bars with 95 % intervals, the IoU histogram, the per-finding table."""
+        from ..extras import require
+
+        require("plot", "Evaluation.plot()")
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(13, 4.8), layout="constrained")
@@ -245,6 +249,9 @@ class Comparison:
 
     def plot(self) -> Any:
         """Differences (first minus second) with their paired 95 % intervals."""
+        from ..extras import require
+
+        require("plot", "Comparison.plot()")
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(7, 4.5), layout="constrained")
