@@ -263,3 +263,32 @@ def test_parse_answer_checks_every_verdict() -> None:
     ]:
         with pytest.raises(JudgeError, match=re.escape(message)):
             parse_answer(bad, 1, 2)
+
+
+def test_cli_with_the_chat_judge(
+    chat_server: tuple[str, ScriptedChat],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cxr_widgets.cli import main
+
+    url, script = chat_server
+    monkeypatch.setenv("MY_JUDGE_KEY", KEY)
+    generated, refs = reports_and_refs()
+    run = tmp_path / "run.jsonl"
+    run.write_text("".join(json.dumps({"report": r.to_dict()}) + "\n" for r in generated))
+    (tmp_path / "refs.json").write_text(json.dumps(refs))
+    argv = [
+        "evaluate", str(run), str(tmp_path / "refs.json"), "--judge", "chat",
+        "--chat-url", url, "--chat-key-env", "MY_JUDGE_KEY", "--out", str(tmp_path / "out"),
+        "--bootstrap", "20",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 studies evaluated (chat judge)" in out and KEY not in out
+    assert len(script.requests) == 6
+    assert (tmp_path / "out" / "judge-cache.sqlite").is_file()
+    assert main(argv) == 0 and len(script.requests) == 6  # the second run is cached
+    summary = (tmp_path / "out" / "summary.json").read_text()
+    assert '"key_source": "$MY_JUDGE_KEY"' in summary and KEY not in summary
