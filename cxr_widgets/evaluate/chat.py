@@ -194,6 +194,7 @@ class ChatJudge:
         self.cache = AnswerCache(cache)
         #: HTTP requests sent (answers not found in the cache), for notebooks and tests.
         self.requests = 0
+        self._count_lock = threading.Lock()
 
     # --- secret-free description ------------------------------------------------------
 
@@ -268,7 +269,8 @@ class ChatJudge:
         request = urllib.request.Request(
             self.url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
         )
-        self.requests += 1
+        with self._count_lock:
+            self.requests += 1
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 raw = response.read()
