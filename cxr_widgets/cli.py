@@ -1,5 +1,5 @@
 """The ``cxr-widgets`` command: ``serve`` a local endpoint, ``run`` a batch manifest,
-write a ``sample`` manifest, drive an Azure ML ``batch-endpoint``.
+write a ``sample`` manifest, drive an Azure ML ``batch-endpoint``, ``evaluate`` a run.
 
 Exit codes: 0 everything answered; 1 some studies failed (or the endpoint
 refused the run); 2 a usage, manifest or configuration error, reported before
@@ -206,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_batch_endpoint import add_parser as add_batch_endpoint
 
     add_batch_endpoint(commands, _positive_int)
+
+    from .evaluate.cli import add_parser as add_evaluate
+
+    add_evaluate(commands)
     return parser
 
 
@@ -412,8 +416,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .cli_batch_endpoint import run as _batch_endpoint
+    from .evaluate.cli import run as _evaluate
 
-    handlers = {"serve": _serve, "run": _run, "sample": _sample, "batch-endpoint": _batch_endpoint}
+    handlers = {
+        "serve": _serve,
+        "run": _run,
+        "sample": _sample,
+        "batch-endpoint": _batch_endpoint,
+        "evaluate": _evaluate,
+    }
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -124,3 +124,11 @@ class BadRequestError(EndpointError):
 
 class LocalEndpointError(CxrWidgetsError, RuntimeError):
     """The local endpoint (``cxr-widgets serve``, ``LocalEndpoint``) could not start."""
+
+
+class EvaluationError(CxrWidgetsError, ValueError):
+    """Generated reports or references cannot be evaluated as given."""
+
+
+class JudgeError(CxrWidgetsError):
+    """An entailment judge could not judge a study (timeout, refusal, nonsense answer)."""

@@ -47,6 +47,7 @@ CATEGORIES = (
     "Responses",
     "HTTP failures",
     "Hostile servers and credentials",
+    "Evaluation",
 )
 
 #: The key of the local endpoint; the client sends a different one for the 401 case.
@@ -744,6 +745,77 @@ def hostile_cases(work: Path) -> list[Case]:
 # --- the table ------------------------------------------------------------------------------
 
 
+def evaluation_cases(work: Path) -> list[Case]:
+    """``cxr_widgets.evaluate``: what stops an evaluation before it starts, and chat-judge
+    failures. (Problems of single studies -- bad boxes, duplicates, a judge that fails one
+    study -- do not raise: the study is listed in ``Evaluation.problems`` and counted.)"""
+    from cxr_widgets.evaluate import ChatJudge, evaluate
+    from cxr_widgets.evaluate.chat import parse_answer
+    from cxr_widgets.report import Finding, Report
+
+    cat = "Evaluation"
+    reports = [Report(findings=[Finding("The heart size is normal.")], study_id="s1")]
+    refs = [{"study_id": "s1", "findings": [{"text": "The heart size is normal."}]}]
+    (work / "refs.txt").write_text("s1: normal")
+    (work / "broken.json").write_text('[{"study_id": "s1", "findings": [')
+    (work / "columns.csv").write_text("id,sentence\ns1,The heart size is normal.\n")
+    cache = work / "judge-cache.sqlite"
+    cases = [
+        attempt(cat, "generated reports given as a number", lambda: evaluate(42, refs)),
+        attempt(
+            cat,
+            "results store path that does not exist",
+            lambda: evaluate(work / "missing.sqlite", refs),
+        ),
+        attempt(cat, "reference file `.txt`", lambda: evaluate(reports, work / "refs.txt")),
+        attempt(cat, "reference JSON cut off", lambda: evaluate(reports, work / "broken.json")),
+        attempt(
+            cat,
+            "reference CSV without study_id/text columns",
+            lambda: evaluate(reports, work / "columns.csv"),
+        ),
+        attempt(
+            cat,
+            "reference entry without study_id",
+            lambda: evaluate(reports, [{"findings": []}]),
+        ),
+        attempt(cat, 'judge="gpt-4"', lambda: evaluate(reports, refs, judge="gpt-4")),
+        attempt(
+            cat,
+            'judge="review" with a reference file (no verdicts)',
+            lambda: evaluate(reports, refs, judge="review"),
+        ),
+        attempt(cat, "bootstrap=-5", lambda: evaluate(reports, refs, bootstrap=-5)),
+        attempt(
+            cat,
+            "chat judge at http://example.org (plain http, not loopback)",
+            lambda: ChatJudge("http://example.org/v1/chat/completions", cache=cache),
+        ),
+        attempt(
+            cat,
+            "chat judge answers prose instead of JSON",
+            lambda: parse_answer("Yes, both say the heart is normal.", 1, 1),
+        ),
+        attempt(
+            cat,
+            "chat judge answers for a hypothesis that was not asked",
+            lambda: parse_answer('{"results": [{"hypothesis": 2, "entailed": true}]}', 1, 1),
+        ),
+    ]
+    with refused_port() as port:
+        judge = ChatJudge(
+            f"http://127.0.0.1:{port}/v1/chat/completions", key_env=None, cache=cache, timeout=5
+        )
+        cases.append(
+            attempt(
+                cat,
+                "chat judge server not running (connection refused)",
+                lambda: judge.entail(["a"], ["b"]),
+            )
+        )
+    return cases
+
+
 def collect(work: Path) -> list[Case]:
     """Run every case (in ``work``, a scratch folder) and return the outcomes."""
     return [
@@ -754,6 +826,7 @@ def collect(work: Path) -> list[Case]:
         *response_cases(),
         *http_cases(work),
         *hostile_cases(work),
+        *evaluation_cases(work),
     ]
 
 

@@ -30,6 +30,7 @@ EXPECTED = [
     "03_grounded_findings.ipynb",
     "04_widget.ipynb",
     "05_research_at_scale.ipynb",
+    "07_evaluate.ipynb",
     "08_batch_endpoint.ipynb",
 ]
 KERNEL = "cxr-widgets-test"
@@ -275,12 +276,28 @@ def check_batch_endpoint(nb: Any, workdir: Path) -> None:
     ]
 
 
+def check_evaluate(nb: Any, workdir: Path) -> None:
+    text = _texts(nb)
+    assert "missing: {'generated_only': [], 'reference_only': ['S999']}" in text
+    assert "<Comparison frontal only vs with prior on 12 studies>" in text
+    _assert_real_pngs(nb, minimum=2)  # the evaluation figure and the comparison
+    out = workdir / "tutorial-outputs" / "07_evaluate"
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    precision = summary["summary"]["logical_precision"]
+    assert precision["n"] == 12 and 0 < precision["value"] < 1  # the reader rejected some
+    assert precision["ci_low"] <= precision["value"] <= precision["ci_high"]
+    assert summary["counts"]["reference_only"] == 1
+    assert json.loads((out / "comparison.json").read_text(encoding="utf-8"))["studies"] == 12
+    assert (out / "evaluation.png").read_bytes().startswith(PNG_MAGIC)
+
+
 CHECKS: dict[str, Callable[[Any, Path], None]] = {
     "01_deploy.ipynb": check_deploy,
     "02_invoke.ipynb": check_invoke,
     "03_grounded_findings.ipynb": check_grounded,
     "04_widget.ipynb": check_widget,
     "05_research_at_scale.ipynb": check_scale,
+    "07_evaluate.ipynb": check_evaluate,
     "08_batch_endpoint.ipynb": check_batch_endpoint,
 }
 
