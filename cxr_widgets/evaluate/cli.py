@@ -103,12 +103,9 @@ def _judge(args: argparse.Namespace) -> Any:
 
 
 def _write_csv(frame: Any, path: Path) -> None:
-    try:
-        from ..report import csv_safe  # one neutraliser of formula cells for every CSV
-    except ImportError:  # older core without it
-        csv_safe = None
-    if csv_safe is not None:
-        frame = frame.map(csv_safe) if hasattr(frame, "map") else frame.applymap(csv_safe)
+    from ..report import csv_safe  # one neutraliser of formula cells for every CSV
+
+    frame = frame.map(csv_safe) if hasattr(frame, "map") else frame.applymap(csv_safe)
     frame.to_csv(path, index=False)
 
 
