@@ -35,6 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from cxr_widgets.images import build_png
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "docs" / "bad-inputs.md"
 
@@ -103,18 +105,11 @@ def _jpeg() -> bytes:
 
 def _png_bomb(side: int) -> bytes:
     """A valid PNG of zeros, under 1 MB, that would inflate to side x side pixels."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-
     compressor = zlib.compressobj(9)
     row = bytes(1 + (side + 7) // 8)  # 1-bit grey: the smallest rows
     idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
     header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
+    return build_png([(b"IHDR", header), (b"IDAT", idat), (b"IEND", b"")])
 
 
 def _dicom(path: Path, *, frames: int = 1, pixel_data: bool = True) -> Path:

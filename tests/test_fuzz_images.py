@@ -29,11 +29,12 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import image_helpers
 import numpy as np
 import pytest
 
 from cxr_widgets.errors import ImageError
-from cxr_widgets.images import MAX_PIXELS, prepare_image
+from cxr_widgets.images import MAX_PIXELS, build_png, png_chunks, prepare_image
 
 #: Generous per-call bound: a hang guard, not a performance claim (see bench/fuzz.py).
 HANG_GUARD_SECONDS = 10.0
@@ -159,24 +160,6 @@ def fix_png_crcs(data: bytearray) -> None:
         pos = end + 4
 
 
-def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(type, body) of each chunk of a well-formed PNG."""
-    chunks, pos = [], 8
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        chunks.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]))
-        pos += 12 + length
-    return chunks
-
-
-def build_png(chunks: list[tuple[bytes, bytes]]) -> bytes:
-    out = [b"\x89PNG\r\n\x1a\n"]
-    for kind, body in chunks:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        out.append(struct.pack(">I", len(body)) + kind + body + crc)
-    return b"".join(out)
-
-
 #: IHDR fields (offset, format) and hostile values: width, height, depth, colour, interlace.
 PNG_HEADER_EDITS: tuple[tuple[int, str, tuple[int, ...]], ...] = (
     (0, ">I", (0, 1, 2**31 - 1, 7999, 100_000)),
@@ -193,7 +176,7 @@ def mutate_png_structure(data: bytes, rng: np.random.Generator) -> bytes:
     Byte-level mutations mostly die at a CRC or in zlib; this reaches the decoder
     itself (filter types, row lengths, palette indexes, bit depth / colour type mismatches).
     """
-    chunks = png_chunks(data)
+    chunks = list(png_chunks(data))
     raw = bytearray(zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT")))
     ihdr = bytearray(chunks[0][1])
     if rng.random() < 0.5:
@@ -298,18 +281,7 @@ def fuzz(
 
 def png_bomb(width: int, height: int, depth: int = 8) -> bytes:
     """A valid greyscale PNG of zeros: a small file that inflates to width x height pixels."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-
-    compressor = zlib.compressobj(9)
-    row = bytes(1 + width * depth // 8)  # filter byte + grey samples
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
+    return image_helpers.png_bomb(width, height, depth)
 
 
 def jpeg_bomb(side: int) -> bytes:

@@ -21,7 +21,7 @@ from .source import bomb
 
 
 def load_raster_bytes(data: bytes, kind: str, label: str, max_pixels: int) -> PixelData:
-    """Decode PNG or JPEG bytes (``kind`` from :func:`~.sniff.sniff`)."""
+    """Decode PNG or JPEG bytes (``kind`` from :func:`~.sniff.detect_format`)."""
     what = f"{kind.upper()} file"
     # Read the size from the header ourselves first: Image.open would warn
     # (DecompressionBombWarning) about a bomb before we could refuse it.

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageError
-from .sniff import header_size, sniff, what_is
+from .sniff import detect_format, header_size, what_is
 
 T = TypeVar("T")
 
@@ -109,7 +109,7 @@ def check_header(
 ) -> None:
     """Refuse from the first bytes: unknown formats, and images whose header claims
     more than ``max_pixels`` (for DICOM, read from ``handle`` without the pixel data)."""
-    kind = sniff(head)
+    kind = detect_format(head)
     if kind == "unknown":
         raise ImageError(
             f"{label} is {what_is(head)}. Give a PNG, JPEG or DICOM file "
