@@ -119,8 +119,12 @@ def check_header(
     what = f"{kind.upper()} file"
     if kind in ("png", "jpeg"):
         claimed = header_size(head, kind)
-        if claimed is not None and claimed[0] * claimed[1] > max_pixels:
+        if claimed is None:
+            return
+        if claimed[0] * claimed[1] > max_pixels:
             raise bomb(label, what, claimed[0], claimed[1], 1, max_pixels)
+        # At most 4 channels of 16 bits; anything far beyond that is not this image.
+        _check_file_size(label, what, size, claimed[0], claimed[1], claimed[0] * claimed[1] * 8)
         return
     if handle is None:
         return
@@ -130,14 +134,19 @@ def check_header(
     rows, columns, frames, samples, bits = dims
     if rows * columns * frames * samples > max_pixels:
         raise bomb(label, what, columns, rows, frames * samples, max_pixels)
-    # Pixel data may be compressed, so only a file far larger than its own raw pixels
-    # (plus a generous allowance for headers and overlays) is refused here.
-    raw = rows * columns * frames * samples * max(1, (bits + 7) // 8)
-    if rows and columns and size > 4 * raw + 16_000_000:
+    if rows and columns:
+        raw = rows * columns * frames * samples * max(1, (bits + 7) // 8)
+        _check_file_size(label, what, size, columns, rows, raw)
+
+
+def _check_file_size(label: str, what: str, size: int, width: int, height: int, raw: int) -> None:
+    """Refuse a file far larger than the raw pixels its header describes (a generous
+    allowance covers headers, metadata and codec overhead), before reading it."""
+    if size > 4 * raw + 16_000_000:
         raise ImageError(
-            f"{label} is {size / 1e6:.0f} MB but its DICOM header describes an image of "
-            f"{columns}x{rows} pixels ({raw / 1e6:.1f} MB); the file is not what its header "
-            "says. Re-export it.",
+            f"{label} is {size / 1e6:.0f} MB but its header describes a {width}x{height} "
+            f"{what.split()[0]} image ({raw / 1e6:.1f} MB of raw pixels at most); the file is "
+            "not what its header says. Re-export it. Nothing beyond the header was read.",
             source=label,
         )
 
