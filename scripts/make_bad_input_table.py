@@ -112,6 +112,28 @@ def _png_bomb(side: int) -> bytes:
     return build_png([(b"IHDR", header), (b"IDAT", idat), (b"IEND", b"")])
 
 
+def _apng_with_blank_default() -> bytes:
+    """An APNG whose default image (what the model gets) is black; the animation is not."""
+    import numpy as np
+    from PIL import Image
+
+    frame = Image.open(io.BytesIO(_png()))
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((600, 640), dtype=np.uint8)).save(
+        buffer, format="PNG", save_all=True, append_images=[frame], default_image=True
+    )
+    return buffer.getvalue()
+
+
+def _pydicom_file(name: str) -> str:
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name)
+    if path is None:
+        raise FileNotFoundError(f"pydicom's test file {name} is missing")
+    return str(path)
+
+
 def _dicom(path: Path, *, frames: int = 1, pixel_data: bool = True) -> Path:
     """A small secondary-capture DICOM (made-up content) written with pydicom."""
     import numpy as np
@@ -161,6 +183,18 @@ def file_cases(work: Path) -> list[Case]:
     multi = _dicom(work / "multiframe.dcm", frames=3)
     folder = work / "images"
     folder.mkdir(exist_ok=True)
+    fifo = work / "pipe.png"
+    os.mkfifo(fifo)  # nobody writes to it: reading it would block for ever
+    padded = work / "padded.png"
+    with padded.open("wb") as handle:  # sparse: 500 MB that take no disk space
+        handle.write(_png(64, 64))
+        handle.truncate(500_000_000)
+    jpeg12 = work / "jpeg-12bit.dcm"
+    jpeg12.write_bytes(Path(_pydicom_file("JPEG-lossy.dcm")).read_bytes())
+    apng = work / "blank-default.png"
+    apng.write_bytes(_apng_with_blank_default())
+    strip = work / "strip.png"
+    strip.write_bytes(_png(65535, 1))
 
     def send(frontal: object) -> Callable[[], object]:
         return lambda: build_request(Study(frontal_image=frontal))
@@ -176,6 +210,12 @@ def file_cases(work: Path) -> list[Case]:
         attempt("Image files", "multi-frame DICOM (3 frames)", send(multi)),
         attempt("Image files", "path that does not exist", send(work / "missing.png")),
         attempt("Image files", "a directory", send(folder)),
+        attempt("Image files", "a named pipe (FIFO) as the image path", send(fifo)),
+        attempt("Image files", "`/dev/zero` as the image path", send(Path("/dev/zero"))),
+        attempt("Image files", "500 MB file whose header is a 64x64 PNG", send(padded)),
+        attempt("Image files", "12-bit JPEG DICOM (pydicom's `JPEG-lossy.dcm`)", send(jpeg12)),
+        attempt("Image files", "animated PNG whose default image is blank", send(apng)),
+        attempt("Image files", "PNG of 65535 x 1 pixels", send(strip)),
         attempt(
             "Image files",
             "PNG of 640x600 with max_pixels=100000",

@@ -104,3 +104,36 @@ def test_prepared_pixels_are_pydicoms_window_inverted(
     difference = np.abs(ours - expected)
     assert difference.max() <= 1.0
     assert (difference > 0).mean() < 0.001
+
+
+def test_12bit_jpeg_dicom_names_the_decoder_to_install() -> None:
+    """pydicom's own 12-bit JPEG Extended file: Pillow cannot decode 12-bit JPEG."""
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGExtended12Bit
+
+    from cxr_widgets.errors import ImageError
+
+    path = get_testdata_file("JPEG-lossy.dcm")
+    assert path is not None and pydicom.dcmread(path).BitsStored == 12
+    plugins = get_decoder(JPEGExtended12Bit).available_plugins
+    if set(plugins) - {"pillow"}:
+        assert load_pixels(path).bit_depth == 12  # a 12-bit decoder is installed: it works
+        return
+    with pytest.raises(ImageError) as caught:
+        prepare_image(path, name="frontal_image")
+    message = str(caught.value)
+    assert "12-bit JPEG" in message and "reads 8-bit JPEG only" in message
+    assert "pip install pylibjpeg pylibjpeg-libjpeg" in message
+    assert "python-gdcm" in message
+
+
+def test_burned_in_annotation_reaches_the_prepared_image(tmp_path: Path) -> None:
+    array = (np.arange(600 * 600) % 4096).astype(np.uint16).reshape(600, 600)
+    yes = prepare_image(write_dicom(tmp_path / "y.dcm", array, BurnedInAnnotation="YES"))
+    assert yes.burned_in_annotation is True
+    assert "burned-in annotation" in yes.describe()
+    assert any("BurnedInAnnotation = YES" in note for note in yes.notes)
+    no = prepare_image(write_dicom(tmp_path / "n.dcm", array, BurnedInAnnotation="NO"))
+    assert no.burned_in_annotation is False and "burned-in" not in no.describe()
+    assert prepare_image(write_dicom(tmp_path / "u.dcm", array)).burned_in_annotation is None

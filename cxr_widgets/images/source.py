@@ -145,7 +145,7 @@ def _check_file_size(label: str, what: str, size: int, width: int, height: int, 
     if size > 4 * raw + 16_000_000:
         raise ImageError(
             f"{label} is {size / 1e6:.0f} MB but its header describes a {width}x{height} "
-            f"{what.split()[0]} image ({raw / 1e6:.1f} MB of raw pixels at most); the file is "
+            f"{what.split()[0]} image ({_megabytes(raw)} of raw pixels at most); the file is "
             "not what its header says. Re-export it. Nothing beyond the header was read.",
             source=label,
         )
@@ -179,6 +179,10 @@ def _dicom_header_dims(handle: io.BufferedReader) -> tuple[int, int, int, int, i
         max(1, number("SamplesPerPixel", 1)),
         number("BitsAllocated", 16),
     )
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{max(1, round(n / 1000))} KB"
 
 
 def guard(label: str, what: str, load: Callable[[], T]) -> T:
