@@ -74,10 +74,10 @@ def from_pil(
             notes.append(f"EXIF orientation {orientation} applied")
     mode = image.mode
     if mode in ("L", "1"):
-        values = np.asarray(image.convert("L"))
+        values = _as_array(image if mode == "L" else image.convert("L"))
         return _pixels(values, kind, 1 if mode == "1" else 8, notes, Display("direct"))
     if mode.startswith("I") or mode == "F":
-        values = np.asarray(image)
+        values = _as_array(image)
         bit_depth = 32 if mode in ("I", "F") else 16
         if mode == "I" and values.size and int(values.min()) >= 0 and int(values.max()) < 65536:
             bit_depth = 16
@@ -99,7 +99,20 @@ def from_pil(
             image = image.convert("RGB")
         if not _is_gray(image):
             notes.append(f"{mode} converted to grayscale (ITU-R 601-2 luma)")
-    return _pixels(np.asarray(image.convert("L")), kind, 8, notes, Display("direct"))
+    return _pixels(_as_array(image.convert("L")), kind, 8, notes, Display("direct"))
+
+
+#: Pillow modes whose raw bytes are one plain numpy dtype.
+_MODE_DTYPES = {"L": "u1", "I;16": "<u2", "I;16B": ">u2", "I": "=i4", "F": "=f4"}
+
+
+def _as_array(image: Image.Image) -> np.ndarray:
+    """A read-only array over the image's bytes: one copy (``np.asarray`` makes two)."""
+    dtype = _MODE_DTYPES.get(image.mode)
+    if dtype is None:
+        return np.asarray(image)
+    width, height = image.size
+    return np.frombuffer(image.tobytes(), dtype=dtype).reshape(height, width)
 
 
 def _pixels(
