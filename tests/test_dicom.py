@@ -137,3 +137,13 @@ def test_burned_in_annotation_reaches_the_prepared_image(tmp_path: Path) -> None
     no = prepare_image(write_dicom(tmp_path / "n.dcm", array, BurnedInAnnotation="NO"))
     assert no.burned_in_annotation is False and "burned-in" not in no.describe()
     assert prepare_image(write_dicom(tmp_path / "u.dcm", array)).burned_in_annotation is None
+
+
+def test_huge_rescale_intercept_stays_float(tmp_path: Path) -> None:
+    """Found by fuzzing: an integer intercept beyond int32 must not overflow."""
+    stored = (np.arange(600 * 600) % 4096).astype(np.uint16).reshape(600, 600)
+    path = write_dicom(tmp_path / "big.dcm", stored, RescaleSlope=1, RescaleIntercept=3e12)
+    pixels = load_pixels(path)
+    assert pixels.values.dtype == np.float32
+    assert pixels.value_range[0] == pytest.approx(3e12, rel=1e-6)
+    assert prepare_image(pixels).size == (600, 600)
