@@ -80,3 +80,16 @@ def test_is_animated_png() -> None:
     animated = saved(frames[0], "PNG", save_all=True, append_images=frames[1:])
     assert is_animated_png(animated)
     assert not is_animated_png(saved(frames[0], "PNG"))
+
+
+def test_the_wire_contract_imports_sniff_without_numpy_or_pillow() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cxr_widgets; "
+        "print('cxr_widgets.images.sniff' in sys.modules, 'PIL' in sys.modules, "
+        "'numpy' in sys.modules, 'cxr_widgets.images.prepare' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False", "False", "False"]
