@@ -20,12 +20,14 @@ from __future__ import annotations
 import functools
 import io
 import json
+import re
 import struct
 import subprocess
 import sys
 import textwrap
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,7 +36,15 @@ import numpy as np
 import pytest
 
 from cxr_widgets.errors import ImageError
-from cxr_widgets.images import MAX_PIXELS, build_png, png_chunks, prepare_image
+from cxr_widgets.images import (
+    MAX_PIXELS,
+    build_png,
+    decode_uint16,
+    encode_uint16,
+    load_pixels,
+    png_chunks,
+    prepare_image,
+)
 
 #: Generous per-call bound: a hang guard, not a performance claim (see bench/fuzz.py).
 HANG_GUARD_SECONDS = 10.0
@@ -412,6 +422,44 @@ def test_mutated_dicom(seeds: dict[str, bytes]) -> None:
 def test_mutated_nema_radiograph(seeds: dict[str, bytes]) -> None:
     """The full 7 MB RG1_UNCR itself, mutated."""
     _check(fuzz(seeds, {"rg1": 16}, seed=3))
+
+
+def viewer_case(data: bytes) -> str:
+    """What the viewer and the server extension do with a file: load_pixels, an overview,
+    a region, the browser encoding; then prepare_image from those pixels, which must
+    equal prepare_image from the bytes. Returns "ok" or "ImageError"; anything else raises."""
+    try:
+        pixels = load_pixels(data)
+    except ImageError:
+        with pytest.raises(ImageError):
+            prepare_image(data)
+        return "ImageError"
+    overview, scale = pixels.overview(256)
+    assert overview.dtype == np.uint16 and 0 < scale <= 1 and max(overview.shape) <= 256
+    codes, _, box = pixels.region(pixels.width // 4, pixels.height // 4, 64, 64, 32)
+    assert max(codes.shape) <= 32 and box[2] <= 64 and box[3] <= 64
+    assert np.array_equal(decode_uint16(encode_uint16(overview), overview.shape), overview)
+    try:
+        from_bytes = prepare_image(data).png
+    except ImageError as error:  # the model's rules (shape) refuse what a viewer can show
+        with pytest.raises(ImageError, match=re.escape(str(error).split(": ", 1)[-1][:40])):
+            prepare_image(pixels)
+        return "ImageError"
+    assert prepare_image(pixels).png == from_bytes
+    return "ok"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_viewer_path_on_mutated_files(seeds: dict[str, bytes]) -> None:
+    """load_pixels, overviews, regions and their encoding on mutated files: only
+    ImageError, and prepare_image from the pixels equals prepare_image from the bytes."""
+    outcomes = Counter()
+    for name in SMALL_SEEDS + DICOM_SEEDS:
+        rng = np.random.default_rng([4, sum(name.encode())])
+        for _ in range(25):
+            outcomes[viewer_case(mutate(name, seeds[name], rng))] += 1
+    assert outcomes["ok"] > 20 and outcomes["ImageError"] > 20, outcomes
 
 
 def test_mutations_are_deterministic(seeds: dict[str, bytes]) -> None:
