@@ -34,6 +34,7 @@ def load_raster_bytes(data: bytes, kind: str, label: str, max_pixels: int) -> Pi
         raise bomb(label, what, width, height, 1, max_pixels)
     image.load()
     notes: list[str] = []
+    animated = kind == "png" and is_animated_png(data)
     if kind == "png":
         short = png_pixel_data_short(data)
         if short is not None:
@@ -43,10 +44,10 @@ def load_raster_bytes(data: bytes, kind: str, label: str, max_pixels: int) -> Pi
                 "or truncated. Export or copy it again.",
                 source=label,
             )
-        if is_animated_png(data):
-            notes.append("animated PNG: only its default image is used")
+    if animated:
+        notes.append("animated PNG: only its default image is used")
     pixels = from_pil(image, label, max_pixels, kind, notes)
-    if kind == "png" and notes and notes[0].startswith("animated") and pixels.is_constant:
+    if animated and pixels.is_constant:
         raise ImageError(
             f"{label} is an animated PNG (APNG) whose default image is blank (every pixel "
             f"{pixels.value_range[0]:g}); the model would see only that blank image. Save the "
