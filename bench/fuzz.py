@@ -40,6 +40,7 @@ import test_fuzz_response as response_kit  # noqa: E402
 
 from cxr_widgets import parse_response  # noqa: E402
 from cxr_widgets.errors import ResponseFormatError  # noqa: E402
+from cxr_widgets.images import PNG_MAGIC  # noqa: E402
 from cxr_widgets.report import validate_box  # noqa: E402
 from cxr_widgets.samples import sample_path  # noqa: E402
 
@@ -145,7 +146,7 @@ def fuzz_images(total: int, seed: int) -> list[tuple]:
 
 def describe(data: bytes) -> str:
     """What a mutated file claims to be (the PNG header, or prepare_image's description)."""
-    if data.startswith(b"\x89PNG"):
+    if data.startswith(PNG_MAGIC):
         width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
         return f"PNG header {width}x{height}, bit depth {depth}, colour type {colour}"
     outcome, _, error = images_kit.run_case(data)

@@ -20,6 +20,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from .errors import RequestError, ResponseFormatError
+from .images.sniff import JPEG_MAGIC, is_png_or_jpeg
 from .report import Box, Finding, Report, repair_box, validate_box
 from .study import (
     COLUMNS,
@@ -37,9 +38,6 @@ DEFAULT_REQUEST_BUDGET = 1_500_000
 #: Largest answer a client reads (decoded): ten studies' findings take a few KB, so this
 #: only stops a hostile or broken server (a 100 MB body, a gzip bomb) from filling memory.
 MAX_RESPONSE_BYTES = 8_000_000
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 @dataclass
@@ -216,7 +214,7 @@ def _decode_image_value(value: str, where: str) -> bytes:
         data = base64.b64decode(value.encode("ascii"), validate=False)
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise RequestError(f"{where}: not base64-encoded image bytes") from None
-    if not (data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC)):
+    if not is_png_or_jpeg(data):
         raise RequestError(f"{where}: the image is not PNG or JPEG (send PNG or JPEG bytes)")
     _check_complete(data, where)
     return data

@@ -35,6 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from cxr_widgets.images import build_png
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "docs" / "bad-inputs.md"
 
@@ -103,18 +105,33 @@ def _jpeg() -> bytes:
 
 def _png_bomb(side: int) -> bytes:
     """A valid PNG of zeros, under 1 MB, that would inflate to side x side pixels."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-
     compressor = zlib.compressobj(9)
     row = bytes(1 + (side + 7) // 8)  # 1-bit grey: the smallest rows
     idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
     header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    return build_png([(b"IHDR", header), (b"IDAT", idat), (b"IEND", b"")])
+
+
+def _apng_with_blank_default() -> bytes:
+    """An APNG whose default image (what the model gets) is black; the animation is not."""
+    import numpy as np
+    from PIL import Image
+
+    frame = Image.open(io.BytesIO(_png()))
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((600, 640), dtype=np.uint8)).save(
+        buffer, format="PNG", save_all=True, append_images=[frame], default_image=True
     )
+    return buffer.getvalue()
+
+
+def _pydicom_file(name: str) -> str:
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name)
+    if path is None:
+        raise FileNotFoundError(f"pydicom's test file {name} is missing")
+    return str(path)
 
 
 def _dicom(path: Path, *, frames: int = 1, pixel_data: bool = True) -> Path:
@@ -166,6 +183,18 @@ def file_cases(work: Path) -> list[Case]:
     multi = _dicom(work / "multiframe.dcm", frames=3)
     folder = work / "images"
     folder.mkdir(exist_ok=True)
+    fifo = work / "pipe.png"
+    os.mkfifo(fifo)  # nobody writes to it: reading it would block for ever
+    padded = work / "padded.png"
+    with padded.open("wb") as handle:  # sparse: 500 MB that take no disk space
+        handle.write(_png(64, 64))
+        handle.truncate(500_000_000)
+    jpeg12 = work / "jpeg-12bit.dcm"
+    jpeg12.write_bytes(Path(_pydicom_file("JPEG-lossy.dcm")).read_bytes())
+    apng = work / "blank-default.png"
+    apng.write_bytes(_apng_with_blank_default())
+    strip = work / "strip.png"
+    strip.write_bytes(_png(65535, 1))
 
     def send(frontal: object) -> Callable[[], object]:
         return lambda: build_request(Study(frontal_image=frontal))
@@ -181,6 +210,12 @@ def file_cases(work: Path) -> list[Case]:
         attempt("Image files", "multi-frame DICOM (3 frames)", send(multi)),
         attempt("Image files", "path that does not exist", send(work / "missing.png")),
         attempt("Image files", "a directory", send(folder)),
+        attempt("Image files", "a named pipe (FIFO) as the image path", send(fifo)),
+        attempt("Image files", "`/dev/zero` as the image path", send(Path("/dev/zero"))),
+        attempt("Image files", "500 MB file whose header is a 64x64 PNG", send(padded)),
+        attempt("Image files", "12-bit JPEG DICOM (pydicom's `JPEG-lossy.dcm`)", send(jpeg12)),
+        attempt("Image files", "animated PNG whose default image is blank", send(apng)),
+        attempt("Image files", "PNG of 65535 x 1 pixels", send(strip)),
         attempt(
             "Image files",
             "PNG of 640x600 with max_pixels=100000",

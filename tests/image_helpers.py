@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from cxr_widgets.images import build_png
+
+
+def png_bomb(width: int, height: int, depth: int = 1) -> bytes:
+    """A valid greyscale PNG of zeros: a few KB that inflate to width x height pixels."""
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + (width * depth + 7) // 8)  # filter byte + grey samples
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)
+    return build_png([(b"IHDR", header), (b"IDAT", idat), (b"IEND", b"")])
 
 
 def write_dicom(

@@ -20,20 +20,31 @@ from __future__ import annotations
 import functools
 import io
 import json
+import re
 import struct
 import subprocess
 import sys
 import textwrap
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import image_helpers
 import numpy as np
 import pytest
 
 from cxr_widgets.errors import ImageError
-from cxr_widgets.images import MAX_PIXELS, prepare_image
+from cxr_widgets.images import (
+    MAX_PIXELS,
+    build_png,
+    decode_uint16,
+    encode_uint16,
+    load_pixels,
+    png_chunks,
+    prepare_image,
+)
 
 #: Generous per-call bound: a hang guard, not a performance claim (see bench/fuzz.py).
 HANG_GUARD_SECONDS = 10.0
@@ -159,24 +170,6 @@ def fix_png_crcs(data: bytearray) -> None:
         pos = end + 4
 
 
-def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(type, body) of each chunk of a well-formed PNG."""
-    chunks, pos = [], 8
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        chunks.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]))
-        pos += 12 + length
-    return chunks
-
-
-def build_png(chunks: list[tuple[bytes, bytes]]) -> bytes:
-    out = [b"\x89PNG\r\n\x1a\n"]
-    for kind, body in chunks:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        out.append(struct.pack(">I", len(body)) + kind + body + crc)
-    return b"".join(out)
-
-
 #: IHDR fields (offset, format) and hostile values: width, height, depth, colour, interlace.
 PNG_HEADER_EDITS: tuple[tuple[int, str, tuple[int, ...]], ...] = (
     (0, ">I", (0, 1, 2**31 - 1, 7999, 100_000)),
@@ -193,7 +186,7 @@ def mutate_png_structure(data: bytes, rng: np.random.Generator) -> bytes:
     Byte-level mutations mostly die at a CRC or in zlib; this reaches the decoder
     itself (filter types, row lengths, palette indexes, bit depth / colour type mismatches).
     """
-    chunks = png_chunks(data)
+    chunks = list(png_chunks(data))
     raw = bytearray(zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT")))
     ihdr = bytearray(chunks[0][1])
     if rng.random() < 0.5:
@@ -298,18 +291,7 @@ def fuzz(
 
 def png_bomb(width: int, height: int, depth: int = 8) -> bytes:
     """A valid greyscale PNG of zeros: a small file that inflates to width x height pixels."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-
-    compressor = zlib.compressobj(9)
-    row = bytes(1 + width * depth // 8)  # filter byte + grey samples
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
+    return image_helpers.png_bomb(width, height, depth)
 
 
 def jpeg_bomb(side: int) -> bytes:
@@ -440,6 +422,44 @@ def test_mutated_dicom(seeds: dict[str, bytes]) -> None:
 def test_mutated_nema_radiograph(seeds: dict[str, bytes]) -> None:
     """The full 7 MB RG1_UNCR itself, mutated."""
     _check(fuzz(seeds, {"rg1": 16}, seed=3))
+
+
+def viewer_case(data: bytes) -> str:
+    """What the viewer and the server extension do with a file: load_pixels, an overview,
+    a region, the browser encoding; then prepare_image from those pixels, which must
+    equal prepare_image from the bytes. Returns "ok" or "ImageError"; anything else raises."""
+    try:
+        pixels = load_pixels(data)
+    except ImageError:
+        with pytest.raises(ImageError):
+            prepare_image(data)
+        return "ImageError"
+    overview, scale = pixels.overview(256)
+    assert overview.dtype == np.uint16 and 0 < scale <= 1 and max(overview.shape) <= 256
+    codes, _, box = pixels.region(pixels.width // 4, pixels.height // 4, 64, 64, 32)
+    assert max(codes.shape) <= 32 and box[2] <= 64 and box[3] <= 64
+    assert np.array_equal(decode_uint16(encode_uint16(overview), overview.shape), overview)
+    try:
+        from_bytes = prepare_image(data).png
+    except ImageError as error:  # the model's rules (shape) refuse what a viewer can show
+        with pytest.raises(ImageError, match=re.escape(str(error).split(": ", 1)[-1][:40])):
+            prepare_image(pixels)
+        return "ImageError"
+    assert prepare_image(pixels).png == from_bytes
+    return "ok"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_viewer_path_on_mutated_files(seeds: dict[str, bytes]) -> None:
+    """load_pixels, overviews, regions and their encoding on mutated files: only
+    ImageError, and prepare_image from the pixels equals prepare_image from the bytes."""
+    outcomes = Counter()
+    for name in SMALL_SEEDS + DICOM_SEEDS:
+        rng = np.random.default_rng([4, sum(name.encode())])
+        for _ in range(25):
+            outcomes[viewer_case(mutate(name, seeds[name], rng))] += 1
+    assert outcomes["ok"] > 20 and outcomes["ImageError"] > 20, outcomes
 
 
 def test_mutations_are_deterministic(seeds: dict[str, bytes]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from image_helpers import write_dicom
+from image_helpers import png_bomb, write_dicom
 from PIL import Image, PngImagePlugin
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
@@ -27,8 +27,10 @@ from cxr_widgets.images import (
     MAX_PIXELS,
     MODEL_INPUT_SIDE,
     PreparedImage,
+    build_png,
     prepare_image,
 )
+from cxr_widgets.images import png_chunks as walk_png
 
 RG1_SIZE = (1841, 1955)  # width, height
 
@@ -38,13 +40,7 @@ RG1_SIZE = (1841, 1955)  # width, height
 
 def png_chunks(data: bytes) -> list[bytes]:
     """Chunk types of a PNG, by walking the file."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    types, pos = [], 8
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        types.append(data[pos + 4 : pos + 8])
-        pos += 12 + length
-    return types
+    return [kind for kind, _body in walk_png(data)]
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:
@@ -499,19 +495,7 @@ def test_truncated_png_and_corrupt_jpeg(tmp_path: Path) -> None:
 
 def zero_png(width: int, height: int) -> bytes:
     """A real PNG of zeros (1-bit grey), a few KB that inflate to width*height pixels."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    row = bytes(1 + (width + 7) // 8)
-    compressor = zlib.compressobj(9)
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
+    return png_bomb(width, height, depth=1)
 
 
 @pytest.mark.timeout(20)
@@ -670,25 +654,15 @@ def test_rgb_dicom_to_grayscale(tmp_path: Path) -> None:
 
 def test_png_whose_pixel_stream_ends_early_is_refused() -> None:
     """Pillow decodes such a file with black rows and no error; we refuse it."""
-    import struct
-    import zlib
-
     width, height, rows_present = 64, 400, 40
     rows = b"".join(
         b"\x00" + bytes([(r * 7 + c) % 256 for c in range(width)]) for r in range(rows_present)
     )
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    short = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
-    short += chunk(b"IEND", b"")
+    short = build_png([(b"IHDR", ihdr), (b"IDAT", zlib.compress(rows)), (b"IEND", b"")])
     with pytest.raises(ImageError, match="pixel data ends early"):
         prepare_image(short)
 
     complete = rows * (height // rows_present)
-    whole = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(complete))
-    whole += chunk(b"IEND", b"")
+    whole = build_png([(b"IHDR", ihdr), (b"IDAT", zlib.compress(complete)), (b"IEND", b"")])
     assert prepare_image(whole, full_resolution=True).size == (width, height)

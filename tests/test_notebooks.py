@@ -22,6 +22,8 @@ from typing import Any
 import nbformat
 import pytest
 
+from cxr_widgets.images import PNG_MAGIC
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 EXPECTED = [
@@ -35,7 +37,6 @@ EXPECTED = [
 ]
 KERNEL = "cxr-widgets-test"
 CELL_TIMEOUT = 180
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _load(name: str) -> Any:

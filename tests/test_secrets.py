@@ -21,7 +21,6 @@ import logging
 import pickle
 import secrets
 import socket
-import struct
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from cxr_widgets.errors import (
     EndpointConnectionError,
     RequestTooLargeError,
 )
+from cxr_widgets.images import png_chunks
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
 
@@ -90,13 +90,7 @@ def assert_absent(haystack: str | bytes, needles: set[str] | list[str], where: s
 
 
 def png_chunk_types(data: bytes) -> list[bytes]:
-    assert data.startswith(b"\x89PNG\r\n\x1a\n")
-    types, pos = [], 8
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        types.append(data[pos + 4 : pos + 8])
-        pos += 12 + length
-    return types
+    return [kind for kind, _body in png_chunks(data)]
 
 
 def error_texts(error: BaseException) -> str:

@@ -133,7 +133,13 @@ def modality_values(array: np.ndarray, ds: Any) -> tuple[np.ndarray, list[str]]:
     if slope == 1.0 and intercept == 0.0:
         return array, []
     note = f"rescale slope {slope:g} intercept {intercept:g}"
-    if slope == 1.0 and intercept.is_integer() and array.dtype.kind in "ui":
+    if (
+        slope == 1.0
+        and intercept.is_integer()
+        and abs(intercept) < 2**24  # exact in float32, as the 8-bit step computes
+        and array.dtype.kind in "ui"
+        and array.dtype.itemsize <= 2
+    ):
         return array.astype(np.int32) + np.int32(intercept), [note]
     values = array.astype(np.float32)
     values *= np.float32(slope)

@@ -13,7 +13,7 @@ from ..study import describe_source
 from .dicom import from_dataset, load_dicom_bytes
 from .pixels import PixelData
 from .raster import from_array, from_pil, load_raster_bytes
-from .sniff import sniff, what_is
+from .sniff import detect_format, what_is
 from .source import MAX_PIXELS, guard, read_path
 
 
@@ -62,7 +62,7 @@ def _load(source: Any, label: str, max_pixels: int) -> PixelData:
 
 
 def _load_bytes(data: bytes, label: str, max_pixels: int) -> PixelData:
-    kind = sniff(data)
+    kind = detect_format(data)
     if kind == "unknown":
         raise ImageError(
             f"{label} is {what_is(data)}. Give a PNG, JPEG or DICOM file "

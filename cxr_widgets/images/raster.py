@@ -21,7 +21,7 @@ from .source import bomb
 
 
 def load_raster_bytes(data: bytes, kind: str, label: str, max_pixels: int) -> PixelData:
-    """Decode PNG or JPEG bytes (``kind`` from :func:`~.sniff.sniff`)."""
+    """Decode PNG or JPEG bytes (``kind`` from :func:`~.sniff.detect_format`)."""
     what = f"{kind.upper()} file"
     # Read the size from the header ourselves first: Image.open would warn
     # (DecompressionBombWarning) about a bomb before we could refuse it.
@@ -34,6 +34,7 @@ def load_raster_bytes(data: bytes, kind: str, label: str, max_pixels: int) -> Pi
         raise bomb(label, what, width, height, 1, max_pixels)
     image.load()
     notes: list[str] = []
+    animated = kind == "png" and is_animated_png(data)
     if kind == "png":
         short = png_pixel_data_short(data)
         if short is not None:
@@ -43,10 +44,10 @@ def load_raster_bytes(data: bytes, kind: str, label: str, max_pixels: int) -> Pi
                 "or truncated. Export or copy it again.",
                 source=label,
             )
-        if is_animated_png(data):
-            notes.append("animated PNG: only its default image is used")
+    if animated:
+        notes.append("animated PNG: only its default image is used")
     pixels = from_pil(image, label, max_pixels, kind, notes)
-    if kind == "png" and notes and notes[0].startswith("animated") and pixels.is_constant:
+    if animated and pixels.is_constant:
         raise ImageError(
             f"{label} is an animated PNG (APNG) whose default image is blank (every pixel "
             f"{pixels.value_range[0]:g}); the model would see only that blank image. Save the "
@@ -74,10 +75,10 @@ def from_pil(
             notes.append(f"EXIF orientation {orientation} applied")
     mode = image.mode
     if mode in ("L", "1"):
-        values = np.asarray(image.convert("L"))
+        values = _as_array(image if mode == "L" else image.convert("L"))
         return _pixels(values, kind, 1 if mode == "1" else 8, notes, Display("direct"))
     if mode.startswith("I") or mode == "F":
-        values = np.asarray(image)
+        values = _as_array(image)
         bit_depth = 32 if mode in ("I", "F") else 16
         if mode == "I" and values.size and int(values.min()) >= 0 and int(values.max()) < 65536:
             bit_depth = 16
@@ -99,7 +100,20 @@ def from_pil(
             image = image.convert("RGB")
         if not _is_gray(image):
             notes.append(f"{mode} converted to grayscale (ITU-R 601-2 luma)")
-    return _pixels(np.asarray(image.convert("L")), kind, 8, notes, Display("direct"))
+    return _pixels(_as_array(image.convert("L")), kind, 8, notes, Display("direct"))
+
+
+#: Pillow modes whose raw bytes are one plain numpy dtype.
+_MODE_DTYPES = {"L": "u1", "I;16": "<u2", "I;16B": ">u2", "I": "=i4", "F": "=f4"}
+
+
+def _as_array(image: Image.Image) -> np.ndarray:
+    """A read-only array over the image's bytes: one copy (``np.asarray`` makes two)."""
+    dtype = _MODE_DTYPES.get(image.mode)
+    if dtype is None:
+        return np.asarray(image)
+    width, height = image.size
+    return np.frombuffer(image.tobytes(), dtype=dtype).reshape(height, width)
 
 
 def _pixels(

@@ -18,7 +18,7 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 SNIFF_BYTES = 512
 
 
-def sniff(data: bytes) -> str:
+def detect_format(data: bytes) -> str:
     """``"png"``, ``"jpeg"``, ``"dicom"`` or ``"unknown"`` from the first bytes."""
     if data.startswith(PNG_MAGIC):
         return "png"

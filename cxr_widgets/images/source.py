@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageError
-from .sniff import header_size, sniff, what_is
+from .sniff import detect_format, header_size, what_is
 
 T = TypeVar("T")
 
@@ -109,7 +109,7 @@ def check_header(
 ) -> None:
     """Refuse from the first bytes: unknown formats, and images whose header claims
     more than ``max_pixels`` (for DICOM, read from ``handle`` without the pixel data)."""
-    kind = sniff(head)
+    kind = detect_format(head)
     if kind == "unknown":
         raise ImageError(
             f"{label} is {what_is(head)}. Give a PNG, JPEG or DICOM file "
@@ -119,8 +119,12 @@ def check_header(
     what = f"{kind.upper()} file"
     if kind in ("png", "jpeg"):
         claimed = header_size(head, kind)
-        if claimed is not None and claimed[0] * claimed[1] > max_pixels:
+        if claimed is None:
+            return
+        if claimed[0] * claimed[1] > max_pixels:
             raise bomb(label, what, claimed[0], claimed[1], 1, max_pixels)
+        # At most 4 channels of 16 bits; anything far beyond that is not this image.
+        _check_file_size(label, what, size, claimed[0], claimed[1], claimed[0] * claimed[1] * 8)
         return
     if handle is None:
         return
@@ -130,14 +134,19 @@ def check_header(
     rows, columns, frames, samples, bits = dims
     if rows * columns * frames * samples > max_pixels:
         raise bomb(label, what, columns, rows, frames * samples, max_pixels)
-    # Pixel data may be compressed, so only a file far larger than its own raw pixels
-    # (plus a generous allowance for headers and overlays) is refused here.
-    raw = rows * columns * frames * samples * max(1, (bits + 7) // 8)
-    if rows and columns and size > 4 * raw + 16_000_000:
+    if rows and columns:
+        raw = rows * columns * frames * samples * max(1, (bits + 7) // 8)
+        _check_file_size(label, what, size, columns, rows, raw)
+
+
+def _check_file_size(label: str, what: str, size: int, width: int, height: int, raw: int) -> None:
+    """Refuse a file far larger than the raw pixels its header describes (a generous
+    allowance covers headers, metadata and codec overhead), before reading it."""
+    if size > 4 * raw + 16_000_000:
         raise ImageError(
-            f"{label} is {size / 1e6:.0f} MB but its DICOM header describes an image of "
-            f"{columns}x{rows} pixels ({raw / 1e6:.1f} MB); the file is not what its header "
-            "says. Re-export it.",
+            f"{label} is {size / 1e6:.0f} MB but its header describes a {width}x{height} "
+            f"{what.split()[0]} image ({_megabytes(raw)} of raw pixels at most); the file is "
+            "not what its header says. Re-export it. Nothing beyond the header was read.",
             source=label,
         )
 
@@ -170,6 +179,10 @@ def _dicom_header_dims(handle: io.BufferedReader) -> tuple[int, int, int, int, i
         max(1, number("SamplesPerPixel", 1)),
         number("BitsAllocated", 16),
     )
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{max(1, round(n / 1000))} KB"
 
 
 def guard(label: str, what: str, load: Callable[[], T]) -> T:
