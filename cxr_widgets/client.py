@@ -498,5 +498,6 @@ def _after_retries(exc: BaseException) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, whole: redact it before shortening."""
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    return text[0] if text else type(exc).__name__
