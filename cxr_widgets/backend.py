@@ -146,19 +146,22 @@ class ReportGenerator(ABC):
                 created=created,
                 **fields,
             )
-            reports.append(
-                Report(
-                    findings=list(parsed_report.findings),
-                    image_size=encoded.frontal.original_size,
-                    warnings=[*parsed_report.warnings, *encoded.warnings],
-                    demo=demo or parsed_report.demo or self.is_demo,
-                    source=self.label,
-                    study_id=encoded.study.study_id,
-                    request_id=request_id,
-                    created=created,
-                    provenance=origin,
-                )
+            report = Report(
+                findings=list(parsed_report.findings),
+                image_size=encoded.frontal.original_size,
+                warnings=[*parsed_report.warnings, *encoded.warnings],
+                demo=demo or parsed_report.demo or self.is_demo,
+                source=self.label,
+                study_id=encoded.study.study_id,
+                request_id=request_id,
+                created=created,
+                provenance=origin,
             )
+            # Transition only (not a field: never serialised, compared or shown in repr):
+            # the widget's history still reads the display image here until it keeps it
+            # with its run record. Remove with Report.frontal_image.
+            report.frontal_image = encoded.frontal.image
+            reports.append(report)
         return reports
 
     def close(self) -> None:

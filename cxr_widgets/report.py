@@ -306,8 +306,8 @@ class Report:
     repaired or dropped, a prior report without a prior image, burned-in
     annotations). ``provenance`` records backend, endpoint, model, image
     options, package version and request digest. Backends build a report once,
-    complete; use :meth:`replace` for a changed copy. The report holds no
-    image: draw it with ``render_findings(image, report)``.
+    complete; use :meth:`replace` for a changed copy. No image is part of a
+    report's data (fields, JSON, equality): draw with ``render_findings(image, report)``.
     """
 
     findings: list[Finding] = field(default_factory=list)
@@ -326,8 +326,9 @@ class Report:
 
     @property
     def frontal_image(self) -> Any:
-        """Transition only: None unless older code set it. Reports carry no image;
-        keep the display image with the run (e.g. ``request.studies[i].frontal``)."""
+        """Transition only, to be removed: the prepared frontal image a backend answered
+        for (None after a JSON round trip). Not a field: never serialised or compared.
+        New code keeps the display image with its run (``request.studies[i].frontal``)."""
         return self.__dict__.get("_display_image")
 
     @frontal_image.setter

@@ -52,7 +52,7 @@ def test_sample_study_gets_a_demo_report_with_image_size() -> None:
     assert report.source == "demo (offline)"
     request = backend.prepare(study)
     assert report.image_size == request.studies[0].frontal.original_size
-    assert report.frontal_image is None  # reports carry no image; the request has it
+    assert "frontal_image" not in report.to_dict()  # no image in the report's data
     assert report.provenance is not None and report.provenance.backend == "demo"
     assert report.provenance.study_digest == request.studies[0].digest
     assert report.request_id and report.request_id.startswith("demo-")
