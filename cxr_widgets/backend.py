@@ -124,15 +124,18 @@ class ReportGenerator(ABC):
         request_id: str | None = None,
         *,
         demo: bool = False,
+        body: bytes | None = None,
         **provenance: Any,
     ) -> list[Report]:
         """The final reports: each parsed report's findings with everything the
         request knows (image size, study id, source, warnings, provenance), built
-        once. ``provenance`` overrides :meth:`provenance_fields` (e.g. the deployment
+        once. ``body``: the request body as sent, when the caller has it (not encoded
+        again). ``provenance`` overrides :meth:`provenance_fields` (e.g. the deployment
         that answered)."""
         from . import __version__
 
-        body = request.body
+        if body is None:
+            body = request.body
         digest = hashlib.sha256(body).hexdigest()
         created = _now()
         fields = {**self.provenance_fields(), **provenance}

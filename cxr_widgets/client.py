@@ -408,6 +408,7 @@ class ReportGenClient(ReportGenerator):
             reports,
             request_id,
             demo=demo,
+            body=body,
             backend="local-endpoint" if demo else "online-endpoint",
             deployment=self._redact(answered_by)[:200] if answered_by else None,
         )
