@@ -149,7 +149,8 @@ TWO_REPORTS = """
 import asyncio
 a = w.report
 b = dataclasses.replace(a, findings=[f for f in a.findings if f.boxes][:-1])
-shown = a.frontal_image  # the image on screen: "same image" reports reuse it
+base = w.studypanel.prepared["frontal_image"].image  # the image on screen
+shown = base  # "same image" reports reuse it
 stamps = []
 
 def trigger(action, delay):
@@ -169,8 +170,9 @@ print('@@', json.dumps([a.n_boxes, b.n_boxes]))
 #: levels brighter, so its display JPEG differs and is sent again, as for a new study).
 SHOW = """
 if {fresh}:
-    shown = a.frontal_image.point(lambda v: min(255, v + 1 + {run} % 2))
-_r = dataclasses.replace({which}, frontal_image=shown)
+    shown = base.point(lambda v: min(255, v + 1 + {run} % 2))
+_r = dataclasses.replace({which})
+_r.frontal_image = shown  # the display image the panel shows it on
 trigger(lambda r=_r: w.show_report(r), {delay})
 print('@@', 0)
 """

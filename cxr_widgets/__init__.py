@@ -31,7 +31,7 @@ from .errors import (
     ResponseFormatError,
     StudyError,
 )
-from .report import Box, Finding, Report
+from .report import Box, Finding, Provenance, Report
 from .study import Study
 
 __version__ = "0.1.0"
@@ -76,6 +76,7 @@ __all__ = [
     "ModelError",
     "PixelData",
     "PreparedImage",
+    "Provenance",
     "Report",
     "ReportGenClient",
     "ReportGenWidget",

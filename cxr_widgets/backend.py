@@ -124,15 +124,18 @@ class ReportGenerator(ABC):
         request_id: str | None = None,
         *,
         demo: bool = False,
+        body: bytes | None = None,
         **provenance: Any,
     ) -> list[Report]:
         """The final reports: each parsed report's findings with everything the
         request knows (image size, study id, source, warnings, provenance), built
-        once. ``provenance`` overrides :meth:`provenance_fields` (e.g. the deployment
+        once. ``body``: the request body as sent, when the caller has it (not encoded
+        again). ``provenance`` overrides :meth:`provenance_fields` (e.g. the deployment
         that answered)."""
         from . import __version__
 
-        body = request.body
+        if body is None:
+            body = request.body
         digest = hashlib.sha256(body).hexdigest()
         created = _now()
         fields = {**self.provenance_fields(), **provenance}
@@ -146,19 +149,22 @@ class ReportGenerator(ABC):
                 created=created,
                 **fields,
             )
-            reports.append(
-                Report(
-                    findings=list(parsed_report.findings),
-                    image_size=encoded.frontal.original_size,
-                    warnings=[*parsed_report.warnings, *encoded.warnings],
-                    demo=demo or parsed_report.demo or self.is_demo,
-                    source=self.label,
-                    study_id=encoded.study.study_id,
-                    request_id=request_id,
-                    created=created,
-                    provenance=origin,
-                )
+            report = Report(
+                findings=list(parsed_report.findings),
+                image_size=encoded.frontal.original_size,
+                warnings=[*parsed_report.warnings, *encoded.warnings],
+                demo=demo or parsed_report.demo or self.is_demo,
+                source=self.label,
+                study_id=encoded.study.study_id,
+                request_id=request_id,
+                created=created,
+                provenance=origin,
             )
+            # Transition only (not a field: never serialised, compared or shown in repr):
+            # the widget's history still reads the display image here until it keeps it
+            # with its run record. Remove with Report.frontal_image.
+            report.frontal_image = encoded.frontal.image
+            reports.append(report)
         return reports
 
     def close(self) -> None:

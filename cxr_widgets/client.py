@@ -408,6 +408,7 @@ class ReportGenClient(ReportGenerator):
             reports,
             request_id,
             demo=demo,
+            body=body,
             backend="local-endpoint" if demo else "online-endpoint",
             deployment=self._redact(answered_by)[:200] if answered_by else None,
         )
@@ -498,5 +499,6 @@ def _after_retries(exc: BaseException) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, whole: redact it before shortening."""
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    return text[0] if text else type(exc).__name__

@@ -306,8 +306,8 @@ class Report:
     repaired or dropped, a prior report without a prior image, burned-in
     annotations). ``provenance`` records backend, endpoint, model, image
     options, package version and request digest. Backends build a report once,
-    complete; use :meth:`replace` for a changed copy. The report holds no
-    image: draw it with ``render_findings(image, report)``.
+    complete; use :meth:`replace` for a changed copy. No image is part of a
+    report's data (fields, JSON, equality): draw with ``render_findings(image, report)``.
     """
 
     findings: list[Finding] = field(default_factory=list)
@@ -326,8 +326,9 @@ class Report:
 
     @property
     def frontal_image(self) -> Any:
-        """Transition only: None unless older code set it. Reports carry no image;
-        keep the display image with the run (e.g. ``request.studies[i].frontal``)."""
+        """Transition only, to be removed: the prepared frontal image a backend answered
+        for (None after a JSON round trip). Not a field: never serialised or compared.
+        New code keeps the display image with its run (``request.studies[i].frontal``)."""
         return self.__dict__.get("_display_image")
 
     @frontal_image.setter
@@ -513,6 +514,23 @@ DEMO_NOTICE = "DEMO: canned example findings, not a reading of this image."
 RESEARCH_NOTICE = "For research only, not for clinical use."
 
 
+def describe_provenance(provenance: Provenance) -> str:
+    """One line for people: where a report came from (no secret is ever in a provenance)."""
+    model = provenance.model or "model unknown"
+    if provenance.model_version:
+        model += f" v{provenance.model_version}"
+    parts = [
+        provenance.backend,
+        provenance.endpoint,
+        f"deployment {provenance.deployment}" if provenance.deployment else "",
+        model,
+        f"cxr-widgets {provenance.package_version}" if provenance.package_version else "",
+        f"request {provenance.request_digest[:12]}" if provenance.request_digest else "",
+        provenance.created,
+    ]
+    return " · ".join(p for p in parts if p)
+
+
 def report_html(report: Report) -> str:
     """The report as an HTML table with colour swatches, plus the image when known."""
     rows = []
@@ -551,6 +569,12 @@ def report_html(report: Report) -> str:
             f"src='data:image/png;base64,{base64.b64encode(png).decode()}'/>"
         )
     source = html.escape(report.source or "unknown endpoint")
+    origin = ""
+    if report.provenance is not None:
+        origin = (
+            "<div style='font-size:80%;color:#777'>"
+            f"{html.escape(describe_provenance(report.provenance))}</div>"
+        )
     return (
         "<div class='cxr-report'>"
         f"{banner}{picture}"
@@ -558,5 +582,5 @@ def report_html(report: Report) -> str:
         f"{report.n_boxes} boxes · {RESEARCH_NOTICE}</div>"
         "<table><thead><tr><th>#</th><th></th><th style='text-align:left'>finding</th>"
         f"<th style='text-align:left'>where</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        f"{warnings}<div style='clear:both'></div></div>"
+        f"{warnings}{origin}<div style='clear:both'></div></div>"
     )

@@ -1025,3 +1025,34 @@ def test_a_bad_box_costs_the_box_not_the_report(
     assert len(report.warnings) == 3
     assert "box repaired" in report.warnings[0] and "box dropped" in report.warnings[2]
     assert Report.from_json(report.to_json()).warnings == report.warnings
+
+
+def test_a_transport_error_quoting_the_key_is_redacted_before_it_is_shortened(
+    one_study: PreparedRequest,
+) -> None:
+    from azure.core.exceptions import AzureError
+    from azure.core.pipeline.transport import HttpTransport
+
+    class Failing(HttpTransport):  # type: ignore[misc]
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            raise AzureError("y" * 280 + f" Bearer {KEY}")  # a 300-char cut keeps 12 of it
+
+        def open(self) -> None:
+            return None
+
+        def close(self) -> None:
+            return None
+
+        def __enter__(self) -> Failing:
+            return self
+
+        def __exit__(self, *args: object) -> None:
+            return None
+
+    config = EndpointConfig("http://127.0.0.1:9/score", key=KEY, max_retries=0)
+    with (
+        ReportGenClient(config, transport=Failing()) as client,
+        pytest.raises(EndpointError, match="failed") as info,
+    ):
+        client.send(one_study)
+    assert_no_secret(str(info.value), KEY)

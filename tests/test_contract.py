@@ -591,3 +591,30 @@ def test_request_bytes_is_the_exact_body_size(rg1_path) -> None:
     texts = {"indication": "Cough.", "technique": "  ", "comparison": ""}
     assert request_bytes(encoded.images, texts) == len(request.body)
     assert request_bytes({}, {"indication": "x"}) < 100  # no image yet: still a number
+
+
+@pytest.mark.parametrize("body", ["The heart size is normal.", b"No acute findings.\n"])
+def test_lenient_mode_turns_a_plain_text_answer_into_one_ungrounded_finding(body):
+    from cxr_widgets.contract import PLAIN_TEXT_WARNING
+
+    (report,) = parse_response(body, strict=False)
+    text = body.decode() if isinstance(body, bytes) else body
+    assert wire(report.findings) == [[text.strip(), None]]
+    assert report.warnings == [PLAIN_TEXT_WARNING]
+    with pytest.raises(ResponseFormatError, match="not valid JSON"):
+        parse_response(body)  # strict: refused
+    with pytest.raises(ResponseFormatError):
+        parse_response(body, n_studies=2, strict=False)  # one text cannot be two reports
+
+
+def test_repair_boxes_keeps_the_finding_and_says_what_it_did():
+    body = {"output": [["x", [[0.5, 0.5, 0.1, 0.1], [0.2, -0.1, 0.4, 0.3], ["a", 0, 1, 1]]]]}
+    (report,) = parse_response(body, repair_boxes=True)
+    assert wire(report.findings) == [["x", [[0.1, 0.1, 0.5, 0.5], [0.2, 0.0, 0.4, 0.3]]]]
+    assert [w.rsplit("; ", 1)[1] for w in report.warnings] == [
+        "box repaired",
+        "box repaired",
+        "box dropped",
+    ]
+    with pytest.raises(ResponseFormatError):
+        parse_response(body)  # strict without repair refuses the answer

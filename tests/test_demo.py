@@ -52,7 +52,7 @@ def test_sample_study_gets_a_demo_report_with_image_size() -> None:
     assert report.source == "demo (offline)"
     request = backend.prepare(study)
     assert report.image_size == request.studies[0].frontal.original_size
-    assert report.frontal_image is None  # reports carry no image; the request has it
+    assert "frontal_image" not in report.to_dict()  # no image in the report's data
     assert report.provenance is not None and report.provenance.backend == "demo"
     assert report.provenance.study_digest == request.studies[0].digest
     assert report.request_id and report.request_id.startswith("demo-")
@@ -173,3 +173,17 @@ def test_burned_in_annotation_is_a_warning_on_the_report(rg1_path, tmp_path) -> 
     assert any("frontal_image" in w for w in report.warnings)
     (clean,) = backend.generate([Study(rg1_path)])
     assert not any("BurnedInAnnotation" in w for w in clean.warnings)
+
+
+def test_provenance_survives_the_result_store(tmp_path) -> None:
+    from cxr_widgets.batch import run_batch
+    from cxr_widgets.store import ResultStore
+
+    studies = [Study(png(seed), study_id=f"s{seed}") for seed in range(3)]
+    result = run_batch(studies, DemoBackend(), store=tmp_path / "r.sqlite", progress=False)
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        stored = {r.study_id: r for r in store.load_reports()}
+    for report in result.reports:
+        assert report is not None and report.provenance is not None
+        assert stored[report.study_id].provenance == report.provenance
+        assert stored[report.study_id].provenance.backend == "demo"

@@ -292,3 +292,13 @@ def test_repr_has_no_finding_text():
     text = repr(make_report(demo=True))
     assert "demo" in text and "3 findings" in text and "3 boxes" in text
     assert "heart" not in text
+
+
+def test_html_says_where_the_report_came_from():
+    from cxr_widgets.report import describe_provenance
+
+    report = make_report(provenance=make_provenance())
+    line = describe_provenance(report.provenance)
+    assert "CxrReportGen v12" in line and "deployment blue" in line and "abababababab" in line
+    assert line in report._repr_html_()
+    assert "model unknown" in describe_provenance(make_provenance(model=None, model_version=None))

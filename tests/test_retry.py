@@ -139,3 +139,31 @@ def test_refused_connection_is_retried_briefly(request_: PreparedRequest) -> Non
     assert time.monotonic() - started < 3
     assert f"after {REFUSED_RETRIES} retries" in str(info.value)
     assert "Check the scoring URI" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [
+        ("https://no-such-endpoint.invalid/score", "host name could not be resolved"),
+        ("refused", "connection refused"),
+    ],
+    ids=["unresolvable", "refused"],
+)
+def test_the_cli_fails_fast_on_a_wrong_endpoint(
+    tmp_path: Path, rg1_path: Path, uri: str, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cxr_widgets.cli import main
+
+    if uri == "refused":
+        uri = f"http://127.0.0.1:{free_port()}/score"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "frontal,study_id\n" + "".join(f"{rg1_path},s{i}\n" for i in range(3)), encoding="utf-8"
+    )
+    started = time.monotonic()
+    code = main(["run", str(manifest), "--scoring-uri", uri, "--no-progress", "--no-store"])
+    elapsed = time.monotonic() - started
+    out = capsys.readouterr()
+    assert code != 0
+    assert words in out.out + out.err
+    assert elapsed < 12  # three studies; about 24 s each before

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..contract import ResponseShape, format_response, validate_request
 from ..report import Box, Finding
-from ..study import COLUMNS, IMAGE_COLUMNS
+from ..study import COLUMNS, EMPTY_COMPARISON, IMAGE_COLUMNS
 
 _Wire = list[tuple[str, list[list[float]] | None]]
 
@@ -95,7 +95,9 @@ def answer_digest(findings: Sequence[Finding]) -> str:
 
 def demo_findings(row: Mapping[str, bytes | str]) -> list[Finding]:
     """The canned findings for one validated study row (chosen by its content hash)."""
-    variant = VARIANTS[int(study_digest(row)[:8], 16) % len(VARIANTS)]
+    # "None" is how a study without a comparison is sent: it chooses as no comparison does.
+    chosen = {k: v for k, v in row.items() if not (k == "comparison" and v == EMPTY_COMPARISON)}
+    variant = VARIANTS[int(study_digest(chosen)[:8], 16) % len(VARIANTS)]
     return [Finding(text, [Box.from_list(b) for b in boxes or []]) for text, boxes in variant]
 
 
