@@ -24,7 +24,7 @@ from typing import Any
 
 from ..contract import parse_response
 from ..errors import ConfigError, ResponseFormatError
-from ..report import Report
+from ..report import Provenance, Report
 from .shards import SHARD_SUFFIX, ShardSet
 
 
@@ -110,13 +110,28 @@ def read_predictions(path: str | os.PathLike[str]) -> list[PredictionRow]:
     return rows
 
 
-def _report(output: str, study_id: str, size: tuple[int, int] | None, source: str) -> Report:
-    body = json.dumps([{"output": output}])
-    report = parse_response(body, n_studies=1)[0]
-    report.study_id = study_id
-    report.image_size = tuple(size) if size else None
-    report.source = source
-    return report
+def _report(
+    output: str, study_id: str, size: tuple[int, int] | None, shard_set: ShardSet, demo: bool
+) -> Report:
+    """The report of one output row, built once with where it came from."""
+    from .. import __version__
+
+    parsed = parse_response(json.dumps([{"output": output}]), n_studies=1)[0]
+    kind = "simulated batch job" if demo else "azureml-batch-endpoint"
+    return Report(
+        findings=list(parsed.findings),
+        image_size=tuple(size) if size else None,
+        warnings=list(parsed.warnings),
+        demo=demo or parsed.demo,
+        source=shard_set.identity,
+        study_id=study_id,
+        provenance=Provenance(
+            backend=kind,
+            endpoint=shard_set.identity,
+            image_options=shard_set.image_options,
+            package_version=__version__,
+        ),
+    )
 
 
 def ingest(
@@ -182,11 +197,10 @@ def ingest(
                 continue
             try:
                 size = shard.image_sizes[number] if shard.image_sizes else None
-                report = _report(output, study, size, shard_set.identity)
+                report = _report(output, study, size, shard_set, demo)
             except ResponseFormatError as exc:
                 result.invalid[study] = f"the answer in row {number} of {shard.name}: {exc}"
                 continue
-            report.demo = report.demo or demo
             if key in stored_keys:
                 result.already_stored += 1
                 continue
