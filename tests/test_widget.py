@@ -146,21 +146,20 @@ def unreachable_client() -> ReportGenClient:
 def test_default_is_demo_with_visible_badge_and_research_notice(frontend: list) -> None:
     w = ReportGenWidget()
     assert isinstance(w.client, DemoBackend) and w.client.latency > 0
-    header = w.header.value
-    assert "cxr-demo-badge" in header and "DEMO" in header
-    assert "canned example findings" in header
-    assert "demo (offline)" in header
-    assert "For research only, not for clinical use" in header
+    header = w.header
+    assert header.demo and "DEMO" in header.demo_badge
+    assert "canned example findings" in header.demo_badge
+    assert header.endpoint == "demo (offline)"
+    assert header.research == "For research only, not for clinical use."
     assert "cxr-widget" in w._dom_classes
 
 
 def test_real_client_has_no_demo_badge_and_shows_its_endpoint(widget: ReportGenWidget) -> None:
     client = unreachable_client()
     widget.client = client
-    assert "cxr-demo-badge" not in widget.header.value
-    assert (
-        f"127.0.0.1:{client.config.scoring_uri.split(':')[2].split('/')[0]}" in widget.header.value
-    )
+    assert not widget.header.demo
+    assert widget.header.endpoint == client.label
+    assert f"127.0.0.1:{client.config.scoring_uri.split(':')[2].split('/')[0]}" in client.label
     with pytest.raises(TypeError, match="ReportGenerator"):
         widget.client = "http://example.org/score"  # type: ignore[assignment]
 
@@ -171,35 +170,45 @@ def test_real_client_has_no_demo_badge_and_shows_its_endpoint(widget: ReportGenW
 def test_sample_button_loads_the_nema_radiograph(widget: ReportGenWidget) -> None:
     widget.studypanel.sample_button.click()
     frontal = widget.studypanel.slots["frontal"]
-    assert "1841x1955" in frontal.info.value and "MONOCHROME1 inverted" in frontal.info.value
-    assert "data-slot='frontal'" in frontal.info.value
+    assert "1841x1955" in frontal.info.summary and "MONOCHROME1 inverted" in frontal.info.summary
+    assert frontal.info.slot == "frontal" and frontal.info.label == "RG1_UNCR.dcm"
     assert Image.open(io.BytesIO(frontal.thumb.value)).format == "JPEG"
     assert widget.study.indication == sample_study().indication
-    # The request-size estimate is close to the real request body.
+    # The request size shown is the real request body's, to the byte.
     real = len(widget.client.prepare(widget.study).body)
-    estimate = widget.studypanel.estimate_bytes()
-    assert abs(estimate - real) / real < 0.01
-    assert "request ≈ 0.3" in widget.studypanel.size.value
+    assert widget.runner.status.request_bytes == real
+    assert widget.runner.status.request_budget == widget.request_budget > real
 
 
 def test_generate_without_frontal_is_explained(widget: ReportGenWidget) -> None:
     with pytest.raises(StudyError, match="frontal image is required"):
         widget.generate()
-    assert "frontal image is required" in widget.studypanel.error.value
+    status = widget.runner.status
+    assert "frontal image is required" in status.error
+    status.clear()
     widget.generate_button.click()  # the button explains instead of raising
+    assert "frontal image is required" in status.error and status.error_title
     assert widget.runner.job is None
     assert widget.history == []
+    # Shown where the user looks: beside the Generate button, in the same row.
+    run_bar = next(
+        c for c in all_widgets(widget) if isinstance(c, widgets.HBox) and status in c.children
+    )
+    assert widget.generate_button in run_bar.children
+    # Loading a frontal image takes the message away (it no longer applies).
+    widget.studypanel.load_sample()
+    assert status.error == ""
 
 
 def test_bad_path_is_explained_next_to_the_field(widget: ReportGenWidget, tmp_path: Path) -> None:
     slot = widget.studypanel.slots["lateral"]
     slot.path.set_state({"value": str(tmp_path / "missing.png")})
-    assert "cxr-error" in slot.error.value and "missing.png" in slot.error.value
+    assert "missing.png" in slot.info.error
     assert slot.source is None
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     slot.path.set_state({"value": str(text)})
-    assert "cxr-error" in slot.error.value and slot.source is None
+    assert "notes.png" in slot.info.error and slot.source is None
 
 
 def test_server_path_loads_a_png(widget: ReportGenWidget, tmp_path: Path, rg1_path: Path) -> None:
@@ -207,9 +216,9 @@ def test_server_path_loads_a_png(widget: ReportGenWidget, tmp_path: Path, rg1_pa
     png.write_bytes(prepare_image(rg1_path).png)
     slot = widget.studypanel.slots["frontal"]
     slot.path.set_state({"value": str(png)})
-    assert slot.error.value == ""
+    assert slot.info.error == ""
     assert widget.study.frontal_image == str(png)
-    assert "PNG 768x816" in slot.info.value
+    assert "PNG 768x816" in slot.info.summary
     assert widget.viewer.width > 0 and widget.viewer.image[:3] == b"\xff\xd8\xff"
 
 
@@ -222,7 +231,7 @@ def test_upload_png_in_chunks(widget: ReportGenWidget, frontend: list, rg1_path:
     upload_file(slot.upload, "chest.png", data, chunk=256 * 1024)
     assert slot.upload.state == "done", slot.upload.status
     assert widget.study.frontal_image == data
-    assert "PNG 1841x1955" in slot.info.value
+    assert "PNG 1841x1955" in slot.info.summary
     offsets = [m["offset"] for m in acks(frontend, slot.upload.model_id) if m["type"] == "ack"]
     assert offsets == [*range(0, len(data), 256 * 1024), len(data)]
     assert acks(frontend, slot.upload.model_id)[-1]["type"] == "done"
@@ -239,7 +248,7 @@ def test_upload_dicom_over_10_mib(widget: ReportGenWidget, tmp_path: Path) -> No
     slot = widget.studypanel.slots["frontal"]
     upload_file(slot.upload, "big.dcm", data)
     assert slot.upload.state == "done", slot.upload.status
-    assert f"DICOM {width}x{height}" in slot.info.value
+    assert f"DICOM {width}x{height}" in slot.info.summary
     assert prepare_image(widget.study.frontal_image).original_size == (width, height)
 
 
@@ -267,7 +276,8 @@ def test_upload_errors_are_reported_not_silent(widget: ReportGenWidget, frontend
 
     upload_file(up, "notes.png", b"hello, this is not an image")
     assert up.state == "error"
-    assert "cxr-error" in slot.error.value and slot.source is None
+    assert "notes.png" in slot.info.error and slot.source is None
+    assert up.status.startswith("notes.png") and up.status.count("notes.png") == 1
 
     browser_message(up, {"type": "error", "message": "NotReadableError"})
     assert up.state == "error" and "NotReadableError" in up.status
@@ -330,25 +340,25 @@ def test_prior_view_shows_its_image_without_boxes(widget: ReportGenWidget) -> No
 def test_generate_button_runs_in_background_with_cancel(frontend: list) -> None:
     w = ReportGenWidget(DemoBackend(latency=0.6))
     w.load_study(sample_study())
+    status = w.runner.status
     w.generate_button.click()
     assert w.runner.busy and w.generate_button.disabled
     assert w.runner.cancel_button.layout.display == ""
-    assert "cxr-spinner" in w.runner.status.value and "Generating" in w.runner.status.value
+    assert status.busy and status.busy_label == "Generating on demo (offline)"
     w.runner.cancel_button.click()
     assert not w.runner.busy and not w.generate_button.disabled
-    assert "discarded" in w.runner.status.value
+    assert not status.busy and "discarded" in status.notice
     job = w.runner.job
-    job_thread_done = job.done.wait(5)
-    assert job_thread_done
-    import time
-
-    time.sleep(0.9)  # the cancelled request finishes; its result must be dropped
+    job.thread.join(10)  # the cancelled request finishes; its result must be dropped
+    assert not job.thread.is_alive()
     assert w.history == [] and w.report is None
+    assert w.client.requests == 1  # it was answered, and discarded
 
     w.generate_button.click()
+    assert status.notice == ""  # the cancel note spoke of the previous attempt
     assert w.wait(10)
     assert len(w.history) == 1 and w.report is w.history[0].report
-    assert w.runner.status.value == ""
+    assert not status.busy and status.busy_label == "" and status.error == ""
 
 
 def test_error_is_shown_and_last_good_report_stays(widget: ReportGenWidget) -> None:
@@ -357,14 +367,15 @@ def test_error_is_shown_and_last_good_report_stays(widget: ReportGenWidget) -> N
     widget.client = unreachable_client()
     with pytest.raises(EndpointConnectionError):
         widget.generate()
-    assert "could not connect" in widget.run_error.value
+    status = widget.runner.status
+    assert "could not connect" in status.error
     assert widget.report is good and len(widget.history) == 1
-    widget.run_error.value = ""
+    status.clear()
     widget.generate_button.click()
     assert widget.wait(30)
-    assert "Generation failed" in widget.run_error.value
-    assert "could not connect" in widget.run_error.value
-    assert "last report stays" in widget.run_error.value
+    assert status.error_title == "Generation failed."
+    assert "could not connect" in status.error
+    assert "last report stays" in status.error
     assert widget.report is good and len(widget.viewer.boxes) == good.n_boxes
 
 
@@ -406,12 +417,14 @@ def test_agenerate_and_the_button_on_a_running_loop(widget: ReportGenWidget) -> 
 def test_test_connection_reports_success_and_errors(widget: ReportGenWidget) -> None:
     widget.endpoint.test_button.click()
     assert widget.wait(30)
-    assert "OK: demo (offline) answered" in widget.endpoint.result.value
+    result = widget.endpoint.result
+    assert "OK: demo (offline) answered" in result.text and result.kind == "ok"
     widget.client = unreachable_client()
+    assert result.text == ""  # it spoke of the previous endpoint
     widget.endpoint.test_button.click()
     assert widget.wait(30)
-    assert "Test failed" in widget.endpoint.result.value
-    assert "could not connect" in widget.endpoint.result.value
+    assert "Test failed" in result.text and result.kind == "error"
+    assert "could not connect" in result.text
 
 
 # --- exports -----------------------------------------------------------------------------
@@ -429,12 +442,14 @@ def test_exports_written_and_parse_back(
     rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
     assert len(rows) == len(report.to_records())
     assert Image.open(paths["png"]).size == (1841, 1955)  # full resolution
-    for kind, path in paths.items():
-        assert str(path) in widget.export_paths.value, kind
+    assert widget.export_list.written == [
+        {"kind": kind, "path": str(path)} for kind, path in paths.items()
+    ]
 
     widget.export_buttons["csv"].click()
     assert widget.wait(30)
-    assert widget.export_paths.value.count(".csv") == 1
+    written = widget.export_list.written
+    assert [w["kind"] for w in written] == ["csv"] and written[0]["path"] != str(paths["csv"])
 
 
 # --- secrets -------------------------------------------------------------------------------
@@ -451,10 +466,10 @@ def test_typed_key_never_in_widget_state(frontend: list, monkeypatch: pytest.Mon
     panel.password.set_state({"value": key})  # typed, then Enter
     assert panel.password.value == ""
     assert panel._key == key
-    assert "typed (32 characters" in panel.key_status.value
+    assert "typed (32 characters" in panel.key_status.text
     panel.use_button.click()
     assert isinstance(w.client, ReportGenClient) and w.client.config.has_key
-    assert "ep.eastus.inference.ml.azure.com" in w.header.value
+    assert "ep.eastus.inference.ml.azure.com" in w.header.endpoint
 
     assert key not in state_text(w)
     everything = json.dumps(widgets.Widget.get_manager_state(), default=str)
@@ -469,7 +484,7 @@ def test_key_from_environment_is_named_not_shown(
     monkeypatch.setenv("CXR_ENDPOINT_KEY", "env-secret-value-123")
     w = ReportGenWidget()
     w.endpoint.mode.value = "uri"
-    assert "$CXR_ENDPOINT_KEY" in w.endpoint.key_status.value
+    assert "$CXR_ENDPOINT_KEY" in w.endpoint.key_status.text
     w.endpoint.scoring_uri.value = "https://ep.eastus.inference.ml.azure.com/score"
     w.endpoint.use()
     assert w.client.config.key_source == "$CXR_ENDPOINT_KEY"
@@ -480,8 +495,8 @@ def test_bad_scoring_uri_is_explained(widget: ReportGenWidget) -> None:
     widget.endpoint.mode.value = "uri"
     widget.endpoint.scoring_uri.value = "ftp://nowhere"
     widget.endpoint.use_button.click()
-    assert "cxr-error" in widget.endpoint.result.value
-    assert "http(s) URL" in widget.endpoint.result.value
+    assert widget.endpoint.result.kind == "error"
+    assert "http(s) URL" in widget.endpoint.result.text
     assert isinstance(widget.client, DemoBackend)
 
 
@@ -498,8 +513,9 @@ def test_device_code_prompt_shown_in_panel(widget: ReportGenWidget) -> None:
         "ABCD-1234",
         datetime(2030, 1, 1, 12, 30, tzinfo=timezone.utc),
     )
-    assert "ABCD-1234" in panel.device_code.value
-    assert "https://microsoft.com/devicelogin" in panel.device_code.value
+    assert panel.device_code.code == "ABCD-1234"
+    assert panel.device_code.uri == "https://microsoft.com/devicelogin"
+    assert panel.device_code.expires == "12:30"
 
 
 def test_local_endpoint_with_typed_key_and_a_wrong_key(
@@ -519,7 +535,7 @@ def test_local_endpoint_with_typed_key_and_a_wrong_key(
         panel.use()
         with pytest.raises(Exception, match="refused the credentials"):
             w.generate()
-        assert "refused the credentials (401)" in w.run_error.value
+        assert "refused the credentials (401)" in w.runner.status.error
         panel.password.set_state({"value": key})
         panel.use()
         report = w.generate()
@@ -599,11 +615,11 @@ def test_workspace_sign_in_runs_in_background_and_explains_errors(
     panel = widget.endpoint
     panel.mode.value = "workspace"
     panel.use_button.click()
-    assert "Endpoint name is empty" in panel.result.value
+    assert "Endpoint name is empty" in panel.result.text
     panel.endpoint_name.value = "my-endpoint"
     panel.config_path.value = str(tmp_path)  # a folder without config.json
     panel.use_button.click()
     assert widget.runner.busy or widget.runner.job is not None
     assert widget.wait(60)
-    assert "no workspace config.json" in panel.result.value
+    assert "no workspace config.json" in panel.result.text
     assert isinstance(widget.client, DemoBackend)

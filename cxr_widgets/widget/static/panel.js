@@ -1,0 +1,204 @@
+// cxr-widgets panel parts: each draws plain values from the kernel with textContent.
+// The elapsed time of a running job is counted here, from busy_since, with no kernel message.
+
+function node(tag, className, text) {
+  const el = document.createElement(tag);
+  if (className) el.className = className;
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function fmtBytes(n) {
+  return n >= 100000 ? `${(n / 1e6).toFixed(2)} MB` : `${Math.round(n / 1e3)} KB`;
+}
+
+// Keys pressed inside the panel stay in the panel: JupyterLab's notebook shortcuts
+// (b, a, dd, arrows in command mode) must not act while a widget control has focus.
+function keepKeys(el) {
+  const root = el.closest(".cxr-widget") || el;
+  if (root.dataset.cxrKeys) return;
+  root.dataset.cxrKeys = "1";
+  root.setAttribute("data-lm-suppress-shortcuts", "true");
+  root.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape" && e.key !== "Tab") e.stopPropagation();
+  });
+}
+
+function header(model, el) {
+  const root = node("div", "cxr-header");
+  const title = node("span", "cxr-title", "CXRReportGen");
+  const badge = node("span", "cxr-demo-badge");
+  const endpoint = node("span", "cxr-endpoint-label");
+  const research = node("span", "cxr-research");
+  root.append(title, badge, endpoint, research);
+  el.append(root);
+  function draw() {
+    badge.textContent = model.get("demo_badge");
+    badge.hidden = !model.get("demo");
+    badge.style.display = model.get("demo") ? "" : "none";
+    endpoint.replaceChildren("endpoint: ", node("b", "", model.get("endpoint")));
+    research.textContent = model.get("research");
+  }
+  for (const name of ["endpoint", "demo", "demo_badge", "research"]) model.on(`change:${name}`, draw);
+  draw();
+  requestAnimationFrame(() => keepKeys(el));
+}
+
+function runStatus(model, el) {
+  const root = node("div", "cxr-runstatus");
+  const status = node("div", "cxr-status");
+  status.setAttribute("role", "status");
+  const spinner = node("span", "cxr-spinner");
+  const text = node("span", "cxr-status-text");
+  status.append(spinner, text);
+  const notice = node("div", "cxr-note cxr-notice");
+  const error = node("div", "cxr-run-error");
+  error.setAttribute("role", "alert");
+  const size = node("div", "cxr-request-size");
+  root.append(status, notice, error, size);
+  el.append(root);
+  let timer = null;
+
+  function tick() {
+    const since = model.get("busy_since");
+    const seconds = Math.max(0, (Date.now() - since) / 1000);
+    text.textContent = `${model.get("busy_label")}... ${seconds.toFixed(1)} s`;
+  }
+  function drawBusy() {
+    const busy = model.get("busy_since") > 0;
+    status.hidden = !busy;
+    if (timer) clearInterval(timer);
+    timer = null;
+    if (busy) {
+      tick();
+      timer = setInterval(tick, 100);
+    }
+  }
+  function drawMessages() {
+    notice.textContent = model.get("notice");
+    notice.hidden = !model.get("notice");
+    const message = model.get("error");
+    error.hidden = !message;
+    const title = model.get("error_title");
+    error.replaceChildren(...(title ? [node("b", "", title), " "] : []), message);
+  }
+  function drawSize() {
+    const n = model.get("request_bytes");
+    const budget = model.get("request_budget");
+    const over = budget > 0 && n > budget;
+    size.classList.toggle("cxr-over", over);
+    if (!n) size.textContent = "request: no image yet";
+    else if (over)
+      size.textContent = `request ≈ ${fmtBytes(n)}, over the endpoint's budget of ${fmtBytes(budget)}: remove an image or lower the image size`;
+    else size.textContent = `request ≈ ${fmtBytes(n)}` + (budget > 0 ? ` of ${fmtBytes(budget)} allowed` : "");
+  }
+  model.on("change:busy_since", drawBusy);
+  model.on("change:busy_label", () => model.get("busy_since") > 0 && tick());
+  for (const name of ["notice", "error", "error_title"]) model.on(`change:${name}`, drawMessages);
+  model.on("change:request_bytes", drawSize);
+  model.on("change:request_budget", drawSize);
+  drawBusy();
+  drawMessages();
+  drawSize();
+  return () => timer && clearInterval(timer);
+}
+
+function slot(model, el) {
+  const info = node("div", "cxr-prep");
+  const error = node("div", "cxr-error");
+  error.setAttribute("role", "alert");
+  el.append(info, error);
+  function draw() {
+    info.dataset.slot = model.get("slot");
+    const summary = model.get("summary");
+    info.textContent = summary ? `${model.get("label")} — ${summary}` : model.get("hint");
+    error.textContent = model.get("error");
+    error.hidden = !model.get("error");
+  }
+  for (const name of ["slot", "label", "summary", "hint", "error"]) model.on(`change:${name}`, draw);
+  draw();
+}
+
+function message(model, el) {
+  const line = node("div");
+  line.setAttribute("role", "status");
+  el.append(line);
+  function draw() {
+    line.className = `cxr-${model.get("kind")}`;
+    line.textContent = model.get("text");
+    line.hidden = !model.get("text");
+  }
+  model.on("change:text", draw);
+  model.on("change:kind", draw);
+  draw();
+}
+
+function deviceCode(model, el) {
+  const box = node("div", "cxr-device-code");
+  el.append(box);
+  function draw() {
+    const uri = model.get("uri");
+    box.hidden = !model.get("code");
+    box.replaceChildren();
+    if (!model.get("code")) return;
+    const link = node("a", "", uri);
+    // Only a web address is made a link (azure-identity gives https://microsoft.com/devicelogin).
+    if (/^https:\/\//.test(uri)) {
+      link.href = uri;
+      link.target = "_blank";
+      link.rel = "noopener";
+    }
+    const expires = model.get("expires");
+    box.append(
+      "To sign in, open ", link, " and enter the code ", node("code", "", model.get("code")),
+      expires ? ` (expires ${expires}).` : ".",
+    );
+  }
+  for (const name of ["uri", "code", "expires"]) model.on(`change:${name}`, draw);
+  draw();
+}
+
+function exportsList(model, el) {
+  const box = node("div", "cxr-exports");
+  box.setAttribute("role", "status");
+  el.append(box);
+  function draw() {
+    box.replaceChildren();
+    const error = model.get("error");
+    if (error) {
+      box.append(node("div", "cxr-error", `Export failed: ${error}`));
+      return;
+    }
+    const written = model.get("written");
+    if (!written.length) return;
+    box.append(node("div", "", "Written:"));
+    for (const { kind, path } of written) {
+      const line = node("div", "", `${kind.toUpperCase()}: `);
+      line.append(node("code", "", path));
+      box.append(line);
+    }
+  }
+  model.on("change:written", draw);
+  model.on("change:error", draw);
+  draw();
+}
+
+const PARTS = {
+  header,
+  run: runStatus,
+  slot,
+  message,
+  device_code: deviceCode,
+  exports: exportsList,
+};
+
+function render({ model, el }) {
+  const draw = PARTS[model.get("part")];
+  if (!draw) {
+    el.textContent = `unknown panel part ${model.get("part")}`;
+    return;
+  }
+  return draw(model, el);
+}
+
+export default { render };
