@@ -33,7 +33,8 @@ def safe_stem(study_id: str, *, max_length: int = MAX_STEM, default: str = "stud
 
     Only ASCII letters, digits, ``.``, ``_`` and ``-`` remain; it never starts
     with a dot or a dash. When the id had to be changed, a short digest of the
-    original is appended, so different ids (``a/b`` and ``a_b``) give different names.
+    original is appended, so different ids (``a/b`` and ``a_b``, or two long ids
+    that share their first characters) give different names.
     """
     if max_length < 16:
         raise ValueError(f"max_length must be at least 16, got {max_length}")
@@ -43,7 +44,7 @@ def safe_stem(study_id: str, *, max_length: int = MAX_STEM, default: str = "stud
     stem = re.sub(r"\.{2,}", ".", stem)
     if stem.split(".")[0].upper() in _RESERVED:
         stem = f"_{stem}"
-    changed = stem != text
+    changed = stem != text or len(stem) > max_length  # a cut name needs its digest too
     if not stem:
         stem = default
     if changed and text:

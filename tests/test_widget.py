@@ -623,3 +623,208 @@ def test_workspace_sign_in_runs_in_background_and_explains_errors(
     assert widget.wait(60)
     assert "no workspace config.json" in panel.result.text
     assert isinstance(widget.client, DemoBackend)
+
+
+# --- state as data; prepared once -------------------------------------------------------
+
+
+def html_values(root: widgets.Widget) -> dict[str, str]:
+    return {w.model_id: w.value for w in all_widgets(root) if isinstance(w, widgets.HTML)}
+
+
+def test_no_html_is_built_from_state(frontend: list, tmp_path: Path) -> None:
+    """Every HTML widget keeps the text it was built with, whatever happens in the panel."""
+    w = ReportGenWidget(DemoBackend(), export_dir=tmp_path)
+    before = html_values(w)
+    w.generate_button.click()  # error: no frontal
+    w.load_study(sample_study(with_prior=True))
+    w.generate()
+    w.export(("json",))
+    w.client = unreachable_client()
+    with pytest.raises(EndpointConnectionError):
+        w.generate()
+    w.endpoint.mode.value = "uri"
+    w.endpoint.use()
+    w.endpoint._device_code_prompt("https://microsoft.com/devicelogin", "CODE-1", None)
+    after = html_values(w)
+    assert after == {k: v for k, v in before.items() if k in after}
+    assert all("{" not in v for v in after.values())
+    # ...while the typed parts did change.
+    assert w.runner.status.error and w.export_list.written and w.endpoint.device_code.code
+
+
+def test_running_job_sends_no_ticks(frontend: list) -> None:
+    """The elapsed time is counted in the page: the kernel sends the start time once."""
+    w = ReportGenWidget(DemoBackend(latency=0.5))
+    w.load_study(sample_study())
+    status = w.runner.status
+    mark = len(frontend)
+    job = w.start_generate()
+    assert job is not None and status.busy_since > 0
+    assert job.done.wait(10)
+    updates = [
+        data["state"]
+        for kind, comm_id, data, _ in frontend[mark:]
+        if kind == "comm_msg" and comm_id == status.model_id and data.get("method") == "update"
+    ]
+    # Start (label and time), end: nothing in between, however long the job ran.
+    busy = [u for u in updates if "busy_since" in u]
+    assert [u["busy_since"] > 0 for u in busy] == [True, False]
+    assert len(updates) <= 4, updates
+
+
+def test_prepared_once_and_the_size_shown_is_the_size_sent(
+    widget: ReportGenWidget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cxr_widgets.images as images
+
+    calls: list[str | None] = []
+    real = images.prepare_image
+
+    def counting(source: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("name"))
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(images, "prepare_image", counting)
+    sent: list[int] = []
+
+    class Recording(DemoBackend):
+        def send(self, request: Any) -> Any:
+            sent.append(len(request.body))
+            return super().send(request)
+
+    widget.client = Recording()
+    widget.load_study(sample_study(with_prior=True))
+    assert sorted(calls) == ["frontal_image", "prior_image"]
+    widget.studypanel.texts["indication"].value = 'Shortness of breath, é and "quotes".'
+    shown = widget.runner.status.request_bytes
+    widget.generate()
+    widget.generate_button.click()
+    assert widget.wait(10)
+    assert len(calls) == 2  # Generate sent the images prepared on load
+    assert sent == [shown, shown]
+    # Picking a run restores its prepared images: nothing is prepared again.
+    widget.history_select.value = 0
+    assert len(calls) == 2
+    # Other image options: prepared again, once, and the size follows.
+    widget.client = Recording(image_options={"shortest_side": 600})
+    assert len(calls) == 4
+    assert widget.runner.status.request_bytes < shown
+    widget.generate()
+    assert sent[-1] == widget.runner.status.request_bytes and len(calls) == 4
+    # Options the images cannot be prepared with: said beside Generate, nothing sent.
+    widget.client = DemoBackend(image_options={"shortest_side": 100})
+    assert "518" in widget.studypanel.slots["frontal"].info.error
+    with pytest.raises(StudyError, match="image options"):
+        widget.generate()
+    assert "image options" in widget.runner.status.error
+
+
+def test_encode_prepared_lays_out_the_row_as_the_contract_does(rg1_path: Path) -> None:
+    from cxr_widgets.contract import encode_study
+    from cxr_widgets.widget.study_panel import encode_prepared
+
+    study = Study(rg1_path, prior_image=rg1_path, indication="Cough.", comparison="")
+    reference = encode_study(study)
+    mine = encode_prepared(study, reference.images)
+    assert mine.columns == reference.columns and mine.row == reference.row
+
+
+def test_budget_comes_from_the_backend(widget: ReportGenWidget) -> None:
+    class Small(DemoBackend):
+        request_budget = 100_000
+
+    widget.load_study(sample_study())
+    widget.client = Small()
+    status = widget.runner.status
+    assert status.request_budget == 100_000 < status.request_bytes  # shown as over
+    client = ReportGenClient(
+        EndpointConfig("http://127.0.0.1:9/score", key_env=None, max_request_bytes=2_000_000)
+    )
+    widget.client = client
+    assert status.request_budget == getattr(client, "request_budget", 2_000_000)
+
+
+# --- what the user had is kept; status lines follow what is shown -----------------------
+
+
+def test_history_brings_back_the_study_of_a_run(widget: ReportGenWidget) -> None:
+    panel = widget.studypanel
+    widget.load_study(sample_study())
+    first = widget.generate()
+    widget.load_study(sample_study(with_prior=True))
+    panel.texts["indication"].value = "Second run."
+    second = widget.generate()
+    assert widget.viewer.views == ["frontal", "prior"]
+
+    widget.history_select.set_state({"index": 1})  # run 1 of 2, picked in the page
+    assert widget.report is first
+    assert panel.slots["prior"].source is None and widget.viewer.views == ["frontal"]
+    assert panel.texts["indication"].value == sample_study().indication
+    assert widget.study.columns == widget.history[0].study.columns
+
+    widget.history_select.set_state({"index": 2})
+    assert widget.report is second and widget.viewer.views == ["frontal", "prior"]
+    assert panel.slots["prior"].prepared is widget.history[1].images["prior_image"]
+    assert panel.texts["indication"].value == "Second run."
+
+    # A study being edited is kept while runs are looked at, and comes back.
+    panel.texts["indication"].value = "Draft, not generated."
+    panel.slots["prior"].clear()
+    assert widget.report is None and widget.history_select.value == -1
+    widget.history_select.set_state({"index": 1})
+    assert widget.report is first
+    widget.history_select.set_state({"index": 0})  # current study (not generated)
+    assert widget.report is None
+    assert panel.texts["indication"].value == "Draft, not generated."
+    assert panel.slots["prior"].source is None and panel.slots["frontal"].source is not None
+
+
+def test_failed_upload_keeps_everything_and_names_the_file(
+    widget: ReportGenWidget, frontend: list
+) -> None:
+    widget.load_study(sample_study(with_prior=True))
+    report = widget.generate()
+    prior = widget.studypanel.slots["prior"]
+    kept = prior.state
+    upload_file(prior.upload, "notes.txt", b"hello!")
+    assert prior.upload.state == "error" and prior.upload.status.startswith("notes.txt")
+    assert "notes.txt" in prior.info.error and "<6 bytes>" not in prior.info.error.split(" ")[0]
+    assert prior.state is kept and prior.info.summary  # the prior image stays, and says so
+    assert widget.report is report and widget.viewer.views == ["frontal", "prior"]
+    assert not widget.export_buttons["json"].disabled
+    # load_study with one bad image changes nothing either.
+    with pytest.raises(StudyError, match="prior"):
+        widget.load_study(Study(sample_study().frontal_image, prior_image=b"not an image"))
+    assert prior.state is kept and widget.report is report
+
+
+def test_status_lines_go_when_what_they_speak_of_goes(
+    frontend: list, tmp_path: Path, rg1_path: Path
+) -> None:
+    w = ReportGenWidget(DemoBackend(latency=0.3), export_dir=tmp_path)
+    w.load_study(sample_study())
+    w.generate()
+    w.load_study(Study(rg1_path))
+    w.generate()
+    w.export(("json",))
+    assert "run2" in w.export_list.written[0]["path"]
+    w.history_select.value = 0  # run 1: the files written were run 2's
+    assert w.export_list.written == []
+    w.history_select.value = 1
+    assert w.export_list.written == []  # still gone: a new export shows new files
+
+    # A cancel note speaks of one endpoint: switching endpoint removes it.
+    w.generate_button.click()
+    w.cancel()
+    assert "Cancelled generating on demo" in w.runner.status.notice
+    w.endpoint.use()  # the demo again, a new backend
+    assert w.runner.status.notice == ""
+    w.runner.job.thread.join(10)
+    # An error speaks of the study: loading another removes it.
+    w.client = unreachable_client()
+    with pytest.raises(EndpointConnectionError):
+        w.generate()
+    assert w.runner.status.error
+    w.load_study(sample_study())
+    assert w.runner.status.error == ""

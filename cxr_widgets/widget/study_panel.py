@@ -334,6 +334,14 @@ class StudyPanel:
             )
             self.status.show_error("Cannot generate yet.", message)
             raise StudyError(message, field="frontal_image")
+        for slot in self.slots.values():
+            if slot.state is not None and slot.state.options != slot._options():
+                message = (
+                    f"the {slot.slot} image could not be prepared with this endpoint's image "
+                    f"options: {slot._last_error or 'prepare it again'}"
+                )
+                self.status.show_error("Cannot generate yet.", message)
+                raise StudyError(message, field=slot.column)
         return Study(
             frontal_image=frontal.source,
             lateral_image=self.slots["lateral"].source,
