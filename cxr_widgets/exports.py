@@ -125,3 +125,46 @@ def export_report(
             handle.write(data)
         paths[kind] = path
     return paths
+
+
+#: Said above the static view of the panel, where the live panel cannot run.
+STATIC_NOTE = (
+    "Saved view of the CXRReportGen panel (the interactive panel needs Jupyter with a "
+    "running kernel)."
+)
+
+
+def static_view(report: Report | None, image: Any = None, caption: str = "") -> str:
+    """The panel's report as self-contained HTML, for readers without a kernel or widgets.
+
+    The findings table of :func:`cxr_widgets.report.report_html` and the
+    annotated ``image`` (a display-size JPEG, drawn by :func:`render_findings`).
+    Inside a live panel it is hidden by the panel's stylesheet (``.cxr-static-fallback``).
+    """
+    import base64
+    import html
+    from io import BytesIO
+
+    from .report import RESEARCH_NOTICE, report_html
+
+    parts = [f"<div class='cxr-static-fallback'><p><i>{html.escape(STATIC_NOTE)}</i></p>"]
+    if report is None:
+        parts.append(f"<p>No report is shown. {html.escape(RESEARCH_NOTICE)}</p>")
+    else:
+        if caption:
+            parts.append(f"<p>{html.escape(caption)}</p>")
+        if image is not None and getattr(report, "frontal_image", None) is None:
+            from .render import render_findings
+
+            buffer = BytesIO()
+            picture = render_findings(image, report, max_side=768).convert("RGB")
+            picture.save(buffer, format="JPEG", quality=85)
+            data = base64.b64encode(buffer.getvalue()).decode("ascii")
+            parts.append(
+                "<img alt='the frontal image with the findings boxes' "
+                f"style='max-width:420px;float:left;margin-right:12px' "
+                f"src='data:image/jpeg;base64,{data}'/>"
+            )
+        parts.append(report_html(report))
+    parts.append("</div>")
+    return "".join(parts)

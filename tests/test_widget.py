@@ -172,7 +172,8 @@ def test_sample_button_loads_the_nema_radiograph(widget: ReportGenWidget) -> Non
     frontal = widget.studypanel.slots["frontal"]
     assert "1841x1955" in frontal.info.summary and "MONOCHROME1 inverted" in frontal.info.summary
     assert frontal.info.slot == "frontal" and frontal.info.label == "RG1_UNCR.dcm"
-    assert Image.open(io.BytesIO(frontal.thumb.value)).format == "JPEG"
+    assert Image.open(io.BytesIO(frontal.thumb.image)).format == "JPEG"
+    assert frontal.thumb.alt == "Frontal image as it will be sent (RG1_UNCR.dcm)"
     assert widget.study.indication == sample_study().indication
     # The request size shown is the real request body's, to the byte.
     real = len(widget.client.prepare(widget.study).body)
@@ -828,3 +829,42 @@ def test_status_lines_go_when_what_they_speak_of_goes(
     assert w.runner.status.error
     w.load_study(sample_study())
     assert w.runner.status.error == ""
+
+
+def test_saved_notebook_shows_the_report_without_widgets(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Executed and exported to HTML without widget state, the findings are still there."""
+    import nbformat
+    from conftest import isolated_env
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    for name, value in isolated_env(isolated_home).items():
+        monkeypatch.setenv(name, value)
+    cells = [
+        "from cxr_widgets import ReportGenWidget, sample_study\n"
+        "w = ReportGenWidget(demo_latency=0)\nw",
+        "w.load_study(sample_study())\nreport = w.generate()\n"
+        "import json\nprint('@@' + json.dumps([f.text for f in report.findings]))",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=False).execute(
+        cwd=str(tmp_path)
+    )
+    printed = nb.cells[1].outputs[0]["text"]
+    findings = json.loads(printed.split("@@", 1)[1])
+    outputs = nb.cells[0].outputs
+    assert "application/vnd.jupyter.widget-view+json" in outputs[0]["data"]
+    static = outputs[1]["data"]["text/html"]  # updated in place when the report was shown
+    assert "cxr-static-fallback" in static and "<img" in static and ";base64," in static
+    assert all(html_escape(text) in static for text in findings)
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    assert all(html_escape(text) in page for text in findings)
+    assert "DEMO" in page
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)

@@ -42,9 +42,14 @@ class KeyField(widgets.Password):
     value = traitlets.Unicode("").tag(sync=True, echo_update=False)
 
 
-def _field(description: str, widget: widgets.Widget) -> widgets.HBox:
-    label = widgets.Label(description, layout=widgets.Layout(width="130px"))
-    return widgets.HBox([label, widget], layout=widgets.Layout(align_items="center"))
+def _field(description: str, widget: widgets.Widget) -> widgets.Widget:
+    """``widget`` (or the first control of a row) with ``description`` as its own label,
+    so screen readers name the control (a separate Label would not be tied to it)."""
+    control = widget.children[0] if isinstance(widget, widgets.HBox) else widget
+    control.description = description
+    control.style.description_width = "130px"
+    control.layout = widgets.Layout(width="490px", max_width="100%")
+    return widget
 
 
 class EndpointPanel:

@@ -18,7 +18,7 @@ import traitlets
 from ..backend import ReportGenerator
 from ..contract import DEFAULT_REQUEST_BUDGET, PreparedRequest, assemble_request
 from ..errors import CxrWidgetsError, StudyError
-from ..exports import export_report, safe_stem
+from ..exports import export_report, safe_stem, static_view
 from ..report import FRAMES, Report
 from ..study import Study
 from ..summary import study_summary
@@ -69,6 +69,8 @@ class ReportGenWidget(widgets.VBox):
         self._history: list[RunRecord] = []
         self._shown: int | None = None  # index into history of what the viewer shows
         self._draft: StudyState | None = None  # the form's own study while a run is shown
+        self._fallback: Any = None  # the display handle of the static view, once displayed
+        self._static_shown: tuple[int, str] | None = None  # what the static view shows
         self.export_dir = Path(export_dir)
         self.demo_latency = demo_latency
 
@@ -170,6 +172,32 @@ class ReportGenWidget(widgets.VBox):
         super().__init__([headbar, self.endpoint.box, body])
         self.add_class("cxr-widget")
         self.client = client if client is not None else self._demo()
+
+    # --- a static view for readers without a kernel ---------------------------------
+    def _ipython_display_(self) -> None:
+        """The live panel, and beside it a static view of the shown report (hidden while
+        the panel runs) that nbconvert, nbviewer and GitHub show when widgets cannot run."""
+        from IPython.display import HTML, display
+
+        bundle = self._repr_mimebundle_()
+        if bundle is not None:
+            display(bundle, raw=True)
+        self._fallback = display(HTML(self._static_view()), display_id=True)
+
+    def _static_view(self) -> str:
+        record = self._history[self._shown] if self._shown is not None else None
+        image = None
+        if record is not None:
+            image = getattr(record.images.get("frontal_image"), "image", None)
+        elif self.report is not None:
+            image = self.viewer._pictures.get("frontal")
+        return static_view(self.report, image, self.viewer.caption)
+
+    def _update_static_view(self) -> None:
+        if self._fallback is not None:
+            from IPython.display import HTML
+
+            self._fallback.update(HTML(self._static_view()))
 
     def __repr__(self) -> str:
         runs = len(self._history)
@@ -517,6 +545,10 @@ class ReportGenWidget(widgets.VBox):
     def _update_exports(self) -> None:
         for button in self.export_buttons.values():
             button.disabled = self.report is None or self.runner.busy
+        shown = (id(self.report), self.viewer.caption)
+        if shown != getattr(self, "_static_shown", None):  # the shown report changed
+            self._static_shown = shown
+            self._update_static_view()
 
     def _busy(self, busy: bool) -> None:
         self.generate_button.disabled = busy

@@ -96,6 +96,14 @@ class SlotInfo(Part):
     error = traitlets.Unicode("").tag(sync=True)
 
 
+class Thumb(Part):
+    """A slot's thumbnail (JPEG bytes, sent as a binary buffer) with its text alternative."""
+
+    part = traitlets.Unicode("thumb").tag(sync=True)
+    image = traitlets.Bytes(b"").tag(sync=True)
+    alt = traitlets.Unicode("").tag(sync=True)
+
+
 class Message(Part):
     """One status line: ``kind`` is note, ok or error; empty text shows nothing."""
 

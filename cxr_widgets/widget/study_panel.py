@@ -21,7 +21,7 @@ from .. import contract
 from ..contract import EncodedStudy
 from ..errors import CxrWidgetsError, StudyError
 from ..study import IMAGE_COLUMNS, TEXT_COLUMNS, Study, describe_source
-from .parts import RunStatus, SlotInfo
+from .parts import RunStatus, SlotInfo, Thumb
 from .upload import ChunkedUpload
 from .viewer import display_jpeg
 
@@ -131,10 +131,14 @@ class ImageSlot:
         self.state: SlotState | None = None
         self._last_error: str | None = None
         self.upload = ChunkedUpload(
-            on_file=self._from_upload, slot=slot, label="Upload…", max_bytes=max_bytes
+            on_file=self._from_upload,
+            slot=slot,
+            label="Upload…",
+            max_bytes=max_bytes,
+            layout=widgets.Layout(flex="1 1 auto", min_width="0"),
         )
         self.path = widgets.Text(
-            placeholder="or a path on the Jupyter server, then Enter",
+            placeholder="or a file path on the server, then Enter",
             continuous_update=False,
             layout=widgets.Layout(width="auto", flex="1 1 auto"),
         ).add_class("cxr-path")
@@ -145,9 +149,8 @@ class ImageSlot:
             layout=widgets.Layout(width="30px", display="none"),
         ).add_class("cxr-clear")
         self.clear_button.on_click(lambda _: self.clear())
-        self.thumb = widgets.Image(
-            format="jpeg", layout=widgets.Layout(display="none", max_width=f"{THUMB_SIDE}px")
-        ).add_class("cxr-thumb")
+        self.thumb = Thumb(layout=widgets.Layout(display="none", width=f"{THUMB_SIDE}px"))
+        self.thumb.add_class("cxr-thumb")
         required_mark = " <span class='cxr-required'>(required)</span>" if required else ""
         title = widgets.HTML(
             f"<span class='cxr-slot-name'>{SLOT_LABELS[slot]}</span>{required_mark}"
@@ -230,10 +233,15 @@ class ImageSlot:
             self.info.summary = "" if state is None else state.prepared.describe()
         if state is None:
             self.thumb.layout.display = "none"
-            self.thumb.value = b""
+            self.thumb.image = b""
+            self.thumb.alt = ""
             self.clear_button.layout.display = "none"
         else:
-            self.thumb.value = state.thumb
+            with self.thumb.hold_sync():
+                self.thumb.image = state.thumb
+                self.thumb.alt = (
+                    f"{SLOT_LABELS[self.slot]} image as it will be sent ({state.label})"
+                )
             self.thumb.layout.display = ""
             self.clear_button.layout.display = ""
 

@@ -245,6 +245,16 @@ def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: P
     page.locator(f"{ROOT} .cxr-history select").select_option(index=1)  # run 1 of 2
     wait_boxes(page, per_finding)
     assert expected_boxes(page) == per_finding
+    # ...with its study: run 1 had no prior image, so the form and the viewer have none.
+    prior_summary = page.locator(f'{ROOT} .cxr-prep[data-slot="prior"]')
+    page.wait_for_function(
+        "(sel) => document.querySelectorAll(sel).length === 0",
+        arg=f'{ROOT} .cxr-view-tab[data-view="prior"]',
+    )
+    assert "PNG, JPEG or DICOM" in prior_summary.inner_text()  # the empty slot's hint
+    page.locator(f"{ROOT} .cxr-history select").select_option(index=2)  # run 2: prior back
+    page.locator(f'{ROOT} .cxr-view-tab[data-view="prior"]').wait_for()
+    assert "RG1_J2KI" in prior_summary.inner_text()  # the sample prior
 
     # Narrower windows: nothing inside the panel is cut off (no element whose content is
     # wider than its clipping box; form fields, whose text may scroll, excepted).
@@ -384,7 +394,7 @@ def test_key_typed_in_panel_drives_local_endpoint_and_is_not_saved(
         use_key(endpoint_key)
         click(page, "cxr-generate")
         page.wait_for_function(
-            "() => !document.querySelector('.cxr-widget .cxr-run-error')"
+            "() => !document.querySelector('.cxr-widget .cxr-run-error:not([hidden])')"
             " && document.querySelector('.cxr-widget button.cxr-generate').disabled === false"
         )
         per_finding = expected_boxes(page)
@@ -453,6 +463,17 @@ def test_upload_25mb_dicom_becomes_frontal(
     page.locator(f'{ROOT} .cxr-upload[data-slot="lateral"][data-state="error"]').wait_for()
     assert "notes.dcm" in page.locator(f'{ROOT} .cxr-upload[data-slot="lateral"]').inner_text()
 
+    # The same file into the frontal slot: it is refused by name and the frontal image stays.
+    frontal = f'{ROOT} .cxr-upload[data-slot="frontal"]'
+    page.locator(f'{frontal} input[type="file"]').set_input_files(str(bogus))
+    page.locator(f'{frontal}[data-state="error"]').wait_for()
+    assert "notes.dcm" in page.locator(frontal).inner_text()
+    assert (
+        f"{width}x{height}" in page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]').inner_text()
+    )
+    assert page.get_attribute(f"{ROOT} svg.cxr-svg", "viewBox") == view_box
+    assert kernel_json(page, "len(w.study.frontal_image)") == dicom.stat().st_size
+
 
 def test_generate_in_background_with_elapsed_time_and_cancel(
     page, jupyter_lab: JupyterLab, lab_root: Path
@@ -461,6 +482,7 @@ def test_generate_in_background_with_elapsed_time_and_cancel(
         lab_root / "running.ipynb",
         ["from cxr_widgets import ReportGenWidget\nw = ReportGenWidget(demo_latency=4)\nw"],
     )
+    frames = WebSocketRecorder(page)
     open_and_run_notebook(page, jupyter_lab, "running.ipynb")
     page.wait_for_selector(ROOT)
     click(page, "cxr-load-sample")
@@ -475,16 +497,21 @@ def test_generate_in_background_with_elapsed_time_and_cancel(
     # A spinner with the elapsed time, while the kernel keeps answering.
     click(page, "cxr-generate")
     page.locator(f"{ROOT} .cxr-status .cxr-spinner").wait_for()
+    mark = frames.mark()
     first = elapsed()
     assert kernel_json(page, "w.runner.busy") is True  # the kernel ran a cell meanwhile
     page.wait_for_function(
         "([sel, t]) => parseFloat(document.querySelector(sel).textContent.split('...')[1]) > t",
-        arg=[f"{ROOT} .cxr-status", first],
+        arg=[f"{ROOT} .cxr-status", first + 1],
     )
+    # The page counted that second itself: the kernel sent no status update meanwhile.
+    received, _ = frames.since(mark)
+    assert not [f for f in received if b"busy_since" in f or b"Generating on" in f]
 
     # Cancel: the panel says so and the late result is discarded.
     click(page, "cxr-cancel")
-    status.filter(has_text="Cancelled").wait_for()
+    page.locator(f"{ROOT} .cxr-notice", has_text="Cancelled").wait_for()
+    assert status.is_hidden()  # no spinner once cancelled
     page.wait_for_timeout(4500)  # past the demo's 4 s answer
     assert page.locator(ROW).count() == 0
     assert kernel_json(page, "[w.report is None, len(w.history)]") == [True, 0]
@@ -494,3 +521,215 @@ def test_generate_in_background_with_elapsed_time_and_cancel(
     page.wait_for_selector(ROW, timeout=60_000)
     wait_boxes(page, expected_boxes(page))
     assert kernel_json(page, "len(w.history)") == 1
+
+
+#: Is the text inside each matching element cut off (wider or taller than its box)?
+CUT_OFF = """els => els.map((e) => [e.textContent, e.scrollWidth > e.clientWidth + 1
+                                      || e.scrollHeight > e.clientHeight + 1])"""
+
+#: Does each text area's placeholder fit on its visible lines, in the area's own font?
+PLACEHOLDER_FITS = """els => els.map((e) => {
+  const s = getComputedStyle(e);
+  const ctx = document.createElement("canvas").getContext("2d");
+  ctx.font = `${s.fontStyle} ${s.fontWeight} ${s.fontSize} ${s.fontFamily}`;
+  const room = e.clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight);
+  const lines = Math.max(1, Math.floor(
+    (e.clientHeight - parseFloat(s.paddingTop) - parseFloat(s.paddingBottom))
+    / (parseFloat(s.lineHeight) || parseFloat(s.fontSize) * 1.2)));
+  return [e.placeholder, ctx.measureText(e.placeholder).width <= room * lines];
+})"""
+
+
+def test_errors_beside_generate_and_nothing_clipped(demo_page, tmp_path: Path) -> None:
+    page = demo_page
+    # Generate with no image: the reason appears beside the button that was pressed.
+    click(page, "cxr-generate")
+    error = page.locator(f"{ROOT} .cxr-run-error:visible")
+    error.wait_for()
+    assert "frontal image is required" in error.inner_text()
+    button = page.locator(f"{ROOT} button.cxr-generate").bounding_box()
+    shown = error.bounding_box()
+    assert shown["y"] < button["y"] + button["height"] + 40, (button, shown)
+    assert shown["x"] >= button["x"] and abs(shown["y"] - button["y"]) < 80
+    click(page, "cxr-load-sample")
+    page.locator(f"{ROOT} .cxr-run-error").first.wait_for(state="hidden")
+
+    # The text areas use the panel's sans-serif font, and their placeholders fit.
+    panel_font = page.eval_on_selector(ROOT, "e => getComputedStyle(e).fontFamily")
+    fonts = page.eval_on_selector_all(
+        f"{ROOT} textarea", "els => els.map(e => getComputedStyle(e).fontFamily)"
+    )
+    assert len(fonts) == 4 and all(f == panel_font for f in fonts), (panel_font, fonts)
+    assert "monospace" not in panel_font
+    run_cell(page, "w.load_study(__import__('cxr_widgets').Study(w.study.frontal_image))")
+    fits = page.eval_on_selector_all(f"{ROOT} textarea", PLACEHOLDER_FITS)
+    assert fits and all(ok for _, ok in fits), fits
+
+    # A long upload file name is shown whole (wrapped), not cut off.
+    long_name = tmp_path / ("a-rather-long-name-for-the-lateral-chest-radiograph-" * 2 + ".png")
+    Image.new("L", (600, 640), 90).save(long_name)
+    control = f'{ROOT} .cxr-upload[data-slot="lateral"]'
+    page.locator(f'{control} input[type="file"]').set_input_files(str(long_name))
+    page.locator(f'{control}[data-state="done"]').wait_for(timeout=60_000)
+    status = page.eval_on_selector_all(f"{control} .cxr-upload-status", CUT_OFF)
+    assert status and long_name.name in status[0][0] and not status[0][1], status
+    clipped = page.eval_on_selector(ROOT, CLIPPED)
+    assert not clipped, clipped
+
+
+# --- themes, keyboard and screen readers -------------------------------------------------
+
+AXE = Path(__file__).parent / "node_modules/axe-core/axe.min.js"
+
+#: Contrast of every visible text in ``root`` against what is behind it (WCAG formula),
+#: alpha and opacity composited. Text drawn over the radiograph (SVG, stage) is left out.
+CONTRAST = """root => {
+  const parse = (c) => {
+    const m = c.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const p = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const over = (fg, bg) => [0, 1, 2].map((i) => fg[i] * fg[3] + bg[i] * (1 - fg[3])).concat(1);
+  const behind = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+    }
+    let bg = [255, 255, 255, 1];
+    for (let i = layers.length - 1; i >= 0; i--) bg = over(layers[i], bg);
+    return bg;
+  };
+  const lum = (c) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+  };
+  const out = [];
+  for (const el of root.querySelectorAll("*")) {
+    if (el.closest("svg, .cxr-stage, [disabled], [hidden]")) continue;
+    const text = [...el.childNodes].filter((n) => n.nodeType === 3)
+      .map((n) => n.textContent.trim()).join(" ").trim();
+    if (!text || !el.getClientRects().length) continue;
+    const s = getComputedStyle(el);
+    if (s.visibility === "hidden") continue;
+    let opacity = 1;
+    for (let e = el; e; e = e.parentElement) opacity *= parseFloat(getComputedStyle(e).opacity);
+    const bg = behind(el);
+    const color = parse(s.color);
+    const fg = over([color[0], color[1], color[2], color[3] * opacity], bg);
+    const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    const name = el.tagName.toLowerCase() + [...el.classList].map((c) => "." + c).join("");
+    out.push([name, text.slice(0, 50), Math.round(((hi + 0.05) / (lo + 0.05)) * 100) / 100]);
+  }
+  return out;
+}"""
+
+
+def set_theme(page, name: str) -> None:
+    """Settings > Theme > ``name`` (e.g. "JupyterLab Dark"); wait until it applies."""
+    light = "true" if "Light" in name else "false"
+    if page.evaluate("() => document.body.dataset.jpThemeLight") == light:
+        return
+    page.locator('.lm-MenuBar-itemLabel:text-is("Settings")').click()
+    page.locator('.lm-Menu-itemLabel:text-is("Theme")').click()
+    page.locator(f'.lm-Menu-itemLabel:text-is("{name}")').click()
+    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}'")
+    page.wait_for_timeout(500)  # theme CSS loaded and applied
+
+
+def low_contrast(locator) -> list:
+    """Texts under ``locator`` (a Playwright locator) with contrast below WCAG AA's 4.5:1."""
+    return [t for t in locator.evaluate(CONTRAST) if t[2] < 4.5]
+
+
+def axe_violations(page, selector: str) -> list[str]:
+    """Serious and critical axe-core (WCAG 2 A/AA) violations inside ``selector``."""
+    if not page.evaluate("() => !!window.axe"):
+        page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        """async (sel) => {
+             const r = await axe.run(document.querySelector(sel),
+                                     {runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]});
+             return r.violations.filter((v) => ["serious", "critical"].includes(v.impact))
+               .map((v) => `${v.impact} ${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+           }""",
+        selector,
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def axe_script() -> Path:
+    """axe-core from npm (tests/browser/package.json), installed on first use."""
+    if not AXE.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is needed for the accessibility test: apt-get install -y npm")
+        import subprocess
+
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=AXE.parents[2], check=True, timeout=300
+        )
+    return AXE
+
+
+def test_themes_contrast_axe_and_keyboard(demo_page, axe_script: Path, tmp_path: Path) -> None:
+    page = demo_page
+    cells = page.locator(".jp-NotebookPanel .jp-Cell")
+    n_cells = cells.count()
+
+    # Keyboard only: Tab to "Load sample study" and Generate, press Enter / Space.
+    page.locator(f"{ROOT} button.cxr-load-sample").focus()
+    page.keyboard.press("Enter")
+    page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]', has_text="RG1_UNCR").wait_for()
+    focus = page.locator(f"{ROOT} button.cxr-generate")
+    focus.focus()
+    page.keyboard.press("Space")
+    page.wait_for_selector(ROW, timeout=60_000)
+    # Keys typed in the panel stay there: notebook shortcuts (b: new cell, a, dd, arrows) do nothing.
+    for key in ("b", "a", "d", "d", "ArrowDown", "ArrowUp", "m", "Enter"):
+        page.locator(f"{ROOT} button.cxr-endpoint-toggle").focus()
+        page.keyboard.press(key)
+    page.wait_for_timeout(300)
+    assert cells.count() == n_cells
+    assert page.locator(".jp-NotebookPanel .jp-MarkdownCell").count() == 0
+    focused = page.evaluate("() => !!document.activeElement.closest('.cxr-widget')")
+    assert focused, "focus left the panel"
+    # Focus is visible on the panel's controls.
+    outline = page.eval_on_selector(
+        f"{ROOT} button.cxr-endpoint-toggle", "e => getComputedStyle(e).outlineStyle"
+    )
+    assert outline not in ("none", ""), outline
+
+    run_cell(page, "from IPython.display import display\ndisplay(w.report)")
+    # Show the states the issue found unreadable in the dark: an error beside Generate and
+    # the sign-in code box.
+    run_cell(
+        page,
+        "from cxr_widgets import EndpointConfig, ReportGenClient\n"
+        "w.client = ReportGenClient(EndpointConfig('http://127.0.0.1:9/score', max_retries=0,"
+        " key_env=None))\n"
+        "try:\n    w.generate()\nexcept Exception as exc:\n    print(type(exc).__name__)\n"
+        "w.endpoint_toggle.value = True\nw.endpoint.mode.value = 'workspace'\n"
+        "w.endpoint._device_code_prompt('https://microsoft.com/devicelogin', 'ABCD-1234', None)",
+    )
+    page.locator(f"{ROOT} .cxr-run-error:visible").wait_for()
+    page.locator(f"{ROOT} .cxr-device-code:visible").wait_for()
+    report_html = page.locator(".jp-OutputArea-output:has(.cxr-report)").last
+    problems: dict[str, list] = {}
+    try:
+        for theme in ("JupyterLab Light", "JupyterLab Dark"):
+            set_theme(page, theme)
+            page.mouse.move(0, 0)
+            panel = low_contrast(page.locator(ROOT).first)
+            report = low_contrast(report_html)
+            violations = axe_violations(page, ROOT)
+            if theme.endswith("Dark"):
+                dismiss_popups(page)
+                page.locator(ROOT).first.screenshot(path=str(tmp_path / "dark.png"))
+            if panel or report or violations:
+                problems[theme] = [*panel, *report, *violations]
+    finally:
+        set_theme(page, "JupyterLab Light")
+    assert not problems, problems

@@ -14,14 +14,37 @@ function fmtBytes(n) {
 
 // Keys pressed inside the panel stay in the panel: JupyterLab's notebook shortcuts
 // (b, a, dd, arrows in command mode) must not act while a widget control has focus.
-function keepKeys(el) {
-  const root = el.closest(".cxr-widget") || el;
+// JupyterLab 4 handles shortcuts when keydown bubbles to the document, so stopping it
+// at the panel's root is enough. Tab (move focus) and Ctrl/Cmd/Alt combinations (save,
+// undo, ...) still reach JupyterLab. Escape, or a click elsewhere in the notebook, hands
+// focus back to the notebook (JupyterLab leaves it on the widget's control otherwise),
+// so its shortcuts work again at once.
+function keepKeys(el, tries = 60) {
+  const root = el.closest(".cxr-widget");
+  if (!root) {
+    if (tries > 0) requestAnimationFrame(() => keepKeys(el, tries - 1));
+    return;
+  }
   if (root.dataset.cxrKeys) return;
   root.dataset.cxrKeys = "1";
-  root.setAttribute("data-lm-suppress-shortcuts", "true");
+  const notebook = root.closest(".jp-Notebook");
+  const toNotebook = () => {
+    if (!notebook) return;
+    if (root.contains(document.activeElement)) document.activeElement.blur();
+    notebook.focus();
+  };
   root.addEventListener("keydown", (e) => {
-    if (e.key !== "Escape" && e.key !== "Tab") e.stopPropagation();
+    if (e.key === "Escape") return toNotebook();
+    if (e.key === "Tab" || e.ctrlKey || e.metaKey || e.altKey) return;
+    e.stopPropagation();
   });
+  if (!notebook) return;
+  const onPointer = (e) => {
+    if (!root.isConnected) return document.removeEventListener("mousedown", onPointer, true);
+    if (root.contains(document.activeElement) && !root.contains(e.target) && notebook.contains(e.target))
+      toNotebook();
+  };
+  document.addEventListener("mousedown", onPointer, true);
 }
 
 function header(model, el) {
@@ -30,18 +53,17 @@ function header(model, el) {
   const badge = node("span", "cxr-demo-badge");
   const endpoint = node("span", "cxr-endpoint-label");
   const research = node("span", "cxr-research");
-  root.append(title, badge, endpoint, research);
   el.append(root);
   function draw() {
     badge.textContent = model.get("demo_badge");
-    badge.hidden = !model.get("demo");
-    badge.style.display = model.get("demo") ? "" : "none";
     endpoint.replaceChildren("endpoint: ", node("b", "", model.get("endpoint")));
     research.textContent = model.get("research");
+    // The badge exists only for demo findings (never hidden and left in the page).
+    root.replaceChildren(title, ...(model.get("demo") ? [badge] : []), endpoint, research);
   }
   for (const name of ["endpoint", "demo", "demo_badge", "research"]) model.on(`change:${name}`, draw);
   draw();
-  requestAnimationFrame(() => keepKeys(el));
+  keepKeys(el);
 }
 
 function runStatus(model, el) {
@@ -119,6 +141,27 @@ function slot(model, el) {
   draw();
 }
 
+function thumb(model, el) {
+  const img = node("img", "cxr-thumb-img");
+  el.append(img);
+  let url = null;
+  function draw() {
+    if (url) URL.revokeObjectURL(url);
+    url = null;
+    const data = model.get("image");
+    img.hidden = !(data && data.byteLength);
+    img.alt = model.get("alt");
+    if (!img.hidden) {
+      url = URL.createObjectURL(new Blob([data], { type: "image/jpeg" }));
+      img.src = url;
+    } else img.removeAttribute("src");
+  }
+  model.on("change:image", draw);
+  model.on("change:alt", draw);
+  draw();
+  return () => url && URL.revokeObjectURL(url);
+}
+
 function message(model, el) {
   const line = node("div");
   line.setAttribute("role", "status");
@@ -187,6 +230,7 @@ const PARTS = {
   header,
   run: runStatus,
   slot,
+  thumb,
   message,
   device_code: deviceCode,
   exports: exportsList,
