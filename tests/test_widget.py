@@ -33,7 +33,7 @@ from cxr_widgets import (
     prepare_image,
     sample_study,
 )
-from cxr_widgets.errors import EndpointConnectionError
+from cxr_widgets.errors import EndpointConnectionError, RequestTooLargeError
 from cxr_widgets.report import center_square
 from cxr_widgets.study import Study
 from cxr_widgets.widget import ReportGenWidget
@@ -319,7 +319,7 @@ def test_select_finding_both_ways(widget: ReportGenWidget) -> None:
     assert widget.selected_finding == 1
     widget.select_finding(None)
     assert widget.viewer.selected == -1 and widget.selected_finding is None
-    with pytest.raises(IndexError, match="4 findings"):
+    with pytest.raises(IndexError, match=f"the report has {len(widget.report.findings)} findings"):
         widget.select_finding(9)
 
 
@@ -390,7 +390,8 @@ def test_history_grows_and_switches_back(widget: ReportGenWidget) -> None:
     assert "prior" not in history[0].summary and "prior" in history[1].summary
     assert "Cough" not in history[1].summary  # no patient text
     labels = [label for label, value in widget.history_select.options if value >= 0]
-    assert labels[0].startswith("run 1 of 2 — ") and "demo (offline), 4 findings" in labels[0]
+    n = len(first.findings)
+    assert labels[0].startswith("run 1 of 2 — ") and f"demo (offline), {n} findings" in labels[0]
     assert labels[1].startswith("run 2 of 2")
     widget.history_select.set_state({"index": 1})  # pick run 1 in the page
     assert widget.report is first
@@ -442,6 +443,7 @@ def test_exports_written_and_parse_back(
     assert Report.from_json(paths["json"].read_text()) == report
     rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
     assert len(rows) == len(report.to_records())
+    assert {row["demo"] for row in rows} == {"True"}  # canned findings say so in the CSV too
     assert Image.open(paths["png"]).size == (1841, 1955)  # full resolution
     assert widget.export_list.written == [
         {"kind": kind, "path": str(path)} for kind, path in paths.items()
@@ -732,18 +734,18 @@ def test_encode_prepared_lays_out_the_row_as_the_contract_does(rg1_path: Path) -
 
 
 def test_budget_comes_from_the_backend(widget: ReportGenWidget) -> None:
-    class Small(DemoBackend):
-        request_budget = 100_000
-
     widget.load_study(sample_study())
-    widget.client = Small()
+    widget.client = DemoBackend(request_budget=100_000)
     status = widget.runner.status
     assert status.request_budget == 100_000 < status.request_bytes  # shown as over
+    with pytest.raises(RequestTooLargeError):  # and the backend refuses it, as it said
+        widget.generate()
+    assert "100,000" in status.error
     client = ReportGenClient(
         EndpointConfig("http://127.0.0.1:9/score", key_env=None, max_request_bytes=2_000_000)
     )
     widget.client = client
-    assert status.request_budget == getattr(client, "request_budget", 2_000_000)
+    assert status.request_budget == client.request_budget == widget.request_budget == 2_000_000
 
 
 # --- what the user had is kept; status lines follow what is shown -----------------------

@@ -16,7 +16,7 @@ import ipywidgets as widgets
 import traitlets
 
 from ..backend import ReportGenerator
-from ..contract import DEFAULT_REQUEST_BUDGET, PreparedRequest, assemble_request
+from ..contract import PreparedRequest, assemble_request
 from ..errors import CxrWidgetsError, StudyError
 from ..exports import export_report, safe_stem, static_view
 from ..report import FRAMES, Report
@@ -34,15 +34,7 @@ DEMO_LATENCY = 0.8
 DEFAULT_EXPORT_DIR = "cxr-exports"
 CURRENT = -1  # the history entry for the form's own study (not generated)
 
-__all__ = ["DEMO_BADGE", "ReportGenWidget", "request_budget"]
-
-
-def request_budget(client: ReportGenerator) -> int | None:
-    """The byte budget of one request, as the backend states it (None: no budget)."""
-    if hasattr(client, "request_budget"):
-        return client.request_budget  # type: ignore[no-any-return]
-    config = getattr(client, "config", None)  # until every backend states its budget
-    return getattr(config, "max_request_bytes", DEFAULT_REQUEST_BUDGET)
+__all__ = ["DEMO_BADGE", "ReportGenWidget"]
 
 
 class ReportGenWidget(widgets.VBox):
@@ -233,13 +225,13 @@ class ReportGenWidget(widgets.VBox):
         if changed:  # what was said about the previous endpoint no longer holds
             self.runner.status.clear()
             self.endpoint.result.show("")
-        self.runner.status.request_budget = request_budget(client) or 0
+        self.runner.status.request_budget = client.request_budget or 0
         self.studypanel.refresh_options()
 
     @property
     def request_budget(self) -> int | None:
         """The active backend's byte budget for one request (None: no budget)."""
-        return request_budget(self.client)
+        return self.client.request_budget
 
     def _apply_client(self, client: ReportGenerator) -> None:
         self.client = client

@@ -17,8 +17,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .. import contract
-from ..contract import EncodedStudy
+from ..contract import EncodedStudy, request_size
 from ..errors import CxrWidgetsError, StudyError
 from ..study import IMAGE_COLUMNS, TEXT_COLUMNS, Study, describe_source
 from .parts import RunStatus, SlotInfo, Thumb
@@ -60,14 +59,6 @@ def encode_prepared(study: Study, images: Mapping[str, Any]) -> EncodedStudy:
     ]
     used = {column: images[column] for column in study.columns if column in IMAGE_COLUMNS}
     return EncodedStudy(study=study, columns=study.columns, row=row, images=used)
-
-
-def request_size(encoded: EncodedStudy) -> int:
-    """The exact body size of a one-study request (the contract's own measure)."""
-    size_of = getattr(contract, "request_size", None)  # the contract's exact size, when present
-    if size_of is not None:
-        return int(size_of([encoded]))
-    return len(contract.assemble_request([encoded]).body)
 
 
 @dataclass(frozen=True, eq=False)
@@ -465,7 +456,7 @@ class StudyPanel:
             prior_image=self.slots["prior"].source,
             **{name: area.value for name, area in self.texts.items()},
         )
-        return request_size(encode_prepared(study, self.prepared))
+        return request_size([encode_prepared(study, self.prepared)])
 
     def update_size(self) -> None:
         if not self._loading:
