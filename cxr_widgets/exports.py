@@ -107,24 +107,44 @@ def export_report(
         if kind not in kinds:
             continue
         path = _inside(folder, f"{name}.{kind}")
-        if kind == "json":
-            data = report.to_json().encode("utf-8")
-        elif kind == "csv":
-            data = report.to_csv().encode("utf-8")
-        else:
-            from io import BytesIO
-
-            from .render import render_findings
-
-            buffer = BytesIO()
-            # render.annotated_png optimises the PNG (5.5 s vs 0.5 s for the NEMA radiograph,
-            # for 15 % fewer bytes); an interactive export favours the default compression.
-            render_findings(frontal, report, **render_options).save(buffer, format="PNG")
-            data = buffer.getvalue()
+        data = export_bytes(report, frontal, kind, **render_options)
         with open(path, "xb") as handle:  # "x": never overwrite what is there
             handle.write(data)
         paths[kind] = path
     return paths
+
+
+#: The media type of each export, for downloads through the browser.
+MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "png": "image/png"}
+
+
+def export_bytes(report: Report, frontal: Any, kind: str, **render_options: Any) -> bytes:
+    """One export's content (``json``, ``csv`` or ``png``), without writing a file.
+
+    For downloads through the browser (Voilà, hosted hubs), where a file written on
+    the server would be out of the user's reach.
+    """
+    if kind == "json":
+        return report.to_json().encode("utf-8")
+    if kind == "csv":
+        return report.to_csv().encode("utf-8")
+    if kind != "png":
+        raise ValueError(f"unknown export kind {kind!r}; choose from {EXPORT_KINDS}")
+    if frontal is None:
+        frontal = getattr(report, "frontal_image", None)
+    if frontal is None:
+        raise CxrWidgetsError(
+            "the PNG export needs the study's frontal image: pass it as `frontal`"
+        )
+    from io import BytesIO
+
+    from .render import render_findings
+
+    buffer = BytesIO()
+    # render.annotated_png optimises the PNG (5.5 s vs 0.5 s for the NEMA radiograph,
+    # for 15 % fewer bytes); an interactive export favours the default compression.
+    render_findings(frontal, report, **render_options).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 #: Said above the static view of the panel, where the live panel cannot run.

@@ -870,3 +870,36 @@ def html_escape(text: str) -> str:
     import html
 
     return html.escape(text)
+
+
+def test_hosted_app_downloads_exports_and_reads_no_server_paths(
+    frontend: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rg1_path: Path
+) -> None:
+    monkeypatch.setenv("VOILA_KERNEL_ID", "a-kernel")  # what Voilà sets in its kernels
+    w = ReportGenWidget(DemoBackend(), export_dir=tmp_path / "exports")
+    assert w.download_exports and not w.server_paths
+    slot = w.studypanel.slots["frontal"]
+    assert slot.path.layout.display == "none"
+    slot.path.set_state({"value": str(rg1_path)})  # a page asking for a server file
+    assert slot.source is None and "turned off" in slot.info.error
+    w.load_study(sample_study())  # the notebook's own code may still name files
+    report = w.generate()
+    mark = len(frontend)
+    w.export_buttons["csv"].click()
+    assert w.wait(30)
+    sent = [
+        (data["content"], buffers)
+        for kind, comm_id, data, buffers in frontend[mark:]
+        if comm_id == w.export_list.model_id and data.get("method") == "custom"
+    ]
+    assert len(sent) == 1
+    message, buffers = sent[0]
+    assert message["type"] == "download" and message["name"].endswith(".csv")
+    assert buffers[0].decode() == report.to_csv()
+    assert w.export_list.downloaded and w.export_list.written[0]["path"] == message["name"]
+    assert not (tmp_path / "exports").exists()  # nothing written on the server
+    # Explicit choices win over the place it runs in.
+    monkeypatch.delenv("VOILA_KERNEL_ID")
+    plain = ReportGenWidget(DemoBackend(), download_exports=True, server_paths=False)
+    assert plain.download_exports and not plain.server_paths
+    assert ReportGenWidget(DemoBackend()).server_paths

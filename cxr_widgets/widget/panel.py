@@ -7,6 +7,7 @@ is typed (traits of the parts in :mod:`.parts`), drawn by the front end.
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +19,14 @@ import traitlets
 from ..backend import ReportGenerator
 from ..contract import PreparedRequest, assemble_request
 from ..errors import CxrWidgetsError, StudyError
-from ..exports import export_report, safe_stem, static_view
+from ..exports import (
+    MAX_FILE_STEM,
+    MEDIA_TYPES,
+    export_bytes,
+    export_report,
+    safe_stem,
+    static_view,
+)
 from ..report import FRAMES, Report
 from ..study import Study
 from ..summary import study_summary
@@ -34,7 +42,12 @@ DEMO_LATENCY = 0.8
 DEFAULT_EXPORT_DIR = "cxr-exports"
 CURRENT = -1  # the history entry for the form's own study (not generated)
 
-__all__ = ["DEMO_BADGE", "ReportGenWidget"]
+__all__ = ["DEMO_BADGE", "ReportGenWidget", "in_voila"]
+
+
+def in_voila() -> bool:
+    """True in a kernel started by Voilà (it sets ``VOILA_KERNEL_ID`` before the notebook runs)."""
+    return bool(os.environ.get("VOILA_KERNEL_ID") or os.environ.get("VOILA_BASE_URL"))
 
 
 class ReportGenWidget(widgets.VBox):
@@ -44,6 +57,13 @@ class ReportGenWidget(widgets.VBox):
     None uses the demo backend with a small visible latency. ``max_upload_mb``
     limits uploads through the browser (larger files: give a server-side path).
     Exports go to ``export_dir`` (relative to the notebook's working directory).
+
+    Hosted apps (Voilà, a remote hub), where the user cannot reach the server's
+    files: ``download_exports=True`` sends each export to the browser as a
+    download instead of writing it on the server, and ``server_paths=False``
+    removes the fields that read image files on the server. Both default to
+    what suits the place the panel runs in: downloads and no server paths
+    under Voilà, files and server paths in JupyterLab.
     """
 
     #: How box coordinates map to the image: one of :data:`cxr_widgets.report.FRAMES`.
@@ -56,7 +76,12 @@ class ReportGenWidget(widgets.VBox):
         max_upload_mb: float = 200,
         export_dir: str | Path = DEFAULT_EXPORT_DIR,
         demo_latency: float = DEMO_LATENCY,
+        download_exports: bool | None = None,
+        server_paths: bool | None = None,
     ) -> None:
+        hosted = in_voila()
+        self.download_exports = hosted if download_exports is None else bool(download_exports)
+        self.server_paths = (not hosted) if server_paths is None else bool(server_paths)
         self._client: ReportGenerator | None = None
         self._history: list[RunRecord] = []
         self._shown: int | None = None  # index into history of what the viewer shows
@@ -92,6 +117,7 @@ class ReportGenWidget(widgets.VBox):
             on_change=self._study_changed,
             max_upload_bytes=int(max_upload_mb * 1e6),
             status=self.runner.status,
+            server_paths=self.server_paths,
         )
         self.generate_button = widgets.Button(
             description="Generate",
@@ -489,7 +515,11 @@ class ReportGenWidget(widgets.VBox):
 
     # --- exports ---------------------------------------------------------------------
     def export(self, kinds: tuple[str, ...] = ("json", "csv", "png")) -> dict[str, Path]:
-        """Write the shown report as JSON, CSV and annotated PNG; the paths (blocking)."""
+        """Write the shown report as JSON, CSV and annotated PNG; the paths (blocking).
+
+        This writes files in ``export_dir`` whatever ``download_exports`` says
+        (it is the notebook author's call); the buttons follow ``download_exports``.
+        """
         paths = self._export_now(kinds)
         self.export_list.show(paths)
         return paths
@@ -504,17 +534,36 @@ class ReportGenWidget(widgets.VBox):
             if self._shown == shown:  # still the report these files belong to
                 self.export_list.show(paths)
 
+        def downloaded(files: dict[str, tuple[str, bytes]], _job: Job) -> None:
+            for kind, (name, data) in files.items():
+                self.export_list.download(name, MEDIA_TYPES[kind], data)
+            if self._shown == shown:
+                names = {kind: name for kind, (name, _) in files.items()}
+                self.export_list.show(names, downloaded=True)
+
         def failed(exc: BaseException, _job: Job) -> None:
             self.export_list.error = _message(exc)
 
-        return self.runner.start(
-            f"Exporting {', '.join(k.upper() for k in kinds)}",
-            lambda: self._export_now(kinds),
-            done,
-            failed,
-        )
+        label = f"Exporting {', '.join(k.upper() for k in kinds)}"
+        if self.download_exports:
+            return self.runner.start(label, lambda: self._export_files(kinds), downloaded, failed)
+        return self.runner.start(label, lambda: self._export_now(kinds), done, failed)
 
-    def _export_now(self, kinds: tuple[str, ...]) -> dict[str, Path]:
+    def _export_files(self, kinds: tuple[str, ...]) -> dict[str, tuple[str, bytes]]:
+        """The shown report's exports as (file name, content), for the browser to save."""
+        report, frontal, stem = self._export_what()
+        return {
+            kind: (
+                f"{safe_stem(stem, max_length=MAX_FILE_STEM)}.{kind}",
+                export_bytes(
+                    report, frontal, kind, frame=self.frame, show_crop=self.viewer.show_crop
+                ),
+            )
+            for kind in kinds
+        }
+
+    def _export_what(self) -> tuple[Report, Any, str]:
+        """The shown report, its frontal image source and the exports' file stem."""
         report = self.report
         if report is None:
             raise CxrWidgetsError("nothing to export yet: generate a report first")
@@ -524,6 +573,10 @@ class ReportGenWidget(widgets.VBox):
             frontal = self._history[self._shown].study.frontal_image
         else:
             frontal = self.studypanel.slots["frontal"].source
+        return report, frontal, stem
+
+    def _export_now(self, kinds: tuple[str, ...]) -> dict[str, Path]:
+        report, frontal, stem = self._export_what()
         return export_report(
             report,
             frontal,

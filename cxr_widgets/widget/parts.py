@@ -8,6 +8,7 @@ values (text, numbers, flags) and the front end renders them with
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -131,16 +132,25 @@ class DeviceCode(Part):
 
 
 class ExportList(Part):
-    """The files the last export of the shown report wrote, or why it failed."""
+    """The files the last export of the shown report wrote (or sent to the browser),
+    or why it failed."""
 
     part = traitlets.Unicode("exports").tag(sync=True)
     written = traitlets.List(traitlets.Dict()).tag(sync=True)
+    downloaded = traitlets.Bool(False).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
 
-    def show(self, paths: dict[str, Any]) -> None:
+    def show(self, paths: dict[str, Any], downloaded: bool = False) -> None:
         with self.hold_sync():
             self.error = ""
+            self.downloaded = downloaded
             self.written = [{"kind": kind, "path": str(path)} for kind, path in paths.items()]
+
+    def download(self, name: str, media_type: str, data: bytes) -> None:
+        """Hand ``data`` to the browser, which saves it as ``name`` (the user's own file)."""
+        self.send(
+            {"type": "download", "id": uuid.uuid4().hex, "name": name, "mime": media_type}, [data]
+        )
 
     def clear(self) -> None:
         with self.hold_sync():

@@ -114,8 +114,10 @@ class ImageSlot:
         image_options: Callable[[], dict[str, Any]],
         on_change: Callable[[], None],
         max_bytes: int,
+        server_paths: bool = True,
     ) -> None:
         self.slot = slot
+        self.server_paths = server_paths
         self.column = f"{slot}_image"
         self._image_options = image_options
         self._on_change = on_change
@@ -131,7 +133,9 @@ class ImageSlot:
         self.path = widgets.Text(
             placeholder="or a file path on the server, then Enter",
             continuous_update=False,
-            layout=widgets.Layout(width="auto", flex="1 1 auto"),
+            layout=widgets.Layout(
+                width="auto", flex="1 1 auto", display="" if server_paths else "none"
+            ),
         ).add_class("cxr-path")
         self.path.observe(self._from_path, "value")
         self.clear_button = widgets.Button(
@@ -183,6 +187,10 @@ class ImageSlot:
 
     def _from_path(self, change: dict[str, Any]) -> None:
         text = change["new"].strip()
+        if text and not self.server_paths:  # turned off for hosted apps: the page cannot ask
+            self._set_path_quietly("")
+            self.info.error = "Reading files on the server is turned off here: upload the image."
+            return
         if text and self.set_source(os.path.expanduser(text), _short_label(text)):
             self.upload.reset()
 
@@ -264,6 +272,7 @@ class StudyPanel:
         on_change: Callable[[], None],
         max_upload_bytes: int,
         status: RunStatus,
+        server_paths: bool = True,
     ) -> None:
         self._on_change = on_change
         self.status = status
@@ -275,6 +284,7 @@ class StudyPanel:
                 image_options=image_options,
                 on_change=self._changed,
                 max_bytes=max_upload_bytes,
+                server_paths=server_paths,
             )
             for name in SLOTS
         }

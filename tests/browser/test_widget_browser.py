@@ -7,7 +7,9 @@ compares what the browser draws with what the kernel holds.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -733,3 +735,90 @@ def test_themes_contrast_axe_and_keyboard(demo_page, axe_script: Path, tmp_path:
     finally:
         set_theme(page, "JupyterLab Light")
     assert not problems, problems
+
+
+# --- Voilà: a hosted app, where the server's files are out of the user's reach -----------
+
+
+@pytest.fixture
+def voila_app(browser_ready: None, lab_home: Path, tmp_path: Path):
+    """Voilà serving a notebook that shows the panel, on 127.0.0.1; its URL and folder."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from jupyter_harness import free_port, isolated_env
+
+    root = tmp_path / "app"
+    root.mkdir()
+    write_notebook(
+        root / "app.ipynb", ["from cxr_widgets import ReportGenWidget\nReportGenWidget()"]
+    )
+    port = free_port()
+    log = (tmp_path / "voila.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voila",
+            "app.ipynb",
+            f"--port={port}",
+            "--no-browser",
+            "--Voila.ip=127.0.0.1",
+        ],
+        cwd=root,
+        env=isolated_env(lab_home),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(
+                        f"Voilà did not start: {(tmp_path / 'voila.log').read_text()[-2000:]}"
+                    )
+                time.sleep(0.3)
+        yield url, root
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def test_voila_generates_and_downloads_exports(page, voila_app) -> None:
+    url, root = voila_app
+    page.goto(url, timeout=120_000)
+    page.wait_for_selector(ROOT, timeout=120_000)
+    # No field reads files on the server: the app's user could not reach them anyway.
+    assert page.locator(f"{ROOT} .cxr-path").count() == 3
+    assert page.locator(f"{ROOT} .cxr-path:visible").count() == 0
+    click(page, "cxr-load-sample")
+    page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]', has_text="RG1_UNCR").wait_for(
+        timeout=60_000
+    )
+    click(page, "cxr-generate")
+    page.wait_for_selector(ROW, timeout=60_000)
+    n_rows = page.locator(ROW).count()
+
+    # Export: the browser receives the file (the user's own copy); nothing is written on
+    # the server.
+    with page.expect_download(timeout=60_000) as csv_download:
+        click(page, "cxr-export-csv")
+    rows = list(csv.DictReader(io.StringIO(Path(csv_download.value.path()).read_text())))
+    assert csv_download.value.suggested_filename.endswith(".csv")
+    assert len({r["finding"] for r in rows}) == n_rows
+    assert {r["demo"] for r in rows} == {"True"}  # canned findings say so
+    with page.expect_download(timeout=60_000) as png_download:
+        click(page, "cxr-export-png")
+    assert Path(png_download.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page.locator(f"{ROOT} .cxr-exports", has_text="Sent to your browser").wait_for()
+    assert sorted(p.name for p in root.iterdir()) == ["app.ipynb"]

@@ -201,10 +201,27 @@ function deviceCode(model, el) {
   draw();
 }
 
+// A download is handled once per page, even when the panel is shown in several places.
+const downloaded = new Set();
+
 function exportsList(model, el) {
   const box = node("div", "cxr-exports");
   box.setAttribute("role", "status");
   el.append(box);
+  function onMessage(msg, buffers) {
+    if (msg.type !== "download" || downloaded.has(msg.id) || !buffers || !buffers.length) return;
+    downloaded.add(msg.id);
+    const url = URL.createObjectURL(new Blob([buffers[0]], { type: msg.mime }));
+    const link = node("a");
+    link.href = url;
+    link.download = msg.name;
+    link.hidden = true;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+  model.on("msg:custom", onMessage);
   function draw() {
     box.replaceChildren();
     const error = model.get("error");
@@ -214,7 +231,7 @@ function exportsList(model, el) {
     }
     const written = model.get("written");
     if (!written.length) return;
-    box.append(node("div", "", "Written:"));
+    box.append(node("div", "", model.get("downloaded") ? "Sent to your browser:" : "Written:"));
     for (const { kind, path } of written) {
       const line = node("div", "", `${kind.toUpperCase()}: `);
       line.append(node("code", "", path));
@@ -224,6 +241,7 @@ function exportsList(model, el) {
   model.on("change:written", draw);
   model.on("change:error", draw);
   draw();
+  return () => model.off("msg:custom", onMessage);
 }
 
 const PARTS = {
