@@ -147,6 +147,8 @@ def export_bytes(report: Report, frontal: Any, kind: str, **render_options: Any)
     return buffer.getvalue()
 
 
+#: Longest side of the annotated image in the static view.
+STATIC_SIDE = 512
 #: Said above the static view of the panel, where the live panel cannot run.
 STATIC_NOTE = (
     "Saved view of the CXRReportGen panel (the interactive panel needs Jupyter with a "
@@ -177,8 +179,10 @@ def static_view(report: Report | None, image: Any = None, caption: str = "") -> 
             from .render import render_findings
 
             buffer = BytesIO()
-            picture = render_findings(image, report, max_side=768).convert("RGB")
-            picture.save(buffer, format="JPEG", quality=85)
+            # Small: the view travels to the page with every report shown and is saved
+            # in the notebook (512 px is what a reader of a saved notebook sees anyway).
+            picture = render_findings(image, report, max_side=STATIC_SIDE).convert("RGB")
+            picture.save(buffer, format="JPEG", quality=75)
             data = base64.b64encode(buffer.getvalue()).decode("ascii")
             parts.append(
                 "<img alt='the frontal image with the findings boxes' "

@@ -175,6 +175,9 @@ def test_sample_button_loads_the_nema_radiograph(widget: ReportGenWidget) -> Non
     assert Image.open(io.BytesIO(frontal.thumb.image)).format == "JPEG"
     assert frontal.thumb.alt == "Frontal image as it will be sent (RG1_UNCR.dcm)"
     assert widget.study.indication == sample_study().indication
+    # An empty comparison is sent as "None" (as the official clients do) but not shown as typed.
+    assert sample_study().comparison == "None" and widget.studypanel.texts["comparison"].value == ""
+    assert widget.study.comparison == "None"
     # The request size shown is the real request body's, to the byte.
     real = len(widget.client.prepare(widget.study).body)
     assert widget.runner.status.request_bytes == real
@@ -407,10 +410,8 @@ def test_agenerate_and_the_button_on_a_running_loop(widget: ReportGenWidget) -> 
         report = await widget.agenerate()
         assert isinstance(report, Report) and widget.report is report
         widget.generate_button.click()
-        for _ in range(200):
-            if not widget.runner.busy:
-                break
-            await asyncio.sleep(0.05)
+        # The job ends on this loop (its result is applied here): wait for it off the loop.
+        assert await asyncio.to_thread(widget.runner.job.done.wait, 30)
         assert len(widget.history) == 2 and widget.report is widget.history[1].report
 
     asyncio.run(main())

@@ -36,7 +36,7 @@ TEXT_LABELS = {
 TEXT_PLACEHOLDERS = {
     "indication": "e.g. Cough for two weeks.",
     "technique": "e.g. PA and lateral views.",
-    "comparison": "e.g. Radiograph from last year.",
+    "comparison": 'e.g. Prior from 2024; empty sends "None"',
     "prior_report": "The prior study's findings, if any.",
 }
 
@@ -144,20 +144,25 @@ class ImageSlot:
             layout=widgets.Layout(width="30px", display="none"),
         ).add_class("cxr-clear")
         self.clear_button.on_click(lambda _: self.clear())
-        self.thumb = Thumb(layout=widgets.Layout(display="none", width=f"{THUMB_SIDE}px"))
+        self.thumb = Thumb(
+            layout=widgets.Layout(
+                display="none", width=f"{THUMB_SIDE}px", flex=f"0 0 {THUMB_SIDE}px"
+            )
+        )
         self.thumb.add_class("cxr-thumb")
         required_mark = " <span class='cxr-required'>(required)</span>" if required else ""
         title = widgets.HTML(
             f"<span class='cxr-slot-name'>{SLOT_LABELS[slot]}</span>{required_mark}"
         )
         self.info = SlotInfo(slot=slot)
+        # Without server paths (hosted apps) the clear button joins the upload's row.
+        head = [title, self.upload] + ([] if server_paths else [self.clear_button])
         right = widgets.VBox(
             [
                 widgets.HBox(
-                    [title, self.upload],
-                    layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
+                    head, layout=widgets.Layout(align_items="center", flex_flow="row wrap")
                 ),
-                widgets.HBox([self.path, self.clear_button]),
+                *([widgets.HBox([self.path, self.clear_button])] if server_paths else []),
                 self.info,
             ],
             layout=widgets.Layout(flex="1 1 auto", min_width="0"),
@@ -428,7 +433,10 @@ class StudyPanel:
         self._loading = True
         try:
             for name, area in self.texts.items():
-                area.value = getattr(study, name)
+                value = getattr(study, name)
+                if name == "comparison" and value == getattr(study, "empty_comparison", None):
+                    value = ""  # what an empty comparison is sent as, not something typed
+                area.value = value
             self.study_id = study.study_id
         finally:
             self._loading = False
