@@ -131,7 +131,7 @@ class ImageSlot:
             layout=widgets.Layout(flex="1 1 auto", min_width="0"),
         )
         self.path = widgets.Text(
-            placeholder="or a file path on the server, then Enter",
+            placeholder="or a server path, then Enter",
             continuous_update=False,
             layout=widgets.Layout(
                 width="auto", flex="1 1 auto", display="" if server_paths else "none"

@@ -708,6 +708,10 @@ def test_themes_contrast_axe_and_keyboard(demo_page, axe_script: Path, tmp_path:
     focus.focus()
     page.keyboard.press("Space")
     page.wait_for_selector(ROW, timeout=60_000)
+    # Generate was disabled while it ran; the focus comes back to it, not to the page.
+    page.wait_for_function(
+        "() => document.activeElement && document.activeElement.matches('.cxr-widget .cxr-generate')"
+    )
     # Keys typed in the panel stay there: notebook shortcuts (b: new cell, a, dd, arrows) do nothing.
     for key in ("b", "a", "d", "d", "ArrowDown", "ArrowUp", "m", "Enter"):
         page.locator(f"{ROOT} button.cxr-endpoint-toggle").focus()

@@ -86,8 +86,24 @@ function runStatus(model, el) {
     const seconds = Math.max(0, (Date.now() - since) / 1000);
     text.textContent = `${model.get("busy_label")}... ${seconds.toFixed(1)} s`;
   }
+  // A run disables the button that started it, which drops the keyboard focus: when the
+  // run ends, focus returns to Generate if it was in the panel and has gone nowhere since.
+  let focusWasInPanel = false;
+  function keepFocus(busy) {
+    const panel = el.closest(".cxr-widget");
+    if (!panel) return;
+    if (busy) {
+      focusWasInPanel = panel.contains(document.activeElement) || focusWasInPanel;
+      return;
+    }
+    const lost = !document.activeElement || document.activeElement === document.body;
+    const generate = el.closest(".cxr-run-bar")?.querySelector("button.cxr-generate");
+    if (focusWasInPanel && lost && generate) requestAnimationFrame(() => generate.focus());
+    focusWasInPanel = false;
+  }
   function drawBusy() {
     const busy = model.get("busy_since") > 0;
+    keepFocus(busy);
     status.hidden = !busy;
     if (timer) clearInterval(timer);
     timer = null;
