@@ -86,20 +86,33 @@ function runStatus(model, el) {
     const seconds = Math.max(0, (Date.now() - since) / 1000);
     text.textContent = `${model.get("busy_label")}... ${seconds.toFixed(1)} s`;
   }
-  // A run disables the button that started it, which drops the keyboard focus: when the
-  // run ends, focus returns to Generate if it was in the panel and has gone nowhere since.
-  let focusWasInPanel = false;
-  function keepFocus(busy) {
+  // A run disables the button that started it, which drops the keyboard focus. When a
+  // run started from Generate ends, focus returns to Generate (once it is enabled again)
+  // if it has gone nowhere else meanwhile. Armed by the click, so message order between
+  // the kernel's models does not matter.
+  let armed = false;
+  (function arm(tries = 60) {
     const panel = el.closest(".cxr-widget");
-    if (!panel) return;
-    if (busy) {
-      focusWasInPanel = panel.contains(document.activeElement) || focusWasInPanel;
+    if (!panel) {
+      if (tries > 0) requestAnimationFrame(() => arm(tries - 1));
       return;
     }
-    const lost = !document.activeElement || document.activeElement === document.body;
+    panel.addEventListener("click", (e) => {
+      if (e.target instanceof Element && e.target.closest("button.cxr-generate")) armed = true;
+    }, true);
+  })();
+  function keepFocus(busy) {
+    if (busy || !armed) return;
+    armed = false;
     const generate = el.closest(".cxr-run-bar")?.querySelector("button.cxr-generate");
-    if (focusWasInPanel && lost && generate) requestAnimationFrame(() => generate.focus());
-    focusWasInPanel = false;
+    if (!generate) return;
+    const refocus = (tries) => {
+      const now = document.activeElement;
+      if (now && now !== document.body && now !== generate) return; // the user moved on
+      if (generate.disabled && tries > 0) return requestAnimationFrame(() => refocus(tries - 1));
+      generate.focus();
+    };
+    requestAnimationFrame(() => refocus(120));
   }
   function drawBusy() {
     const busy = model.get("busy_since") > 0;
