@@ -575,7 +575,7 @@ def report_html(report: Report) -> str:
     origin = ""
     if report.provenance is not None:
         origin = (
-            "<div style='font-size:80%;color:#777'>"
+            "<div style='font-size:80%;color:var(--jp-ui-font-color2,#555)'>"
             f"{html.escape(describe_provenance(report.provenance))}</div>"
         )
     return (
