@@ -557,7 +557,10 @@ def report_html(report: Report) -> str:
             f"border:1px solid #ffe69c;display:inline-block'>{DEMO_NOTICE}</div>"
         )
     warnings = "".join(
-        f"<div style='color:#b45309'>warning: {html.escape(w)}</div>" for w in report.warnings
+        # Theme colours (JupyterLab's variables): readable in light and dark notebooks.
+        "<div style='color:var(--jp-ui-font-color1,#222);border-left:3px solid #d97706;"
+        f"padding-left:6px'>warning: {html.escape(w)}</div>"
+        for w in report.warnings
     )
     picture = ""
     png = report._repr_png_()
@@ -572,13 +575,13 @@ def report_html(report: Report) -> str:
     origin = ""
     if report.provenance is not None:
         origin = (
-            "<div style='font-size:80%;color:#777'>"
+            "<div style='font-size:80%;color:var(--jp-ui-font-color2,#555)'>"
             f"{html.escape(describe_provenance(report.provenance))}</div>"
         )
     return (
         "<div class='cxr-report'>"
         f"{banner}{picture}"
-        f"<div style='font-size:90%;color:#555'>{source} · {len(report.findings)} findings · "
+        f"<div style='font-size:90%;color:var(--jp-ui-font-color2,#555)'>{source} · {len(report.findings)} findings · "
         f"{report.n_boxes} boxes · {RESEARCH_NOTICE}</div>"
         "<table><thead><tr><th>#</th><th></th><th style='text-align:left'>finding</th>"
         f"<th style='text-align:left'>where</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"

@@ -33,7 +33,7 @@ from cxr_widgets import (
     prepare_image,
     sample_study,
 )
-from cxr_widgets.errors import EndpointConnectionError
+from cxr_widgets.errors import EndpointConnectionError, RequestTooLargeError
 from cxr_widgets.report import center_square
 from cxr_widgets.study import Study
 from cxr_widgets.widget import ReportGenWidget
@@ -146,21 +146,20 @@ def unreachable_client() -> ReportGenClient:
 def test_default_is_demo_with_visible_badge_and_research_notice(frontend: list) -> None:
     w = ReportGenWidget()
     assert isinstance(w.client, DemoBackend) and w.client.latency > 0
-    header = w.header.value
-    assert "cxr-demo-badge" in header and "DEMO" in header
-    assert "canned example findings" in header
-    assert "demo (offline)" in header
-    assert "For research only, not for clinical use" in header
+    header = w.header
+    assert header.demo and "DEMO" in header.demo_badge
+    assert "canned example findings" in header.demo_badge
+    assert header.endpoint == "demo (offline)"
+    assert header.research == "For research only, not for clinical use."
     assert "cxr-widget" in w._dom_classes
 
 
 def test_real_client_has_no_demo_badge_and_shows_its_endpoint(widget: ReportGenWidget) -> None:
     client = unreachable_client()
     widget.client = client
-    assert "cxr-demo-badge" not in widget.header.value
-    assert (
-        f"127.0.0.1:{client.config.scoring_uri.split(':')[2].split('/')[0]}" in widget.header.value
-    )
+    assert not widget.header.demo
+    assert widget.header.endpoint == client.label
+    assert f"127.0.0.1:{client.config.scoring_uri.split(':')[2].split('/')[0]}" in client.label
     with pytest.raises(TypeError, match="ReportGenerator"):
         widget.client = "http://example.org/score"  # type: ignore[assignment]
 
@@ -171,35 +170,49 @@ def test_real_client_has_no_demo_badge_and_shows_its_endpoint(widget: ReportGenW
 def test_sample_button_loads_the_nema_radiograph(widget: ReportGenWidget) -> None:
     widget.studypanel.sample_button.click()
     frontal = widget.studypanel.slots["frontal"]
-    assert "1841x1955" in frontal.info.value and "MONOCHROME1 inverted" in frontal.info.value
-    assert "data-slot='frontal'" in frontal.info.value
-    assert Image.open(io.BytesIO(frontal.thumb.value)).format == "JPEG"
+    assert "1841x1955" in frontal.info.summary and "MONOCHROME1 inverted" in frontal.info.summary
+    assert frontal.info.slot == "frontal" and frontal.info.label == "RG1_UNCR.dcm"
+    assert Image.open(io.BytesIO(frontal.thumb.image)).format == "JPEG"
+    assert frontal.thumb.alt == "Frontal image as it will be sent (RG1_UNCR.dcm)"
     assert widget.study.indication == sample_study().indication
-    # The request-size estimate is close to the real request body.
+    # An empty comparison is sent as "None" (as the official clients do) but not shown as typed.
+    assert sample_study().comparison == "None" and widget.studypanel.texts["comparison"].value == ""
+    assert widget.study.comparison == "None"
+    # The request size shown is the real request body's, to the byte.
     real = len(widget.client.prepare(widget.study).body)
-    estimate = widget.studypanel.estimate_bytes()
-    assert abs(estimate - real) / real < 0.01
-    assert "request ≈ 0.3" in widget.studypanel.size.value
+    assert widget.runner.status.request_bytes == real
+    assert widget.runner.status.request_budget == widget.request_budget > real
 
 
 def test_generate_without_frontal_is_explained(widget: ReportGenWidget) -> None:
     with pytest.raises(StudyError, match="frontal image is required"):
         widget.generate()
-    assert "frontal image is required" in widget.studypanel.error.value
+    status = widget.runner.status
+    assert "frontal image is required" in status.error
+    status.clear()
     widget.generate_button.click()  # the button explains instead of raising
+    assert "frontal image is required" in status.error and status.error_title
     assert widget.runner.job is None
     assert widget.history == []
+    # Shown where the user looks: beside the Generate button, in the same row.
+    run_bar = next(
+        c for c in all_widgets(widget) if isinstance(c, widgets.HBox) and status in c.children
+    )
+    assert widget.generate_button in run_bar.children
+    # Loading a frontal image takes the message away (it no longer applies).
+    widget.studypanel.load_sample()
+    assert status.error == ""
 
 
 def test_bad_path_is_explained_next_to_the_field(widget: ReportGenWidget, tmp_path: Path) -> None:
     slot = widget.studypanel.slots["lateral"]
     slot.path.set_state({"value": str(tmp_path / "missing.png")})
-    assert "cxr-error" in slot.error.value and "missing.png" in slot.error.value
+    assert "missing.png" in slot.info.error
     assert slot.source is None
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     slot.path.set_state({"value": str(text)})
-    assert "cxr-error" in slot.error.value and slot.source is None
+    assert "notes.png" in slot.info.error and slot.source is None
 
 
 def test_server_path_loads_a_png(widget: ReportGenWidget, tmp_path: Path, rg1_path: Path) -> None:
@@ -207,9 +220,9 @@ def test_server_path_loads_a_png(widget: ReportGenWidget, tmp_path: Path, rg1_pa
     png.write_bytes(prepare_image(rg1_path).png)
     slot = widget.studypanel.slots["frontal"]
     slot.path.set_state({"value": str(png)})
-    assert slot.error.value == ""
+    assert slot.info.error == ""
     assert widget.study.frontal_image == str(png)
-    assert "PNG 768x816" in slot.info.value
+    assert "PNG 768x816" in slot.info.summary
     assert widget.viewer.width > 0 and widget.viewer.image[:3] == b"\xff\xd8\xff"
 
 
@@ -222,7 +235,7 @@ def test_upload_png_in_chunks(widget: ReportGenWidget, frontend: list, rg1_path:
     upload_file(slot.upload, "chest.png", data, chunk=256 * 1024)
     assert slot.upload.state == "done", slot.upload.status
     assert widget.study.frontal_image == data
-    assert "PNG 1841x1955" in slot.info.value
+    assert "PNG 1841x1955" in slot.info.summary
     offsets = [m["offset"] for m in acks(frontend, slot.upload.model_id) if m["type"] == "ack"]
     assert offsets == [*range(0, len(data), 256 * 1024), len(data)]
     assert acks(frontend, slot.upload.model_id)[-1]["type"] == "done"
@@ -239,7 +252,7 @@ def test_upload_dicom_over_10_mib(widget: ReportGenWidget, tmp_path: Path) -> No
     slot = widget.studypanel.slots["frontal"]
     upload_file(slot.upload, "big.dcm", data)
     assert slot.upload.state == "done", slot.upload.status
-    assert f"DICOM {width}x{height}" in slot.info.value
+    assert f"DICOM {width}x{height}" in slot.info.summary
     assert prepare_image(widget.study.frontal_image).original_size == (width, height)
 
 
@@ -267,7 +280,8 @@ def test_upload_errors_are_reported_not_silent(widget: ReportGenWidget, frontend
 
     upload_file(up, "notes.png", b"hello, this is not an image")
     assert up.state == "error"
-    assert "cxr-error" in slot.error.value and slot.source is None
+    assert "notes.png" in slot.info.error and slot.source is None
+    assert up.status.startswith("notes.png") and up.status.count("notes.png") == 1
 
     browser_message(up, {"type": "error", "message": "NotReadableError"})
     assert up.state == "error" and "NotReadableError" in up.status
@@ -308,7 +322,7 @@ def test_select_finding_both_ways(widget: ReportGenWidget) -> None:
     assert widget.selected_finding == 1
     widget.select_finding(None)
     assert widget.viewer.selected == -1 and widget.selected_finding is None
-    with pytest.raises(IndexError, match="4 findings"):
+    with pytest.raises(IndexError, match=f"the report has {len(widget.report.findings)} findings"):
         widget.select_finding(9)
 
 
@@ -330,25 +344,25 @@ def test_prior_view_shows_its_image_without_boxes(widget: ReportGenWidget) -> No
 def test_generate_button_runs_in_background_with_cancel(frontend: list) -> None:
     w = ReportGenWidget(DemoBackend(latency=0.6))
     w.load_study(sample_study())
+    status = w.runner.status
     w.generate_button.click()
     assert w.runner.busy and w.generate_button.disabled
     assert w.runner.cancel_button.layout.display == ""
-    assert "cxr-spinner" in w.runner.status.value and "Generating" in w.runner.status.value
+    assert status.busy and status.busy_label == "Generating on demo (offline)"
     w.runner.cancel_button.click()
     assert not w.runner.busy and not w.generate_button.disabled
-    assert "discarded" in w.runner.status.value
+    assert not status.busy and "discarded" in status.notice
     job = w.runner.job
-    job_thread_done = job.done.wait(5)
-    assert job_thread_done
-    import time
-
-    time.sleep(0.9)  # the cancelled request finishes; its result must be dropped
+    job.thread.join(10)  # the cancelled request finishes; its result must be dropped
+    assert not job.thread.is_alive()
     assert w.history == [] and w.report is None
+    assert w.client.requests == 1  # it was answered, and discarded
 
     w.generate_button.click()
+    assert status.notice == ""  # the cancel note spoke of the previous attempt
     assert w.wait(10)
     assert len(w.history) == 1 and w.report is w.history[0].report
-    assert w.runner.status.value == ""
+    assert not status.busy and status.busy_label == "" and status.error == ""
 
 
 def test_error_is_shown_and_last_good_report_stays(widget: ReportGenWidget) -> None:
@@ -357,14 +371,15 @@ def test_error_is_shown_and_last_good_report_stays(widget: ReportGenWidget) -> N
     widget.client = unreachable_client()
     with pytest.raises(EndpointConnectionError):
         widget.generate()
-    assert "could not connect" in widget.run_error.value
+    status = widget.runner.status
+    assert "could not connect" in status.error
     assert widget.report is good and len(widget.history) == 1
-    widget.run_error.value = ""
+    status.clear()
     widget.generate_button.click()
     assert widget.wait(30)
-    assert "Generation failed" in widget.run_error.value
-    assert "could not connect" in widget.run_error.value
-    assert "last report stays" in widget.run_error.value
+    assert status.error_title == "Generation failed."
+    assert "could not connect" in status.error
+    assert "last report stays" in status.error
     assert widget.report is good and len(widget.viewer.boxes) == good.n_boxes
 
 
@@ -378,7 +393,8 @@ def test_history_grows_and_switches_back(widget: ReportGenWidget) -> None:
     assert "prior" not in history[0].summary and "prior" in history[1].summary
     assert "Cough" not in history[1].summary  # no patient text
     labels = [label for label, value in widget.history_select.options if value >= 0]
-    assert labels[0].startswith("run 1 of 2 — ") and "demo (offline), 4 findings" in labels[0]
+    n = len(first.findings)
+    assert labels[0].startswith("run 1 of 2 — ") and f"demo (offline), {n} findings" in labels[0]
     assert labels[1].startswith("run 2 of 2")
     widget.history_select.set_state({"index": 1})  # pick run 1 in the page
     assert widget.report is first
@@ -394,10 +410,8 @@ def test_agenerate_and_the_button_on_a_running_loop(widget: ReportGenWidget) -> 
         report = await widget.agenerate()
         assert isinstance(report, Report) and widget.report is report
         widget.generate_button.click()
-        for _ in range(200):
-            if not widget.runner.busy:
-                break
-            await asyncio.sleep(0.05)
+        # The job ends on this loop (its result is applied here): wait for it off the loop.
+        assert await asyncio.to_thread(widget.runner.job.done.wait, 30)
         assert len(widget.history) == 2 and widget.report is widget.history[1].report
 
     asyncio.run(main())
@@ -406,12 +420,14 @@ def test_agenerate_and_the_button_on_a_running_loop(widget: ReportGenWidget) -> 
 def test_test_connection_reports_success_and_errors(widget: ReportGenWidget) -> None:
     widget.endpoint.test_button.click()
     assert widget.wait(30)
-    assert "OK: demo (offline) answered" in widget.endpoint.result.value
+    result = widget.endpoint.result
+    assert "OK: demo (offline) answered" in result.text and result.kind == "ok"
     widget.client = unreachable_client()
+    assert result.text == ""  # it spoke of the previous endpoint
     widget.endpoint.test_button.click()
     assert widget.wait(30)
-    assert "Test failed" in widget.endpoint.result.value
-    assert "could not connect" in widget.endpoint.result.value
+    assert "Test failed" in result.text and result.kind == "error"
+    assert "could not connect" in result.text
 
 
 # --- exports -----------------------------------------------------------------------------
@@ -428,13 +444,16 @@ def test_exports_written_and_parse_back(
     assert Report.from_json(paths["json"].read_text()) == report
     rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
     assert len(rows) == len(report.to_records())
+    assert {row["demo"] for row in rows} == {"True"}  # canned findings say so in the CSV too
     assert Image.open(paths["png"]).size == (1841, 1955)  # full resolution
-    for kind, path in paths.items():
-        assert str(path) in widget.export_paths.value, kind
+    assert widget.export_list.written == [
+        {"kind": kind, "path": str(path)} for kind, path in paths.items()
+    ]
 
     widget.export_buttons["csv"].click()
     assert widget.wait(30)
-    assert widget.export_paths.value.count(".csv") == 1
+    written = widget.export_list.written
+    assert [w["kind"] for w in written] == ["csv"] and written[0]["path"] != str(paths["csv"])
 
 
 # --- secrets -------------------------------------------------------------------------------
@@ -451,10 +470,10 @@ def test_typed_key_never_in_widget_state(frontend: list, monkeypatch: pytest.Mon
     panel.password.set_state({"value": key})  # typed, then Enter
     assert panel.password.value == ""
     assert panel._key == key
-    assert "typed (32 characters" in panel.key_status.value
+    assert "typed (32 characters" in panel.key_status.text
     panel.use_button.click()
     assert isinstance(w.client, ReportGenClient) and w.client.config.has_key
-    assert "ep.eastus.inference.ml.azure.com" in w.header.value
+    assert "ep.eastus.inference.ml.azure.com" in w.header.endpoint
 
     assert key not in state_text(w)
     everything = json.dumps(widgets.Widget.get_manager_state(), default=str)
@@ -469,7 +488,7 @@ def test_key_from_environment_is_named_not_shown(
     monkeypatch.setenv("CXR_ENDPOINT_KEY", "env-secret-value-123")
     w = ReportGenWidget()
     w.endpoint.mode.value = "uri"
-    assert "$CXR_ENDPOINT_KEY" in w.endpoint.key_status.value
+    assert "$CXR_ENDPOINT_KEY" in w.endpoint.key_status.text
     w.endpoint.scoring_uri.value = "https://ep.eastus.inference.ml.azure.com/score"
     w.endpoint.use()
     assert w.client.config.key_source == "$CXR_ENDPOINT_KEY"
@@ -480,8 +499,8 @@ def test_bad_scoring_uri_is_explained(widget: ReportGenWidget) -> None:
     widget.endpoint.mode.value = "uri"
     widget.endpoint.scoring_uri.value = "ftp://nowhere"
     widget.endpoint.use_button.click()
-    assert "cxr-error" in widget.endpoint.result.value
-    assert "http(s) URL" in widget.endpoint.result.value
+    assert widget.endpoint.result.kind == "error"
+    assert "http(s) URL" in widget.endpoint.result.text
     assert isinstance(widget.client, DemoBackend)
 
 
@@ -498,8 +517,9 @@ def test_device_code_prompt_shown_in_panel(widget: ReportGenWidget) -> None:
         "ABCD-1234",
         datetime(2030, 1, 1, 12, 30, tzinfo=timezone.utc),
     )
-    assert "ABCD-1234" in panel.device_code.value
-    assert "https://microsoft.com/devicelogin" in panel.device_code.value
+    assert panel.device_code.code == "ABCD-1234"
+    assert panel.device_code.uri == "https://microsoft.com/devicelogin"
+    assert panel.device_code.expires == "12:30"
 
 
 def test_local_endpoint_with_typed_key_and_a_wrong_key(
@@ -519,7 +539,7 @@ def test_local_endpoint_with_typed_key_and_a_wrong_key(
         panel.use()
         with pytest.raises(Exception, match="refused the credentials"):
             w.generate()
-        assert "refused the credentials (401)" in w.run_error.value
+        assert "refused the credentials (401)" in w.runner.status.error
         panel.password.set_state({"value": key})
         panel.use()
         report = w.generate()
@@ -599,11 +619,288 @@ def test_workspace_sign_in_runs_in_background_and_explains_errors(
     panel = widget.endpoint
     panel.mode.value = "workspace"
     panel.use_button.click()
-    assert "Endpoint name is empty" in panel.result.value
+    assert "Endpoint name is empty" in panel.result.text
     panel.endpoint_name.value = "my-endpoint"
     panel.config_path.value = str(tmp_path)  # a folder without config.json
     panel.use_button.click()
     assert widget.runner.busy or widget.runner.job is not None
     assert widget.wait(60)
-    assert "no workspace config.json" in panel.result.value
+    assert "no workspace config.json" in panel.result.text
     assert isinstance(widget.client, DemoBackend)
+
+
+# --- state as data; prepared once -------------------------------------------------------
+
+
+def html_values(root: widgets.Widget) -> dict[str, str]:
+    return {w.model_id: w.value for w in all_widgets(root) if isinstance(w, widgets.HTML)}
+
+
+def test_no_html_is_built_from_state(frontend: list, tmp_path: Path) -> None:
+    """Every HTML widget keeps the text it was built with, whatever happens in the panel."""
+    w = ReportGenWidget(DemoBackend(), export_dir=tmp_path)
+    before = html_values(w)
+    w.generate_button.click()  # error: no frontal
+    w.load_study(sample_study(with_prior=True))
+    w.generate()
+    w.export(("json",))
+    w.client = unreachable_client()
+    with pytest.raises(EndpointConnectionError):
+        w.generate()
+    w.endpoint.mode.value = "uri"
+    w.endpoint.use()
+    w.endpoint._device_code_prompt("https://microsoft.com/devicelogin", "CODE-1", None)
+    after = html_values(w)
+    assert after == {k: v for k, v in before.items() if k in after}
+    assert all("{" not in v for v in after.values())
+    # ...while the typed parts did change.
+    assert w.runner.status.error and w.export_list.written and w.endpoint.device_code.code
+
+
+def test_running_job_sends_no_ticks(frontend: list) -> None:
+    """The elapsed time is counted in the page: the kernel sends the start time once."""
+    w = ReportGenWidget(DemoBackend(latency=0.5))
+    w.load_study(sample_study())
+    status = w.runner.status
+    mark = len(frontend)
+    job = w.start_generate()
+    assert job is not None and status.busy_since > 0
+    assert job.done.wait(10)
+    updates = [
+        data["state"]
+        for kind, comm_id, data, _ in frontend[mark:]
+        if kind == "comm_msg" and comm_id == status.model_id and data.get("method") == "update"
+    ]
+    # Start (label and time), end: nothing in between, however long the job ran.
+    busy = [u for u in updates if "busy_since" in u]
+    assert [u["busy_since"] > 0 for u in busy] == [True, False]
+    assert len(updates) <= 4, updates
+
+
+def test_prepared_once_and_the_size_shown_is_the_size_sent(
+    widget: ReportGenWidget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cxr_widgets.images as images
+
+    calls: list[str | None] = []
+    real = images.prepare_image
+
+    def counting(source: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("name"))
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(images, "prepare_image", counting)
+    sent: list[int] = []
+
+    class Recording(DemoBackend):
+        def send(self, request: Any) -> Any:
+            sent.append(len(request.body))
+            return super().send(request)
+
+    widget.client = Recording()
+    widget.load_study(sample_study(with_prior=True))
+    assert sorted(calls) == ["frontal_image", "prior_image"]
+    widget.studypanel.texts["indication"].value = 'Shortness of breath, é and "quotes".'
+    shown = widget.runner.status.request_bytes
+    widget.generate()
+    widget.generate_button.click()
+    assert widget.wait(10)
+    assert len(calls) == 2  # Generate sent the images prepared on load
+    assert sent == [shown, shown]
+    # Picking a run restores its prepared images: nothing is prepared again.
+    widget.history_select.value = 0
+    assert len(calls) == 2
+    # Other image options: prepared again, once, and the size follows.
+    widget.client = Recording(image_options={"shortest_side": 600})
+    assert len(calls) == 4
+    assert widget.runner.status.request_bytes < shown
+    widget.generate()
+    assert sent[-1] == widget.runner.status.request_bytes and len(calls) == 4
+    # Options the images cannot be prepared with: said beside Generate, nothing sent.
+    widget.client = DemoBackend(image_options={"shortest_side": 100})
+    assert "518" in widget.studypanel.slots["frontal"].info.error
+    with pytest.raises(StudyError, match="image options"):
+        widget.generate()
+    assert "image options" in widget.runner.status.error
+
+
+def test_encode_prepared_lays_out_the_row_as_the_contract_does(rg1_path: Path) -> None:
+    from cxr_widgets.contract import encode_study
+    from cxr_widgets.widget.study_panel import encode_prepared
+
+    study = Study(rg1_path, prior_image=rg1_path, indication="Cough.", comparison="")
+    reference = encode_study(study)
+    mine = encode_prepared(study, reference.images)
+    assert mine.columns == reference.columns and mine.row == reference.row
+
+
+def test_budget_comes_from_the_backend(widget: ReportGenWidget) -> None:
+    widget.load_study(sample_study())
+    widget.client = DemoBackend(request_budget=100_000)
+    status = widget.runner.status
+    assert status.request_budget == 100_000 < status.request_bytes  # shown as over
+    with pytest.raises(RequestTooLargeError):  # and the backend refuses it, as it said
+        widget.generate()
+    assert "100,000" in status.error
+    client = ReportGenClient(
+        EndpointConfig("http://127.0.0.1:9/score", key_env=None, max_request_bytes=2_000_000)
+    )
+    widget.client = client
+    assert status.request_budget == client.request_budget == widget.request_budget == 2_000_000
+
+
+# --- what the user had is kept; status lines follow what is shown -----------------------
+
+
+def test_history_brings_back_the_study_of_a_run(widget: ReportGenWidget) -> None:
+    panel = widget.studypanel
+    widget.load_study(sample_study())
+    first = widget.generate()
+    widget.load_study(sample_study(with_prior=True))
+    panel.texts["indication"].value = "Second run."
+    second = widget.generate()
+    assert widget.viewer.views == ["frontal", "prior"]
+
+    widget.history_select.set_state({"index": 1})  # run 1 of 2, picked in the page
+    assert widget.report is first
+    assert panel.slots["prior"].source is None and widget.viewer.views == ["frontal"]
+    assert panel.texts["indication"].value == sample_study().indication
+    assert widget.study.columns == widget.history[0].study.columns
+
+    widget.history_select.set_state({"index": 2})
+    assert widget.report is second and widget.viewer.views == ["frontal", "prior"]
+    assert panel.slots["prior"].prepared is widget.history[1].images["prior_image"]
+    assert panel.texts["indication"].value == "Second run."
+
+    # A study being edited is kept while runs are looked at, and comes back.
+    panel.texts["indication"].value = "Draft, not generated."
+    panel.slots["prior"].clear()
+    assert widget.report is None and widget.history_select.value == -1
+    widget.history_select.set_state({"index": 1})
+    assert widget.report is first
+    widget.history_select.set_state({"index": 0})  # current study (not generated)
+    assert widget.report is None
+    assert panel.texts["indication"].value == "Draft, not generated."
+    assert panel.slots["prior"].source is None and panel.slots["frontal"].source is not None
+
+
+def test_failed_upload_keeps_everything_and_names_the_file(
+    widget: ReportGenWidget, frontend: list
+) -> None:
+    widget.load_study(sample_study(with_prior=True))
+    report = widget.generate()
+    prior = widget.studypanel.slots["prior"]
+    kept = prior.state
+    upload_file(prior.upload, "notes.txt", b"hello!")
+    assert prior.upload.state == "error" and prior.upload.status.startswith("notes.txt")
+    assert "notes.txt" in prior.info.error and "<6 bytes>" not in prior.info.error.split(" ")[0]
+    assert prior.state is kept and prior.info.summary  # the prior image stays, and says so
+    assert widget.report is report and widget.viewer.views == ["frontal", "prior"]
+    assert not widget.export_buttons["json"].disabled
+    # load_study with one bad image changes nothing either.
+    with pytest.raises(StudyError, match="prior"):
+        widget.load_study(Study(sample_study().frontal_image, prior_image=b"not an image"))
+    assert prior.state is kept and widget.report is report
+
+
+def test_status_lines_go_when_what_they_speak_of_goes(
+    frontend: list, tmp_path: Path, rg1_path: Path
+) -> None:
+    w = ReportGenWidget(DemoBackend(latency=0.3), export_dir=tmp_path)
+    w.load_study(sample_study())
+    w.generate()
+    w.load_study(Study(rg1_path))
+    w.generate()
+    w.export(("json",))
+    assert "run2" in w.export_list.written[0]["path"]
+    w.history_select.value = 0  # run 1: the files written were run 2's
+    assert w.export_list.written == []
+    w.history_select.value = 1
+    assert w.export_list.written == []  # still gone: a new export shows new files
+
+    # A cancel note speaks of one endpoint: switching endpoint removes it.
+    w.generate_button.click()
+    w.cancel()
+    assert "Cancelled generating on demo" in w.runner.status.notice
+    w.endpoint.use()  # the demo again, a new backend
+    assert w.runner.status.notice == ""
+    w.runner.job.thread.join(10)
+    # An error speaks of the study: loading another removes it.
+    w.client = unreachable_client()
+    with pytest.raises(EndpointConnectionError):
+        w.generate()
+    assert w.runner.status.error
+    w.load_study(sample_study())
+    assert w.runner.status.error == ""
+
+
+def test_saved_notebook_shows_the_report_without_widgets(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Executed and exported to HTML without widget state, the findings are still there."""
+    import nbformat
+    from conftest import isolated_env
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    for name, value in isolated_env(isolated_home).items():
+        monkeypatch.setenv(name, value)
+    cells = [
+        "from cxr_widgets import ReportGenWidget, sample_study\n"
+        "w = ReportGenWidget(demo_latency=0)\nw",
+        "w.load_study(sample_study())\nreport = w.generate()\n"
+        "import json\nprint('@@' + json.dumps([f.text for f in report.findings]))",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=False).execute(
+        cwd=str(tmp_path)
+    )
+    printed = nb.cells[1].outputs[0]["text"]
+    findings = json.loads(printed.split("@@", 1)[1])
+    outputs = nb.cells[0].outputs
+    assert "application/vnd.jupyter.widget-view+json" in outputs[0]["data"]
+    static = outputs[1]["data"]["text/html"]  # updated in place when the report was shown
+    assert "cxr-static-fallback" in static and "<img" in static and ";base64," in static
+    assert all(html_escape(text) in static for text in findings)
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    assert all(html_escape(text) in page for text in findings)
+    assert "DEMO" in page
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def test_hosted_app_downloads_exports_and_reads_no_server_paths(
+    frontend: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rg1_path: Path
+) -> None:
+    monkeypatch.setenv("VOILA_KERNEL_ID", "a-kernel")  # what Voilà sets in its kernels
+    w = ReportGenWidget(DemoBackend(), export_dir=tmp_path / "exports")
+    assert w.download_exports and not w.server_paths
+    slot = w.studypanel.slots["frontal"]
+    assert slot.path.layout.display == "none"
+    slot.path.set_state({"value": str(rg1_path)})  # a page asking for a server file
+    assert slot.source is None and "turned off" in slot.info.error
+    w.load_study(sample_study())  # the notebook's own code may still name files
+    report = w.generate()
+    mark = len(frontend)
+    w.export_buttons["csv"].click()
+    assert w.wait(30)
+    sent = [
+        (data["content"], buffers)
+        for kind, comm_id, data, buffers in frontend[mark:]
+        if comm_id == w.export_list.model_id and data.get("method") == "custom"
+    ]
+    assert len(sent) == 1
+    message, buffers = sent[0]
+    assert message["type"] == "download" and message["name"].endswith(".csv")
+    assert buffers[0].decode() == report.to_csv()
+    assert w.export_list.downloaded and w.export_list.written[0]["path"] == message["name"]
+    assert not (tmp_path / "exports").exists()  # nothing written on the server
+    # Explicit choices win over the place it runs in.
+    monkeypatch.delenv("VOILA_KERNEL_ID")
+    plain = ReportGenWidget(DemoBackend(), download_exports=True, server_paths=False)
+    assert plain.download_exports and not plain.server_paths
+    assert ReportGenWidget(DemoBackend()).server_paths

@@ -8,7 +8,6 @@ Device-code sign-in shows its code and address here, in the panel.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ import traitlets
 from ..backend import ReportGenerator
 from ..config import DEFAULT_KEY_ENV
 from ..errors import ConfigError, CxrWidgetsError
+from .parts import DeviceCode, Message
 from .runner import Runner
 
 MODES = (
@@ -42,9 +42,14 @@ class KeyField(widgets.Password):
     value = traitlets.Unicode("").tag(sync=True, echo_update=False)
 
 
-def _field(description: str, widget: widgets.Widget) -> widgets.HBox:
-    label = widgets.Label(description, layout=widgets.Layout(width="130px"))
-    return widgets.HBox([label, widget], layout=widgets.Layout(align_items="center"))
+def _field(description: str, widget: widgets.Widget) -> widgets.Widget:
+    """``widget`` (or the first control of a row) with ``description`` as its own label,
+    so screen readers name the control (a separate Label would not be tied to it)."""
+    control = widget.children[0] if isinstance(widget, widgets.HBox) else widget
+    control.description = description
+    control.style.description_width = "130px"
+    control.layout = widgets.Layout(width="490px", max_width="100%")
+    return widget
 
 
 class EndpointPanel:
@@ -74,7 +79,7 @@ class EndpointPanel:
         self.config_path = widgets.Text(
             placeholder="optional: folder or file of the workspace config.json", layout=wide
         )
-        self.device_code = widgets.HTML("")
+        self.device_code = DeviceCode()
         # scoring URI
         self.scoring_uri = widgets.Text(
             placeholder="https://<endpoint>.<region>.inference.ml.azure.com/score", layout=wide
@@ -91,7 +96,7 @@ class EndpointPanel:
             description="Forget key", layout=widgets.Layout(width="auto", display="none")
         )
         self.forget_button.on_click(lambda _: self.forget_key())
-        self.key_status = widgets.HTML("")
+        self.key_status = Message()
         self.key_env.observe(lambda _: self._show_key_status(), "value")
 
         self.demo_box = widgets.HTML(f"<div class='cxr-note'>{DEMO_TEXT}</div>")
@@ -128,7 +133,7 @@ class EndpointPanel:
             tooltip="Send the sample study to the active endpoint and report what happens",
         ).add_class("cxr-test")
         self.test_button.on_click(lambda _: test())
-        self.result = widgets.HTML("").add_class("cxr-endpoint-result")
+        self.result = Message().add_class("cxr-endpoint-result")
         self.form = widgets.VBox([self.demo_box])
         self.mode.observe(lambda _: self._show_mode(), "value")
         self.box = widgets.VBox(
@@ -163,12 +168,12 @@ class EndpointPanel:
         if self._key:
             text = f"key: typed ({len(self._key)} characters, kept in the kernel only)"
         elif env and os.environ.get(env):
-            text = f"key: from the environment variable ${html.escape(env)}"
+            text = f"key: from the environment variable ${env}"
         else:
-            where = f" or set ${html.escape(env)}" if env else ""
+            where = f" or set ${env}" if env else ""
             text = f"no key yet: paste one above{where} (a local endpoint may need none)"
         self.forget_button.layout.display = "" if self._key else "none"
-        self.key_status.value = f"<div class='cxr-note'>{text}</div>"
+        self.key_status.show(text)
 
     # --- building -----------------------------------------------------------------
     def _show_mode(self) -> None:
@@ -177,11 +182,10 @@ class EndpointPanel:
                 self.mode.value
             ]
         ]
-        self.result.value = ""
+        self.result.show("")
 
     def show_result(self, text: str, ok: bool) -> None:
-        cls = "cxr-ok" if ok else "cxr-error"
-        self.result.value = f"<div class='{cls}'>{html.escape(text)}</div>"
+        self.result.show(text, "ok" if ok else "error")
 
     def use(self) -> None:
         """Build the backend the form describes and make it active (sign-in runs in the background)."""
@@ -227,13 +231,12 @@ class EndpointPanel:
 
     def _device_code_prompt(self, verification_uri: str, user_code: str, expires_on: Any) -> None:
         """azure-identity calls this with the code to enter: show it in the panel."""
-        when = f" (expires {expires_on:%H:%M})" if hasattr(expires_on, "strftime") else ""
-        url = html.escape(verification_uri, quote=True)
-        self.device_code.value = (
-            "<div class='cxr-device-code'>To sign in, open "
-            f"<a href='{url}' target='_blank' rel='noopener'>{url}</a> and enter the code "
-            f"<code>{html.escape(user_code)}</code>{when}.</div>"
-        )
+        with self.device_code.hold_sync():
+            self.device_code.uri = verification_uri
+            self.device_code.code = user_code
+            self.device_code.expires = (
+                f"{expires_on:%H:%M}" if hasattr(expires_on, "strftime") else ""
+            )
 
     def _use_workspace(self) -> None:
         from ..client import EndpointConfig, ReportGenClient
@@ -251,15 +254,15 @@ class EndpointPanel:
             return ReportGenClient(config)
 
         def done(client: ReportGenerator, _job: Any) -> None:
-            self.device_code.value = ""
+            self.device_code.clear()
             self._apply(client)
             self.show_result(f"Now using {client.label}.", ok=True)
 
         def failed(exc: BaseException, _job: Any) -> None:
-            self.device_code.value = ""
+            self.device_code.clear()
             self.show_result(_message(exc), ok=False)
 
-        self.result.value = ""
+        self.result.show("")
         self._runner.start(f"Signing in and looking up {name}", work, done, failed)
 
 

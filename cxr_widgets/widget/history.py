@@ -6,11 +6,16 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from ..report import Report
-from ..study import IMAGE_COLUMNS, TEXT_COLUMNS, Study
+from ..study import Study
 
 
 class RunRecord(NamedTuple):
-    """One generation: what was sent (summarised, no patient text) and what came back."""
+    """One generation: what was sent (summarised, no patient text) and what came back.
+
+    ``state`` is the form as it was sent (a ``StudyState``: the prepared images,
+    which are also the images shown with this run, and the texts), so picking the
+    run brings its study back.
+    """
 
     summary: str
     report: Report
@@ -18,25 +23,12 @@ class RunRecord(NamedTuple):
     when: datetime
     endpoint: str
     seconds: float
+    state: Any = None
 
-
-def study_summary(study: Study, prepared: dict[str, Any] | None = None) -> str:
-    """Which images and texts a study has, e.g. ``frontal DICOM 1841x1955 + prior; indication``.
-
-    Never includes the texts themselves.
-    """
-    images = []
-    for column in IMAGE_COLUMNS:
-        if getattr(study, column) is None:
-            continue
-        name = column.removesuffix("_image")
-        image = (prepared or {}).get(column)
-        if image is not None and name == "frontal":
-            kind = image.describe().split(",")[0].rsplit(" ", 1)[0]
-            name = f"frontal {kind}"
-        images.append(name)
-    texts = [c.replace("_", " ") for c in TEXT_COLUMNS if getattr(study, c).strip()]
-    return " + ".join(images) + (f"; {', '.join(texts)}" if texts else "")
+    @property
+    def images(self) -> dict[str, Any]:
+        """The prepared images sent in this run, by request column."""
+        return {} if self.state is None else self.state.images
 
 
 def run_label(record: RunRecord, number: int, total: int) -> str:

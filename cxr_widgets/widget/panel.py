@@ -1,34 +1,53 @@
 """ReportGenWidget: endpoint, study and results in one panel.
 
 It collects input, calls the core (:class:`~cxr_widgets.backend.ReportGenerator`)
-and shows the result; it holds no wire-format, image or HTTP logic.
+and shows the result; it holds no wire-format, image or HTTP logic. Its state
+is typed (traits of the parts in :mod:`.parts`), drawn by the front end.
 """
 
 from __future__ import annotations
 
-import html
+import os
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
+import traitlets
 
 from ..backend import ReportGenerator
+from ..contract import PreparedRequest, assemble_request
 from ..errors import CxrWidgetsError, StudyError
-from ..report import RESEARCH_NOTICE, Report
+from ..exports import (
+    MAX_FILE_STEM,
+    MEDIA_TYPES,
+    export_bytes,
+    export_report,
+    safe_stem,
+    static_view,
+)
+from ..report import FRAMES, Report
 from ..study import Study
+from ..summary import study_summary
 from .endpoint_panel import EndpointPanel, _message
-from .exports import export_report
-from .history import RunRecord, run_label, study_summary
+from .history import RunRecord, run_label
+from .parts import DEMO_BADGE, ExportList, Header
 from .runner import Job, Runner
-from .study_panel import StudyPanel
+from .study_panel import StudyPanel, StudyState
 from .viewer import ReportViewer
 
 #: The demo backend's simulated model time, so the spinner is seen.
 DEMO_LATENCY = 0.8
 DEFAULT_EXPORT_DIR = "cxr-exports"
-DEMO_BADGE = "DEMO · canned example findings, not a reading of this image"
+CURRENT = -1  # the history entry for the form's own study (not generated)
+
+__all__ = ["DEMO_BADGE", "ReportGenWidget", "in_voila"]
+
+
+def in_voila() -> bool:
+    """True in a kernel started by Voilà (it sets ``VOILA_KERNEL_ID`` before the notebook runs)."""
+    return bool(os.environ.get("VOILA_KERNEL_ID") or os.environ.get("VOILA_BASE_URL"))
 
 
 class ReportGenWidget(widgets.VBox):
@@ -38,7 +57,17 @@ class ReportGenWidget(widgets.VBox):
     None uses the demo backend with a small visible latency. ``max_upload_mb``
     limits uploads through the browser (larger files: give a server-side path).
     Exports go to ``export_dir`` (relative to the notebook's working directory).
+
+    Hosted apps (Voilà, a remote hub), where the user cannot reach the server's
+    files: ``download_exports=True`` sends each export to the browser as a
+    download instead of writing it on the server, and ``server_paths=False``
+    removes the fields that read image files on the server. Both default to
+    what suits the place the panel runs in: downloads and no server paths
+    under Voilà, files and server paths in JupyterLab.
     """
+
+    #: How box coordinates map to the image: one of :data:`cxr_widgets.report.FRAMES`.
+    frame = traitlets.Enum(FRAMES, default_value=FRAMES[0])
 
     def __init__(
         self,
@@ -47,16 +76,24 @@ class ReportGenWidget(widgets.VBox):
         max_upload_mb: float = 200,
         export_dir: str | Path = DEFAULT_EXPORT_DIR,
         demo_latency: float = DEMO_LATENCY,
+        download_exports: bool | None = None,
+        server_paths: bool | None = None,
     ) -> None:
+        hosted = in_voila()
+        self.download_exports = hosted if download_exports is None else bool(download_exports)
+        self.server_paths = (not hosted) if server_paths is None else bool(server_paths)
         self._client: ReportGenerator | None = None
         self._history: list[RunRecord] = []
         self._shown: int | None = None  # index into history of what the viewer shows
+        self._draft: StudyState | None = None  # the form's own study while a run is shown
+        self._fallback: Any = None  # the display handle of the static view, once displayed
+        self._static_shown: tuple[int, str] | None = None  # what the static view shows
         self.export_dir = Path(export_dir)
         self.demo_latency = demo_latency
 
         self.runner = Runner(on_busy=self._busy)
         self.viewer = ReportViewer()
-        self.header = widgets.HTML("").add_class("cxr-header-html")
+        self.header = Header()
         self.endpoint_toggle = widgets.ToggleButton(
             description="Endpoint",
             icon="cog",
@@ -79,7 +116,8 @@ class ReportGenWidget(widgets.VBox):
             image_options=lambda: dict(self.client.image_options),
             on_change=self._study_changed,
             max_upload_bytes=int(max_upload_mb * 1e6),
-            request_budget=self._request_budget,
+            status=self.runner.status,
+            server_paths=self.server_paths,
         )
         self.generate_button = widgets.Button(
             description="Generate",
@@ -88,9 +126,12 @@ class ReportGenWidget(widgets.VBox):
             tooltip="Send the study to the active endpoint",
         ).add_class("cxr-generate")
         self.generate_button.on_click(lambda _: self.start_generate())
-        self.run_error = widgets.HTML("")
         self.history_select = widgets.Dropdown(
-            options=[("no runs yet", -1)], value=-1, layout=widgets.Layout(width="auto")
+            description="History",
+            options=[("no runs yet", CURRENT)],
+            value=CURRENT,
+            layout=widgets.Layout(width="auto"),
+            style={"description_width": "initial"},
         ).add_class("cxr-history")
         self.history_select.observe(self._pick_history, "value")
         self.export_buttons = {
@@ -102,14 +143,22 @@ class ReportGenWidget(widgets.VBox):
                 layout=widgets.Layout(width="auto"),
             ).add_class(f"cxr-export-{kind}")
             for kind, label, tip in (
-                ("json", "JSON", "The report as JSON"),
-                ("csv", "CSV", "One row per finding and box"),
-                ("png", "PNG", "The frontal image at full resolution with the boxes"),
+                ("json", "JSON", "Export the report as JSON"),
+                ("csv", "CSV", "Export one row per finding and box as CSV"),
+                ("png", "PNG", "Export the frontal image at full resolution with the boxes"),
             )
         }
         for kind, button in self.export_buttons.items():
             button.on_click(lambda _, kind=kind: self.start_export((kind,)))
-        self.export_paths = widgets.HTML("").add_class("cxr-exports")
+        self.export_list = ExportList()
+
+        # The viewer's frame select and this trait move together.
+        traitlets.dlink(
+            (self.viewer, "frame"),
+            (self, "frame"),
+            transform=lambda value: value if value in FRAMES else FRAMES[0],
+        )
+        traitlets.dlink((self, "frame"), (self.viewer, "frame"))
 
         headbar = widgets.HBox(
             [self.header, self.endpoint_toggle],
@@ -117,28 +166,22 @@ class ReportGenWidget(widgets.VBox):
         ).add_class("cxr-headbar")
         run_bar = widgets.HBox(
             [self.generate_button, self.runner.cancel_button, self.runner.status],
-            layout=widgets.Layout(align_items="center"),
-        )
+            layout=widgets.Layout(align_items="flex-start", grid_gap="6px"),
+        ).add_class("cxr-run-bar")
         history_bar = widgets.HBox(
-            [
-                widgets.Label("History"),
-                self.history_select,
-                widgets.Label("Export"),
-                *self.export_buttons.values(),
-            ],
+            [self.history_select, widgets.Label("Export"), *self.export_buttons.values()],
             layout=widgets.Layout(align_items="center", flex_flow="row wrap"),
         )
         results = widgets.VBox(
             [
                 widgets.HTML("<div class='cxr-section-title'>Results</div>"),
                 run_bar,
-                self.run_error,
                 self.viewer,
                 history_bar,
-                self.export_paths,
+                self.export_list,
             ],
             # Below the study form when the notebook is too narrow for both side by side.
-            layout=widgets.Layout(flex="1 1 360px", min_width="360px"),
+            layout=widgets.Layout(flex="1 1 360px", min_width="0"),
         ).add_class("cxr-results")
         body = widgets.HBox(
             [self.studypanel.box, results],
@@ -147,6 +190,32 @@ class ReportGenWidget(widgets.VBox):
         super().__init__([headbar, self.endpoint.box, body])
         self.add_class("cxr-widget")
         self.client = client if client is not None else self._demo()
+
+    # --- a static view for readers without a kernel ---------------------------------
+    def _ipython_display_(self) -> None:
+        """The live panel, and beside it a static view of the shown report (hidden while
+        the panel runs) that nbconvert, nbviewer and GitHub show when widgets cannot run."""
+        from IPython.display import HTML, display
+
+        bundle = self._repr_mimebundle_()
+        if bundle is not None:
+            display(bundle, raw=True)
+        self._fallback = display(HTML(self._static_view()), display_id=True)
+
+    def _static_view(self) -> str:
+        record = self._history[self._shown] if self._shown is not None else None
+        image = None
+        if record is not None:
+            image = getattr(record.images.get("frontal_image"), "image", None)
+        elif self.report is not None:
+            image = self.viewer._pictures.get("frontal")
+        return static_view(self.report, image, self.viewer.caption)
+
+    def _update_static_view(self) -> None:
+        if self._fallback is not None:
+            from IPython.display import HTML
+
+            self._fallback.update(HTML(self._static_view()))
 
     def __repr__(self) -> str:
         runs = len(self._history)
@@ -174,26 +243,24 @@ class ReportGenWidget(widgets.VBox):
                 "client must be a ReportGenerator such as ReportGenClient(EndpointConfig(...)) "
                 f"or DemoBackend(), got {type(client).__name__}"
             )
+        changed = self._client is not None and client is not self._client
         self._client = client
-        self._render_header()
-        self.studypanel._update_size()
+        with self.header.hold_sync():
+            self.header.endpoint = client.label
+            self.header.demo = bool(client.is_demo)
+        if changed:  # what was said about the previous endpoint no longer holds
+            self.runner.status.clear()
+            self.endpoint.result.show("")
+        self.runner.status.request_budget = client.request_budget or 0
+        self.studypanel.refresh_options()
+
+    @property
+    def request_budget(self) -> int | None:
+        """The active backend's byte budget for one request (None: no budget)."""
+        return self.client.request_budget
 
     def _apply_client(self, client: ReportGenerator) -> None:
         self.client = client
-
-    def _render_header(self) -> None:
-        client = self.client
-        badge = f"<span class='cxr-demo-badge'>{DEMO_BADGE}</span>" if client.is_demo else ""
-        self.header.value = (
-            "<div class='cxr-header'><span class='cxr-title'>CXRReportGen</span>"
-            f"{badge}<span class='cxr-endpoint-label'>endpoint: "
-            f"<b>{html.escape(client.label)}</b></span>"
-            f"<span class='cxr-research'>{RESEARCH_NOTICE}</span></div>"
-        )
-
-    def _request_budget(self) -> int | None:
-        config = getattr(self._client, "config", None)
-        return getattr(config, "max_request_bytes", None)
 
     def test_connection(self) -> None:
         """Send the sample study to the active endpoint (in the background) and report."""
@@ -212,7 +279,7 @@ class ReportGenWidget(widgets.VBox):
         def failed(exc: BaseException, _job: Job) -> None:
             self.endpoint.show_result(f"Test failed: {_message(exc)}", ok=False)
 
-        self.endpoint.result.value = ""
+        self.endpoint.result.show("")
         try:
             self.runner.start(
                 f"Testing {client.label}", lambda: client.generate(sample_study()), done, failed
@@ -227,68 +294,81 @@ class ReportGenWidget(widgets.VBox):
         return self.studypanel.study
 
     def load_study(self, study: Study) -> None:
-        """Fill the form from ``study``; its images are prepared and shown."""
+        """Fill the form from ``study``; its images are prepared (once) and shown."""
         self.studypanel.load_study(study)
 
     def _study_changed(self) -> None:
-        prepared = self.studypanel.prepared
+        """The form changed: show its images, no report, and forget what spoke of the old one."""
         self._shown = None
+        self._draft = None
+        self._show_images(self.studypanel.snapshot())
+        self.viewer.set_report(None)
+        self.export_list.clear()
+        self._set_history_value(CURRENT)
+        self._update_exports()
+
+    def _show_images(self, state: StudyState) -> None:
+        images = state.images
         self.viewer.set_images(
             *(
-                getattr(prepared.get(c), "image", None)
+                getattr(images.get(c), "image", None)
                 for c in ("frontal_image", "lateral_image", "prior_image")
             )
         )
-        self.viewer.set_report(None)
-        self._set_history_value(-1)
-        self._update_exports()
 
     # --- generating -------------------------------------------------------------------
+    def _request(self) -> tuple[PreparedRequest, StudyState]:
+        """The request from the images prepared in the form, and the form it came from."""
+        encoded = self.studypanel.encoded()  # StudyError: shown beside Generate
+        return assemble_request([encoded]), self.studypanel.snapshot()
+
     def generate(self) -> Report:
         """Generate for the loaded study, blocking; the report is shown and returned."""
         self._check_idle()
-        study = self.study
+        request, state = self._request()
         started = time.monotonic()
+        self.runner.status.clear()
         try:
-            report = self.client.generate(study)
+            report = self.client.send(request)[0]
         except Exception as exc:
             self._show_error(exc)
             raise
-        self._record(study, report, time.monotonic() - started)
+        self._record(request, state, report, time.monotonic() - started)
         return report
 
     async def agenerate(self) -> Report:
         """:meth:`generate` for ``await`` in notebooks: the kernel keeps serving."""
         self._check_idle()
-        study = self.study
+        request, state = self._request()
         started = time.monotonic()
+        self.runner.status.clear()
         try:
-            report = await self.client.agenerate(study)
+            report = (await self.client.asend(request))[0]
         except Exception as exc:
             self._show_error(exc)
             raise
-        self._record(study, report, time.monotonic() - started)
-        return report  # type: ignore[return-value]
+        self._record(request, state, report, time.monotonic() - started)
+        return report
 
     def start_generate(self) -> Job | None:
-        """What the Generate button does: generate in the background with a spinner."""
+        """What the Generate button does: generate in the background; the page counts time."""
         if self.runner.busy:
             return None
         try:
-            study = self.study
+            request, state = self._request()
         except StudyError:
-            return None  # the study panel shows why
+            return None  # the reason is shown beside Generate
         client = self.client
-        self.run_error.value = ""
+        self.runner.status.clear()
 
-        def done(report: Report, job: Job) -> None:
-            self._record(study, report, job.elapsed)
+        def done(reports: list[Report], job: Job) -> None:
+            self._record(request, state, reports[0], job.elapsed)
 
         def failed(exc: BaseException, _job: Job) -> None:
             self._show_error(exc)
 
         return self.runner.start(
-            f"Generating on {client.label}", lambda: client.generate(study), done, failed
+            f"Generating on {client.label}", lambda: client.send(request), done, failed
         )
 
     def cancel(self) -> None:
@@ -308,22 +388,23 @@ class ReportGenWidget(widgets.VBox):
 
     def _show_error(self, exc: BaseException) -> None:
         kept = " The last report stays shown." if self.viewer.has_report else ""
-        self.run_error.value = (
-            f"<div class='cxr-run-error'><b>Generation failed.</b> "
-            f"{html.escape(_message(exc))}{kept}</div>"
-        )
+        self.runner.status.show_error("Generation failed.", f"{_message(exc)}{kept}")
 
-    def _record(self, study: Study, report: Report, seconds: float) -> None:
+    def _record(
+        self, request: PreparedRequest, state: StudyState, report: Report, seconds: float
+    ) -> None:
+        study = request.studies[0].study
         record = RunRecord(
-            summary=study_summary(study, self.studypanel.prepared),
+            summary=study_summary(study, state.images),
             report=report,
             study=study,
             when=datetime.now(),
             endpoint=self.client.label,
             seconds=seconds,
+            state=state,
         )
         self._history.append(record)
-        self.run_error.value = ""
+        self.runner.status.clear()
         self._refresh_history_options()
         self._show_record(len(self._history) - 1)
 
@@ -335,7 +416,7 @@ class ReportGenWidget(widgets.VBox):
 
     @property
     def history(self) -> list[RunRecord]:
-        """Every generation of this session: (summary, report, study, when, endpoint, seconds)."""
+        """Every generation of this session (summary, report, study, when, endpoint, ...)."""
         return list(self._history)
 
     def select_finding(self, index: int | None) -> None:
@@ -348,10 +429,12 @@ class ReportGenWidget(widgets.VBox):
 
     def show_report(self, report: Report, caption: str = "") -> None:
         """Show any report (e.g. loaded from JSON) over its own or the loaded frontal image."""
-        frontal = report.frontal_image
+        frontal = getattr(report, "frontal_image", None)
         if frontal is None:
             prepared = self.studypanel.prepared.get("frontal_image")
             frontal = getattr(prepared, "image", None)
+        self._shown = None
+        self.export_list.clear()
         with self.viewer.hold_sync():
             if frontal is not None and frontal is not self.viewer._pictures.get("frontal"):
                 self.viewer.set_images(frontal)
@@ -366,14 +449,15 @@ class ReportGenWidget(widgets.VBox):
         self._update_exports()
 
     def _show_record(self, index: int) -> None:
+        """Show run ``index``: its report, and its study back in the form."""
         record = self._history[index]
         self._shown = index
-        prepared = getattr(record.report, "frontal_image", None)
+        self.runner.status.clear()
+        self.export_list.clear()
+        if not self.studypanel.snapshot().same_as(record.state):
+            self.studypanel.restore(record.state)
         with self.viewer.hold_sync():
-            images = self._record_images(record)
-            if prepared is not None:
-                images[0] = prepared
-            self.viewer.set_images(*images)
+            self._show_images(record.state)
             self.viewer.set_report(
                 record.report,
                 f"run {index + 1}: {record.summary}, {record.endpoint}, {record.seconds:.1f} s",
@@ -381,21 +465,12 @@ class ReportGenWidget(widgets.VBox):
         self._set_history_value(index)
         self._update_exports()
 
-    def _record_images(self, record: RunRecord) -> list[Any]:
-        """The run's frontal/lateral/prior as prepared now in the form, when they are the same."""
-        images: list[Any] = []
-        for slot in ("frontal", "lateral", "prior"):
-            form = self.studypanel.slots[slot]
-            same = form.source is not None and form.source is getattr(record.study, f"{slot}_image")
-            images.append(form.prepared.image if same else None)
-        return images
-
     def _refresh_history_options(self) -> None:
         total = len(self._history)
         options = [(run_label(r, i + 1, total), i) for i, r in enumerate(self._history)]
         self.history_select.unobserve(self._pick_history, "value")
-        self.history_select.options = [("current study (not generated)", -1), *options]
-        self.history_select.value = self._shown if self._shown is not None else -1
+        self.history_select.options = [("current study (not generated)", CURRENT), *options]
+        self.history_select.value = self._shown if self._shown is not None else CURRENT
         self.history_select.observe(self._pick_history, "value")
 
     def _set_history_value(self, value: int) -> None:
@@ -406,69 +481,119 @@ class ReportGenWidget(widgets.VBox):
         self.history_select.observe(self._pick_history, "value")
 
     def _pick_history(self, change: dict[str, Any]) -> None:
-        if change["new"] is not None and change["new"] >= 0:
-            self._show_record(change["new"])
+        new = change["new"]
+        if new is None:
+            return
+        if new == CURRENT:
+            self._show_draft()
+            return
+        # Keep the form's own study (edited, not generated) to come back to.
+        form = self.studypanel.snapshot()
+        shown = self._history[self._shown].state if self._shown is not None else None
+        if not form.same_as(shown) and not any(form.same_as(r.state) for r in self._history):
+            self._draft = form
+        self._show_record(new)
+
+    def _show_draft(self) -> None:
+        draft, self._draft = self._draft, None
+        if draft is not None:
+            self.studypanel.restore(draft)
+        self._shown = None
+        self._show_images(self.studypanel.snapshot())
+        self.viewer.set_report(None)
+        self.runner.status.clear()
+        self.export_list.clear()
+        self._update_exports()
 
     def clear(self) -> None:
         """Clear the viewer's report (the study and the history stay)."""
         self.viewer.set_report(None)
         self._shown = None
-        self._set_history_value(-1)
+        self.export_list.clear()
+        self._set_history_value(CURRENT)
         self._update_exports()
 
     # --- exports ---------------------------------------------------------------------
     def export(self, kinds: tuple[str, ...] = ("json", "csv", "png")) -> dict[str, Path]:
-        """Write the shown report as JSON, CSV and annotated PNG; the paths (blocking)."""
+        """Write the shown report as JSON, CSV and annotated PNG; the paths (blocking).
+
+        This writes files in ``export_dir`` whatever ``download_exports`` says
+        (it is the notebook author's call); the buttons follow ``download_exports``.
+        """
         paths = self._export_now(kinds)
-        self._show_paths(paths)
+        self.export_list.show(paths)
         return paths
 
     def start_export(self, kinds: tuple[str, ...]) -> Job | None:
         """What the export buttons do: write in the background and show the paths."""
         if self.runner.busy or self.report is None:
             return None
+        shown = self._shown
+
+        def done(paths: dict[str, Path], _job: Job) -> None:
+            if self._shown == shown:  # still the report these files belong to
+                self.export_list.show(paths)
+
+        def downloaded(files: dict[str, tuple[str, bytes]], _job: Job) -> None:
+            for kind, (name, data) in files.items():
+                self.export_list.download(name, MEDIA_TYPES[kind], data)
+            if self._shown == shown:
+                names = {kind: name for kind, (name, _) in files.items()}
+                self.export_list.show(names, downloaded=True)
 
         def failed(exc: BaseException, _job: Job) -> None:
-            self.export_paths.value = (
-                f"<div class='cxr-error'>Export failed: {html.escape(_message(exc))}</div>"
+            self.export_list.error = _message(exc)
+
+        label = f"Exporting {', '.join(k.upper() for k in kinds)}"
+        if self.download_exports:
+            return self.runner.start(label, lambda: self._export_files(kinds), downloaded, failed)
+        return self.runner.start(label, lambda: self._export_now(kinds), done, failed)
+
+    def _export_files(self, kinds: tuple[str, ...]) -> dict[str, tuple[str, bytes]]:
+        """The shown report's exports as (file name, content), for the browser to save."""
+        report, frontal, stem = self._export_what()
+        return {
+            kind: (
+                f"{safe_stem(stem, max_length=MAX_FILE_STEM)}.{kind}",
+                export_bytes(
+                    report, frontal, kind, frame=self.frame, show_crop=self.viewer.show_crop
+                ),
             )
+            for kind in kinds
+        }
 
-        return self.runner.start(
-            f"Exporting {', '.join(k.upper() for k in kinds)}",
-            lambda: self._export_now(kinds),
-            lambda paths, _job: self._show_paths(paths),
-            failed,
-        )
-
-    def _export_now(self, kinds: tuple[str, ...]) -> dict[str, Path]:
+    def _export_what(self) -> tuple[Report, Any, str]:
+        """The shown report, its frontal image source and the exports' file stem."""
         report = self.report
         if report is None:
             raise CxrWidgetsError("nothing to export yet: generate a report first")
         run = self._shown + 1 if self._shown is not None else 0
-        stem = f"{report.study_id or 'study'}-run{run}-{datetime.now():%Y%m%d-%H%M%S}"
-        frontal = (
-            self._history[self._shown].study.frontal_image if self._shown is not None else None
-        )
+        stem = f"{safe_stem(report.study_id)}-run{run}-{datetime.now():%Y%m%d-%H%M%S}"
+        if self._shown is not None:
+            frontal = self._history[self._shown].study.frontal_image
+        else:
+            frontal = self.studypanel.slots["frontal"].source
+        return report, frontal, stem
+
+    def _export_now(self, kinds: tuple[str, ...]) -> dict[str, Path]:
+        report, frontal, stem = self._export_what()
         return export_report(
             report,
             frontal,
             self.export_dir,
             stem,
             kinds,
-            frame=self.viewer.frame,
+            frame=self.frame,
             show_crop=self.viewer.show_crop,
         )
-
-    def _show_paths(self, paths: dict[str, Path]) -> None:
-        items = "".join(
-            f"<div>{kind.upper()}: <code>{html.escape(str(path))}</code></div>"
-            for kind, path in paths.items()
-        )
-        self.export_paths.value = f"<div class='cxr-note'>Written: {items}</div>"
 
     def _update_exports(self) -> None:
         for button in self.export_buttons.values():
             button.disabled = self.report is None or self.runner.busy
+        shown = (id(self.report), self.viewer.caption)
+        if shown != getattr(self, "_static_shown", None):  # the shown report changed
+            self._static_shown = shown
+            self._update_static_view()
 
     def _busy(self, busy: bool) -> None:
         self.generate_button.disabled = busy

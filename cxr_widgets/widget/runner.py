@@ -1,7 +1,8 @@
 """Background jobs for the panel: the kernel and the page stay responsive.
 
 A job (generate, test connection, sign in, export) runs in a worker thread;
-a ticker shows a spinner with the elapsed time. Cancel stops waiting and
+``status`` (a :class:`~cxr_widgets.widget.parts.RunStatus`) gets its label and
+start time once, and the page counts the elapsed seconds. Cancel stops waiting and
 discards the result (an HTTP request already sent cannot be recalled).
 Results are applied on the kernel's event loop when one is running, so widget
 state changes happen where the kernel handles messages.
@@ -10,7 +11,6 @@ state changes happen where the kernel handles messages.
 from __future__ import annotations
 
 import asyncio
-import html
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +18,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-TICK_SECONDS = 0.25
+from .parts import RunStatus
 
 
 class Job:
@@ -31,6 +31,8 @@ class Job:
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+        #: The worker thread (join it to know the work itself has ended, even when cancelled).
+        self.thread: threading.Thread | None = None
 
     @property
     def elapsed(self) -> float:
@@ -38,10 +40,10 @@ class Job:
 
 
 class Runner:
-    """Runs one job at a time, with ``status`` (HTML) and a Cancel button."""
+    """Runs one job at a time, with ``status`` (a RunStatus part) and a Cancel button."""
 
     def __init__(self, on_busy: Callable[[bool], None] | None = None) -> None:
-        self.status = widgets.HTML("").add_class("cxr-status-box")
+        self.status = RunStatus()
         self.cancel_button = widgets.Button(
             description="Cancel",
             icon="stop",
@@ -72,7 +74,7 @@ class Runner:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        self._show(job)
+        self.status.start(label)
         self._set_busy(True)
 
         def finish(callback: Callable[[], None]) -> None:
@@ -81,10 +83,9 @@ class Runner:
                     callback()
             finally:
                 job.done.set()
-                if self.job is job:
+                if self.job is job and not job.cancelled:
+                    self.status.stop()
                     self._set_busy(False)
-                    if not job.cancelled:
-                        self.status.value = ""
 
         def run() -> None:
             try:
@@ -101,23 +102,9 @@ class Runner:
             else:
                 finish(callback)
 
-        threading.Thread(target=run, name=f"cxr-{label}", daemon=True).start()
-        threading.Thread(target=self._tick, args=(job,), daemon=True).start()
+        job.thread = threading.Thread(target=run, name=f"cxr-{label}", daemon=True)
+        job.thread.start()
         return job
-
-    def _tick(self, job: Job) -> None:
-        while not job.done.wait(TICK_SECONDS):
-            if job.cancelled or job.error is not None or job.result is not None:
-                break
-            self._show(job)
-
-    def _show(self, job: Job) -> None:
-        if job.done.is_set() or job is not self.job:
-            return
-        self.status.value = (
-            f"<div class='cxr-status'><span class='cxr-spinner'></span>"
-            f"{html.escape(job.label)}... {job.elapsed:.1f} s</div>"
-        )
 
     def cancel(self) -> None:
         """Stop waiting for the current job; its result will be discarded."""
@@ -126,12 +113,11 @@ class Runner:
             return
         job.cancelled = True
         job.done.set()
-        self._set_busy(False)
-        self.status.value = (
-            f"<div class='cxr-status'>Cancelled {html.escape(job.label.lower())} after "
-            f"{job.elapsed:.1f} s. A request already sent may still run at the endpoint; "
-            "its result will be discarded.</div>"
+        self.status.stop(
+            f"Cancelled {job.label[:1].lower()}{job.label[1:]} after {job.elapsed:.1f} s. "
+            "A request already sent may still run at the endpoint; its result will be discarded."
         )
+        self._set_busy(False)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the current job is done (for scripts and tests); False on timeout."""

@@ -132,7 +132,10 @@ class ChunkedUpload(anywidget.AnyWidget):
             if self.on_file is not None:
                 self.on_file(transfer["name"], data)
         except Exception as exc:  # shown beside the control; the slot explains details
-            self._fail(f"{transfer['name']}: {exc}", transfer["id"])
+            message = str(exc)
+            if not message.startswith(transfer["name"]):
+                message = f"{transfer['name']}: {message}"
+            self._fail(message, transfer["id"])
             return
         self.state = "done"
         self.status = f"{transfer['name']} ({format_mb(len(data))})"

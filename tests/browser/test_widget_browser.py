@@ -7,7 +7,9 @@ compares what the browser draws with what the kernel holds.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -223,8 +225,10 @@ def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: P
     # to the frontal image), and the history switches back to the first run.
     run_cell(
         page,
-        "from cxr_widgets import sample_study\n"
-        "w.load_study(sample_study(with_prior=True))\n"
+        "from cxr_widgets import Study, sample_study\n"
+        "_s = sample_study(with_prior=True)\n"
+        "w.load_study(Study(_s.frontal_image, prior_image=_s.prior_image, indication='Cough.',"
+        " prior_report=_s.prior_report))\n"
         "_ = w.generate()",
     )
     second = expected_boxes(page)
@@ -241,10 +245,20 @@ def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: P
     page.locator(f'{ROOT} .cxr-view-tab[data-view="frontal"]').click()
     wait_boxes(page, second)
 
-    assert second != per_finding  # the demo answers the study with a prior differently
+    assert second != per_finding  # the demo answers this other study differently
     page.locator(f"{ROOT} .cxr-history select").select_option(index=1)  # run 1 of 2
     wait_boxes(page, per_finding)
     assert expected_boxes(page) == per_finding
+    # ...with its study: run 1 had no prior image, so the form and the viewer have none.
+    prior_summary = page.locator(f'{ROOT} .cxr-prep[data-slot="prior"]')
+    page.wait_for_function(
+        "(sel) => document.querySelectorAll(sel).length === 0",
+        arg=f'{ROOT} .cxr-view-tab[data-view="prior"]',
+    )
+    assert "PNG, JPEG or DICOM" in prior_summary.inner_text()  # the empty slot's hint
+    page.locator(f"{ROOT} .cxr-history select").select_option(index=2)  # run 2: prior back
+    page.locator(f'{ROOT} .cxr-view-tab[data-view="prior"]').wait_for()
+    assert "RG1_J2KI" in prior_summary.inner_text()  # the sample prior
 
     # Narrower windows: nothing inside the panel is cut off (no element whose content is
     # wider than its clipping box; form fields, whose text may scroll, excepted).
@@ -269,6 +283,19 @@ def save_screenshot(page, path: Path) -> None:
     if os.environ.get("CXR_UPDATE_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, SCREENSHOT)
+
+
+def keep_screenshot(page, path: Path) -> None:
+    """Screenshot the panel to ``path``; also to docs/images with CXR_UPDATE_SCREENSHOT=1."""
+    dismiss_popups(page)
+    page.mouse.move(0, 0)
+    page.set_viewport_size({"width": 1400, "height": 1700})  # the whole panel in view
+    panel = page.locator(ROOT).first
+    panel.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    panel.screenshot(path=str(path), animations="disabled")
+    if os.environ.get("CXR_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(path, SCREENSHOT.parent / path.name)
 
 
 def export(page, lab_root: Path, kind: str) -> Path:
@@ -384,7 +411,7 @@ def test_key_typed_in_panel_drives_local_endpoint_and_is_not_saved(
         use_key(endpoint_key)
         click(page, "cxr-generate")
         page.wait_for_function(
-            "() => !document.querySelector('.cxr-widget .cxr-run-error')"
+            "() => !document.querySelector('.cxr-widget .cxr-run-error:not([hidden])')"
             " && document.querySelector('.cxr-widget button.cxr-generate').disabled === false"
         )
         per_finding = expected_boxes(page)
@@ -453,6 +480,17 @@ def test_upload_25mb_dicom_becomes_frontal(
     page.locator(f'{ROOT} .cxr-upload[data-slot="lateral"][data-state="error"]').wait_for()
     assert "notes.dcm" in page.locator(f'{ROOT} .cxr-upload[data-slot="lateral"]').inner_text()
 
+    # The same file into the frontal slot: it is refused by name and the frontal image stays.
+    frontal = f'{ROOT} .cxr-upload[data-slot="frontal"]'
+    page.locator(f'{frontal} input[type="file"]').set_input_files(str(bogus))
+    page.locator(f'{frontal}[data-state="error"]').wait_for()
+    assert "notes.dcm" in page.locator(frontal).inner_text()
+    assert (
+        f"{width}x{height}" in page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]').inner_text()
+    )
+    assert page.get_attribute(f"{ROOT} svg.cxr-svg", "viewBox") == view_box
+    assert kernel_json(page, "len(w.study.frontal_image)") == dicom.stat().st_size
+
 
 def test_generate_in_background_with_elapsed_time_and_cancel(
     page, jupyter_lab: JupyterLab, lab_root: Path
@@ -461,6 +499,7 @@ def test_generate_in_background_with_elapsed_time_and_cancel(
         lab_root / "running.ipynb",
         ["from cxr_widgets import ReportGenWidget\nw = ReportGenWidget(demo_latency=4)\nw"],
     )
+    frames = WebSocketRecorder(page)
     open_and_run_notebook(page, jupyter_lab, "running.ipynb")
     page.wait_for_selector(ROOT)
     click(page, "cxr-load-sample")
@@ -475,17 +514,26 @@ def test_generate_in_background_with_elapsed_time_and_cancel(
     # A spinner with the elapsed time, while the kernel keeps answering.
     click(page, "cxr-generate")
     page.locator(f"{ROOT} .cxr-status .cxr-spinner").wait_for()
+    mark = frames.mark()
     first = elapsed()
     assert kernel_json(page, "w.runner.busy") is True  # the kernel ran a cell meanwhile
     page.wait_for_function(
         "([sel, t]) => parseFloat(document.querySelector(sel).textContent.split('...')[1]) > t",
-        arg=[f"{ROOT} .cxr-status", first],
+        arg=[f"{ROOT} .cxr-status", first + 1],
     )
+    # The page counted that second itself: the kernel sent no status update meanwhile.
+    received, _ = frames.since(mark)
+    assert not [f for f in received if b"busy_since" in f or b"Generating on" in f]
 
     # Cancel: the panel says so and the late result is discarded.
     click(page, "cxr-cancel")
-    status.filter(has_text="Cancelled").wait_for()
-    page.wait_for_timeout(4500)  # past the demo's 4 s answer
+    page.locator(f"{ROOT} .cxr-notice", has_text="Cancelled").wait_for()
+    assert status.is_hidden()  # no spinner once cancelled
+    # The cancelled request's answer arrives (the worker ends) and is dropped.
+    assert (
+        kernel_json(page, "[w.runner.job.thread.join(30), w.runner.job.thread.is_alive()][1]")
+        is False
+    )
     assert page.locator(ROW).count() == 0
     assert kernel_json(page, "[w.report is None, len(w.history)]") == [True, 0]
 
@@ -494,3 +542,306 @@ def test_generate_in_background_with_elapsed_time_and_cancel(
     page.wait_for_selector(ROW, timeout=60_000)
     wait_boxes(page, expected_boxes(page))
     assert kernel_json(page, "len(w.history)") == 1
+
+
+#: Is the text inside each matching element cut off (wider or taller than its box)?
+CUT_OFF = """els => els.map((e) => [e.textContent, e.scrollWidth > e.clientWidth + 1
+                                      || e.scrollHeight > e.clientHeight + 1])"""
+
+#: Does each text area's placeholder fit on its visible lines, in the area's own font?
+PLACEHOLDER_FITS = """els => els.map((e) => {
+  const s = getComputedStyle(e);
+  const ctx = document.createElement("canvas").getContext("2d");
+  ctx.font = `${s.fontStyle} ${s.fontWeight} ${s.fontSize} ${s.fontFamily}`;
+  const room = e.clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight);
+  const lines = Math.max(1, Math.floor(
+    (e.clientHeight - parseFloat(s.paddingTop) - parseFloat(s.paddingBottom))
+    / (parseFloat(s.lineHeight) || parseFloat(s.fontSize) * 1.2)));
+  return [e.placeholder, ctx.measureText(e.placeholder).width <= room * lines];
+})"""
+
+
+def test_errors_beside_generate_and_nothing_clipped(demo_page, tmp_path: Path) -> None:
+    page = demo_page
+    # Generate with no image: the reason appears beside the button that was pressed.
+    click(page, "cxr-generate")
+    error = page.locator(f"{ROOT} .cxr-run-error:visible")
+    error.wait_for()
+    assert "frontal image is required" in error.inner_text()
+    button = page.locator(f"{ROOT} button.cxr-generate").bounding_box()
+    shown = error.bounding_box()
+    assert shown["y"] < button["y"] + button["height"] + 40, (button, shown)
+    assert shown["x"] >= button["x"] and abs(shown["y"] - button["y"]) < 80
+    click(page, "cxr-load-sample")
+    page.locator(f"{ROOT} .cxr-run-error").first.wait_for(state="hidden")
+
+    # The text areas use the panel's sans-serif font, and their placeholders fit.
+    panel_font = page.eval_on_selector(ROOT, "e => getComputedStyle(e).fontFamily")
+    fonts = page.eval_on_selector_all(
+        f"{ROOT} textarea", "els => els.map(e => getComputedStyle(e).fontFamily)"
+    )
+    assert len(fonts) == 4 and all(f == panel_font for f in fonts), (panel_font, fonts)
+    assert "monospace" not in panel_font
+    run_cell(page, "w.load_study(__import__('cxr_widgets').Study(w.study.frontal_image))")
+    fits = page.eval_on_selector_all(f"{ROOT} textarea", PLACEHOLDER_FITS)
+    assert fits and all(ok for _, ok in fits), fits
+
+    # A long upload file name is shown whole (wrapped), not cut off.
+    long_name = tmp_path / ("a-rather-long-name-for-the-lateral-chest-radiograph-" * 2 + ".png")
+    Image.new("L", (600, 640), 90).save(long_name)
+    control = f'{ROOT} .cxr-upload[data-slot="lateral"]'
+    page.locator(f'{control} input[type="file"]').set_input_files(str(long_name))
+    page.locator(f'{control}[data-state="done"]').wait_for(timeout=60_000)
+    status = page.eval_on_selector_all(f"{control} .cxr-upload-status", CUT_OFF)
+    assert status and long_name.name in status[0][0] and not status[0][1], status
+    clipped = page.eval_on_selector(ROOT, CLIPPED)
+    assert not clipped, clipped
+
+
+# --- themes, keyboard and screen readers -------------------------------------------------
+
+AXE = Path(__file__).parent / "node_modules/axe-core/axe.min.js"
+
+#: Contrast of every visible text in ``root`` against what is behind it (WCAG formula),
+#: alpha and opacity composited. Text drawn over the radiograph (SVG, stage) is left out.
+CONTRAST = """root => {
+  const parse = (c) => {
+    const m = c.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const p = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const over = (fg, bg) => [0, 1, 2].map((i) => fg[i] * fg[3] + bg[i] * (1 - fg[3])).concat(1);
+  const behind = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+    }
+    let bg = [255, 255, 255, 1];
+    for (let i = layers.length - 1; i >= 0; i--) bg = over(layers[i], bg);
+    return bg;
+  };
+  const lum = (c) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+  };
+  const out = [];
+  for (const el of root.querySelectorAll("*")) {
+    if (el.closest("svg, .cxr-stage, [disabled], [hidden]")) continue;
+    const text = [...el.childNodes].filter((n) => n.nodeType === 3)
+      .map((n) => n.textContent.trim()).join(" ").trim();
+    if (!text || !el.getClientRects().length) continue;
+    const s = getComputedStyle(el);
+    if (s.visibility === "hidden") continue;
+    let opacity = 1;
+    for (let e = el; e; e = e.parentElement) opacity *= parseFloat(getComputedStyle(e).opacity);
+    const bg = behind(el);
+    const color = parse(s.color);
+    const fg = over([color[0], color[1], color[2], color[3] * opacity], bg);
+    const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    const name = el.tagName.toLowerCase() + [...el.classList].map((c) => "." + c).join("");
+    out.push([name, text.slice(0, 50), Math.round(((hi + 0.05) / (lo + 0.05)) * 100) / 100]);
+  }
+  return out;
+}"""
+
+
+def set_theme(page, name: str) -> None:
+    """Settings > Theme > ``name`` (e.g. "JupyterLab Dark"); wait until it applies."""
+    light = "true" if "Light" in name else "false"
+    if page.evaluate("() => document.body.dataset.jpThemeLight") == light:
+        return
+    page.locator('.lm-MenuBar-itemLabel:text-is("Settings")').click()
+    page.locator('.lm-Menu-itemLabel:text-is("Theme")').click()
+    page.locator(f'.lm-Menu-itemLabel:text-is("{name}")').click()
+    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}'")
+    page.wait_for_timeout(500)  # theme CSS loaded and applied
+
+
+def low_contrast(locator) -> list:
+    """Texts under ``locator`` (a Playwright locator) with contrast below WCAG AA's 4.5:1."""
+    return [t for t in locator.evaluate(CONTRAST) if t[2] < 4.5]
+
+
+def axe_violations(page, selector: str) -> list[str]:
+    """Serious and critical axe-core (WCAG 2 A/AA) violations inside ``selector``."""
+    if not page.evaluate("() => !!window.axe"):
+        page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        """async (sel) => {
+             const r = await axe.run(document.querySelector(sel),
+                                     {runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]});
+             return r.violations.filter((v) => ["serious", "critical"].includes(v.impact))
+               .map((v) => `${v.impact} ${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+           }""",
+        selector,
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def axe_script() -> Path:
+    """axe-core from npm (tests/browser/package.json), installed on first use."""
+    if not AXE.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is needed for the accessibility test: apt-get install -y npm")
+        import subprocess
+
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=AXE.parents[2], check=True, timeout=300
+        )
+    return AXE
+
+
+def test_themes_contrast_axe_and_keyboard(demo_page, axe_script: Path, tmp_path: Path) -> None:
+    page = demo_page
+    cells = page.locator(".jp-NotebookPanel .jp-Cell")
+    n_cells = cells.count()
+
+    # Keyboard only: Tab to "Load sample study" and Generate, press Enter / Space.
+    page.locator(f"{ROOT} button.cxr-load-sample").focus()
+    page.keyboard.press("Enter")
+    page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]', has_text="RG1_UNCR").wait_for()
+    focus = page.locator(f"{ROOT} button.cxr-generate")
+    focus.focus()
+    page.keyboard.press("Space")
+    page.wait_for_selector(ROW, timeout=60_000)
+    # Generate was disabled while it ran; the focus comes back to it, not to the page.
+    page.wait_for_function(
+        "() => document.activeElement && document.activeElement.matches('.cxr-widget .cxr-generate')"
+    )
+    # Keys typed in the panel stay there: notebook shortcuts (b: new cell, a, dd, arrows) do nothing.
+    for key in ("b", "a", "d", "d", "ArrowDown", "ArrowUp", "m", "Enter"):
+        page.locator(f"{ROOT} button.cxr-endpoint-toggle").focus()
+        page.keyboard.press(key)
+    page.wait_for_timeout(300)
+    assert cells.count() == n_cells
+    assert page.locator(".jp-NotebookPanel .jp-MarkdownCell").count() == 0
+    focused = page.evaluate("() => !!document.activeElement.closest('.cxr-widget')")
+    assert focused, "focus left the panel"
+    # Focus is visible on the panel's controls.
+    outline = page.eval_on_selector(
+        f"{ROOT} button.cxr-endpoint-toggle", "e => getComputedStyle(e).outlineStyle"
+    )
+    assert outline not in ("none", ""), outline
+
+    run_cell(page, "from IPython.display import display\ndisplay(w.report)")
+    # Show the states the issue found unreadable in the dark: an error beside Generate and
+    # the sign-in code box.
+    run_cell(
+        page,
+        "from cxr_widgets import EndpointConfig, ReportGenClient\n"
+        "w.client = ReportGenClient(EndpointConfig('http://127.0.0.1:9/score', max_retries=0,"
+        " key_env=None))\n"
+        "try:\n    w.generate()\nexcept Exception as exc:\n    print(type(exc).__name__)\n"
+        "w.endpoint_toggle.value = True\nw.endpoint.mode.value = 'workspace'\n"
+        "w.endpoint._device_code_prompt('https://microsoft.com/devicelogin', 'ABCD-1234', None)",
+    )
+    page.locator(f"{ROOT} .cxr-run-error:visible").wait_for()
+    page.locator(f"{ROOT} .cxr-device-code:visible").wait_for()
+    report_html = page.locator(".jp-OutputArea-output:has(.cxr-report)").last
+    problems: dict[str, list] = {}
+    try:
+        for theme in ("JupyterLab Light", "JupyterLab Dark"):
+            set_theme(page, theme)
+            page.mouse.move(0, 0)
+            panel = low_contrast(page.locator(ROOT).first)
+            report = low_contrast(report_html)
+            violations = axe_violations(page, ROOT)
+            if theme.endswith("Dark"):
+                keep_screenshot(page, tmp_path / "widget-dark.png")
+            if panel or report or violations:
+                problems[theme] = [*panel, *report, *violations]
+    finally:
+        set_theme(page, "JupyterLab Light")
+    assert not problems, problems
+
+
+# --- Voilà: a hosted app, where the server's files are out of the user's reach -----------
+
+
+@pytest.fixture
+def voila_app(browser_ready: None, lab_home: Path, tmp_path: Path):
+    """Voilà serving a notebook that shows the panel, on 127.0.0.1; its URL and folder."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from jupyter_harness import free_port, isolated_env
+
+    root = tmp_path / "app"
+    root.mkdir()
+    write_notebook(
+        root / "app.ipynb", ["from cxr_widgets import ReportGenWidget\nReportGenWidget()"]
+    )
+    port = free_port()
+    log = (tmp_path / "voila.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voila",
+            "app.ipynb",
+            f"--port={port}",
+            "--no-browser",
+            "--Voila.ip=127.0.0.1",
+        ],
+        cwd=root,
+        env=isolated_env(lab_home),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(
+                        f"Voilà did not start: {(tmp_path / 'voila.log').read_text()[-2000:]}"
+                    )
+                time.sleep(0.3)
+        yield url, root
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def test_voila_generates_and_downloads_exports(page, voila_app) -> None:
+    url, root = voila_app
+    page.goto(url, timeout=120_000)
+    page.wait_for_selector(ROOT, timeout=120_000)
+    # No field reads files on the server: the app's user could not reach them anyway.
+    assert page.locator(f"{ROOT} .cxr-path").count() == 0
+    assert page.locator(f"{ROOT} .cxr-upload").count() == 3
+    click(page, "cxr-load-sample")
+    page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]', has_text="RG1_UNCR").wait_for(
+        timeout=60_000
+    )
+    click(page, "cxr-generate")
+    page.wait_for_selector(ROW, timeout=60_000)
+    n_rows = page.locator(ROW).count()
+
+    # Export: the browser receives the file (the user's own copy); nothing is written on
+    # the server.
+    with page.expect_download(timeout=60_000) as csv_download:
+        click(page, "cxr-export-csv")
+    rows = list(csv.DictReader(io.StringIO(Path(csv_download.value.path()).read_text())))
+    assert csv_download.value.suggested_filename.endswith(".csv")
+    assert len({r["finding"] for r in rows}) == n_rows
+    assert {r["demo"] for r in rows} == {"True"}  # canned findings say so
+    with page.expect_download(timeout=60_000) as png_download:
+        click(page, "cxr-export-png")
+    assert Path(png_download.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page.locator(f"{ROOT} .cxr-exports", has_text="Sent to your browser").wait_for()
+    assert sorted(p.name for p in root.iterdir()) == ["app.ipynb"]
+    keep_screenshot(page, root.parent / "widget-voila.png")

@@ -17,6 +17,7 @@ function render({ model, el }) {
   input.type = "file";
   input.className = "cxr-upload-input";
   input.accept = model.get("accept");
+  input.setAttribute("aria-label", `Upload the ${model.get("slot")} image`);
   const text = document.createElement("span");
   text.textContent = model.get("label");
   button.append(input, text);
