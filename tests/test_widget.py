@@ -168,10 +168,11 @@ def test_real_client_has_no_demo_badge_and_shows_its_endpoint(widget: ReportGenW
 # --- study ---------------------------------------------------------------------------
 
 
-def test_sample_button_loads_the_nema_radiograph(widget: ReportGenWidget) -> None:
+def test_sample_button_loads_microsofts_sample(widget: ReportGenWidget) -> None:
     widget.studypanel.sample_button.click()
     frontal = widget.studypanel.slots["frontal"]
-    assert "1841x1955" in frontal.info.value and "MONOCHROME1 inverted" in frontal.info.value
+    assert "cxr_frontal.jpg" in frontal.info.value and "1024x918" in frontal.info.value
+    assert "cxr_lateral.jpg" in widget.studypanel.slots["lateral"].info.value
     assert "data-slot='frontal'" in frontal.info.value
     assert Image.open(io.BytesIO(frontal.thumb.value)).format == "JPEG"
     assert widget.study.indication == sample_study().indication
@@ -179,7 +180,7 @@ def test_sample_button_loads_the_nema_radiograph(widget: ReportGenWidget) -> Non
     real = len(widget.client.prepare(widget.study).body)
     estimate = widget.studypanel.estimate_bytes()
     assert abs(estimate - real) / real < 0.01
-    assert "request ≈ 0.3" in widget.studypanel.size.value
+    assert "request ≈ 0.7" in widget.studypanel.size.value
 
 
 def test_generate_without_frontal_is_explained(widget: ReportGenWidget) -> None:
@@ -277,7 +278,7 @@ def test_upload_errors_are_reported_not_silent(widget: ReportGenWidget, frontend
 
 
 def test_boxes_sent_to_viewer_match_box_to_pixels(widget: ReportGenWidget) -> None:
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
     report = widget.generate()
     viewer = widget.viewer
     w, h = viewer.width, viewer.height
@@ -300,7 +301,7 @@ def test_boxes_sent_to_viewer_match_box_to_pixels(widget: ReportGenWidget) -> No
 
 
 def test_select_finding_both_ways(widget: ReportGenWidget) -> None:
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
     widget.generate()
     widget.select_finding(2)
     assert widget.viewer.selected == 2
@@ -308,12 +309,12 @@ def test_select_finding_both_ways(widget: ReportGenWidget) -> None:
     assert widget.selected_finding == 1
     widget.select_finding(None)
     assert widget.viewer.selected == -1 and widget.selected_finding is None
-    with pytest.raises(IndexError, match="4 findings"):
+    with pytest.raises(IndexError, match=f"{len(widget.report.findings)} findings"):
         widget.select_finding(9)
 
 
 def test_prior_view_shows_its_image_without_boxes(widget: ReportGenWidget) -> None:
-    widget.load_study(sample_study(with_prior=True))
+    widget.load_study(sample_study("nema", with_prior=True))
     widget.generate()
     viewer = widget.viewer
     assert viewer.views == ["frontal", "prior"]
@@ -329,7 +330,7 @@ def test_prior_view_shows_its_image_without_boxes(widget: ReportGenWidget) -> No
 
 def test_generate_button_runs_in_background_with_cancel(frontend: list) -> None:
     w = ReportGenWidget(DemoBackend(latency=0.6))
-    w.load_study(sample_study())
+    w.load_study(sample_study("nema"))
     w.generate_button.click()
     assert w.runner.busy and w.generate_button.disabled
     assert w.runner.cancel_button.layout.display == ""
@@ -352,7 +353,7 @@ def test_generate_button_runs_in_background_with_cancel(frontend: list) -> None:
 
 
 def test_error_is_shown_and_last_good_report_stays(widget: ReportGenWidget) -> None:
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
     good = widget.generate()
     widget.client = unreachable_client()
     with pytest.raises(EndpointConnectionError):
@@ -369,16 +370,19 @@ def test_error_is_shown_and_last_good_report_stays(widget: ReportGenWidget) -> N
 
 
 def test_history_grows_and_switches_back(widget: ReportGenWidget) -> None:
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
     first = widget.generate()
-    widget.load_study(sample_study(with_prior=True))
+    widget.load_study(sample_study("nema", with_prior=True))
     second = widget.generate()
     history = widget.history
     assert [r.report for r in history] == [first, second]
     assert "prior" not in history[0].summary and "prior" in history[1].summary
     assert "Cough" not in history[1].summary  # no patient text
     labels = [label for label, value in widget.history_select.options if value >= 0]
-    assert labels[0].startswith("run 1 of 2 — ") and "demo (offline), 4 findings" in labels[0]
+    assert (
+        labels[0].startswith("run 1 of 2 — ")
+        and f"demo (offline), {len(first.findings)} findings" in labels[0]
+    )
     assert labels[1].startswith("run 2 of 2")
     widget.history_select.set_state({"index": 1})  # pick run 1 in the page
     assert widget.report is first
@@ -388,7 +392,7 @@ def test_history_grows_and_switches_back(widget: ReportGenWidget) -> None:
 
 def test_agenerate_and_the_button_on_a_running_loop(widget: ReportGenWidget) -> None:
     """As in a kernel: results of background runs are applied on the event loop."""
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
 
     async def main() -> None:
         report = await widget.agenerate()
@@ -421,7 +425,7 @@ def test_exports_written_and_parse_back(
     widget: ReportGenWidget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
     report = widget.generate()
     paths = widget.export()
     assert all(p.parent == Path("cxr-exports") for p in paths.values())
@@ -511,7 +515,7 @@ def test_local_endpoint_with_typed_key_and_a_wrong_key(
     key = "local-key-" + "y" * 20
     with LocalEndpoint(key=key) as endpoint:
         w = ReportGenWidget()
-        w.load_study(sample_study())
+        w.load_study(sample_study("nema"))
         panel = w.endpoint
         panel.mode.value = "uri"
         panel.scoring_uri.value = endpoint.scoring_uri
@@ -552,7 +556,7 @@ def test_notebook_saved_with_widget_state_holds_no_key(
     cells = [
         "import os\nfrom cxr_widgets import ReportGenWidget, sample_study\n"
         "w = ReportGenWidget(demo_latency=0)\nw",
-        "w.load_study(sample_study())\nw.generate()\nw.endpoint.mode.value = 'uri'\n"
+        "w.load_study(sample_study('nema'))\nw.generate()\nw.endpoint.mode.value = 'uri'\n"
         "w.endpoint.scoring_uri.value = 'https://ep.eastus.inference.ml.azure.com/score'\n"
         "w.endpoint.password.set_state({'value': os.environ['CXR_TEST_TYPED_KEY']})\n"
         "w.endpoint.use()\nprint('has key:', w.client.config.has_key)",
@@ -573,7 +577,7 @@ def test_notebook_saved_with_widget_state_holds_no_key(
 def test_show_report_with_warnings_over_the_loaded_image(widget: ReportGenWidget) -> None:
     from cxr_widgets import Box, Finding
 
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
     report = Report(
         findings=[Finding("Opacity.", [Box(0.1, 0.2, 0.3, 0.4)]), Finding("Normal heart.")],
         warnings=["finding 3: box coordinate 1.5 is outside 0..1"],

@@ -224,7 +224,7 @@ def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: P
     run_cell(
         page,
         "from cxr_widgets import sample_study\n"
-        "w.load_study(sample_study(with_prior=True))\n"
+        "w.load_study(sample_study('nema', with_prior=True))\n"
         "_ = w.generate()",
     )
     second = expected_boxes(page)
