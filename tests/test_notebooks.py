@@ -181,7 +181,7 @@ def _assert_real_pngs(nb: Any, minimum: int) -> None:
         assert data.startswith(PNG_MAGIC)
         with Image.open(io.BytesIO(data)) as image:
             assert min(image.size) >= 100
-            assert len(set(image.convert("L").getdata())) > 16  # a picture, not a blank
+            assert sum(1 for n in image.convert("L").histogram() if n) > 16  # not a blank
 
 
 def check_deploy(nb: Any, workdir: Path) -> None:

@@ -60,7 +60,8 @@ def jpeg_payload(frontal: bytes, lateral: bytes | None, **texts: str) -> dict[st
 
 
 def one_pixel_changed(path: Path) -> bytes:
-    image = Image.open(path).convert("L")
+    with Image.open(path) as original:
+        image = original.convert("L")
     image.putpixel((500, 400), (image.getpixel((500, 400)) + 40) % 256)  # type: ignore[operator]
     out = io.BytesIO()
     image.save(out, format="PNG")
@@ -69,7 +70,8 @@ def one_pixel_changed(path: Path) -> bytes:
 
 def test_the_package_ships_the_images_answer_and_mit_notice() -> None:
     frontal, lateral = microsoft_sample_paths()
-    assert Image.open(frontal).size == (1024, 918) and Image.open(lateral).size == (1024, 853)
+    with Image.open(frontal) as front, Image.open(lateral) as side:
+        assert front.size == (1024, 918) and side.size == (1024, 853)
     notice = (MICROSOFT_SAMPLE_DIR / "LICENSE").read_text()
     assert "MIT License" in notice and "Copyright (c) Microsoft Corporation" in notice
     answer = recorded_answer()
