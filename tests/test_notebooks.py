@@ -236,6 +236,9 @@ def check_invoke(nb: Any, workdir: Path) -> None:
     assert "http://127.0.0.1:" in text  # the local endpoint was called over HTTP
     assert "EndpointAuthError" in text and "401" in text
     assert re.search(r"\d+ findings, [1-9]\d* boxes", text)
+    # Microsoft's sample gets its recorded answer; the NEMA studies canned findings, said so.
+    assert "label: recorded CXRReportGen answer (Microsoft's sample)" in text
+    assert "| DEMO: canned example findings" in text
 
 
 def check_grounded(nb: Any, workdir: Path) -> None:
@@ -243,6 +246,8 @@ def check_grounded(nb: Any, workdir: Path) -> None:
 
     text = _texts(nb)
     assert "center_crop" in text and "full" in text
+    assert "label: recorded CXRReportGen answer (Microsoft's sample)" in text
+    assert "this package sends:" in text and "MONOCHROME1" in text
     _assert_real_pngs(nb, minimum=2)
     saved = Report.from_json(
         (workdir / "tutorial-outputs/03_grounded_findings/report.json").read_text(encoding="utf-8")
@@ -281,6 +286,8 @@ def check_widget(nb: Any, workdir: Path) -> None:
     text = _texts(nb)
     assert re.search(r"\d+ findings, [1-9]\d* boxes", text)
     assert "run 2:" in text  # the history lists both generations
+    assert "label: recorded CXRReportGen answer (Microsoft's sample)" in text
+    assert "label: DEMO: canned example findings" in text
     exported = sorted(p.suffix for p in (workdir / "tutorial-outputs/04_widget/exports").iterdir())
     assert exported == [".csv", ".json", ".png"]
 
@@ -293,6 +300,7 @@ def check_scale(nb: Any, workdir: Path) -> None:
     assert int(resumed.group(1)) >= 8 and int(resumed.group(1)) + int(resumed.group(2)) == 24
     assert "third run: sent 0 requests, 24 studies from the store" in text
     assert "<table" in text  # a DataFrame
+    assert "the run that sent the studies (the second run):" in text
     _assert_real_pngs(nb, minimum=2)
     lines = (
         (workdir / "tutorial-outputs/05_research_at_scale/results.jsonl")

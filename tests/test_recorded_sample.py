@@ -172,3 +172,31 @@ def test_the_wheel_lists_the_mit_notice_as_a_license_file() -> None:
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     notice = MICROSOFT_SAMPLE_DIR / "LICENSE"
     assert str(notice.relative_to(root)) in project["license-files"]
+
+
+@pytest.mark.parametrize(
+    "study", [sample_study(), sample_study("nema")], ids=["recorded", "canned"]
+)
+def test_every_picture_of_demo_findings_carries_its_label(study: Study) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cxr_widgets import plot_findings, render_findings
+
+    report = DemoBackend().generate(study)
+    label = demo_notice(report)
+    assert label in (RECORDED_LABEL, DEMO_LABEL)
+    # matplotlib: the caption names the label.
+    ax = plot_findings(report)
+    assert any(label in t.get_text() for t in ax.texts)
+    plt.close(ax.figure)
+    # Pillow: the stamp and the legend's notice are drawn; without demo=True they are not.
+    live = Report(findings=report.findings, image_size=report.image_size)
+    stamped = render_findings(report.frontal_image, report, legend=True)
+    plain = render_findings(report.frontal_image, live, legend=True)
+    corner = (0, 0, stamped.width // 8, stamped.height // 20)
+    assert stamped.crop(corner).tobytes() != plain.crop(corner).tobytes()
+    # HTML: the banner.
+    assert html.escape(label) in report._repr_html_()
