@@ -148,7 +148,7 @@ def test_default_is_demo_with_visible_badge_and_research_notice(frontend: list) 
     assert isinstance(w.client, DemoBackend) and w.client.latency > 0
     header = w.header.value
     assert "cxr-demo-badge" in header and "DEMO" in header
-    assert "canned example findings" in header
+    assert "offline, no model" in header  # per answer: recorded (sample) or canned
     assert "demo (offline)" in header
     assert "For research only, not for clinical use" in header
     assert "cxr-widget" in w._dom_classes

@@ -28,7 +28,7 @@ from .viewer import ReportViewer
 #: The demo backend's simulated model time, so the spinner is seen.
 DEMO_LATENCY = 0.8
 DEFAULT_EXPORT_DIR = "cxr-exports"
-DEMO_BADGE = "DEMO · canned example findings, not a reading of this image"
+DEMO_BADGE = "DEMO backend · offline, no model (each answer says what it is)"
 
 
 class ReportGenWidget(widgets.VBox):
