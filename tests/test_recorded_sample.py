@@ -200,3 +200,13 @@ def test_every_picture_of_demo_findings_carries_its_label(study: Study) -> None:
     assert stamped.crop(corner).tobytes() != plain.crop(corner).tobytes()
     # HTML: the banner.
     assert html.escape(label) in report._repr_html_()
+
+
+def test_the_widget_badge_says_how_the_offline_answers_are_chosen() -> None:
+    pytest.importorskip("ipywidgets")
+    from cxr_widgets import ReportGenWidget
+    from cxr_widgets.local.demo_findings import DEMO_CHOICE
+
+    header = ReportGenWidget().header.value
+    assert "DEMO" in header and html.escape(DEMO_CHOICE, quote=True) in header
+    assert "hash of its frontal image alone" in DEMO_CHOICE

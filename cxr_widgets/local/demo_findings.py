@@ -39,6 +39,13 @@ from ..study import COLUMNS, EMPTY_COMPARISON, IMAGE_COLUMNS
 RECORDED_LABEL = "recorded CXRReportGen answer (Microsoft's sample)"
 #: How canned findings are marked wherever they are shown.
 DEMO_LABEL = DEMO_NOTICE
+#: How the offline answers are chosen, in one sentence for a user (tooltips, banners).
+DEMO_CHOICE = (
+    "Offline there is no model: Microsoft's sample study (as shipped, with no indication or "
+    "technique) gets the answer CXRReportGen gave for it in Microsoft's notebook; any other "
+    "study gets one of three canned answers, chosen from a hash of its frontal image alone, "
+    "so the texts never change it."
+)
 #: The short stamps drawn on pictures: canned findings, recorded answer.
 DEMO_STAMP, RECORDED_STAMP = "DEMO", "RECORDED"
 

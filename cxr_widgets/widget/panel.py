@@ -16,6 +16,7 @@ import ipywidgets as widgets
 
 from ..backend import ReportGenerator
 from ..errors import CxrWidgetsError, StudyError
+from ..local.demo_findings import DEMO_CHOICE
 from ..report import RESEARCH_NOTICE, Report
 from ..study import Study
 from .endpoint_panel import EndpointPanel, _message
@@ -183,7 +184,12 @@ class ReportGenWidget(widgets.VBox):
 
     def _render_header(self) -> None:
         client = self.client
-        badge = f"<span class='cxr-demo-badge'>{DEMO_BADGE}</span>" if client.is_demo else ""
+        tip = html.escape(DEMO_CHOICE, quote=True)
+        badge = (
+            f"<span class='cxr-demo-badge' title='{tip}'>{DEMO_BADGE}</span>"
+            if client.is_demo
+            else ""
+        )
         self.header.value = (
             "<div class='cxr-header'><span class='cxr-title'>CXRReportGen</span>"
             f"{badge}<span class='cxr-endpoint-label'>endpoint: "
