@@ -15,7 +15,7 @@ from typing import Any
 
 from .backend import ReportGenerator
 from .contract import DEFAULT_REQUEST_BUDGET, PreparedRequest, parse_response
-from .local.demo_findings import score_payload
+from .local.demo_findings import recorded_provenance, score_payload
 from .report import Report
 
 
@@ -60,4 +60,6 @@ class DemoBackend(ReportGenerator):
         body = json.dumps(score_payload(request.payload))
         reports = parse_response(body, n_studies=len(request.studies))
         self.requests += 1
-        return self.finish_reports(request, reports, request_id=f"demo-{uuid.uuid4()}")
+        return self.finish_reports(
+            request, reports, request_id=f"demo-{uuid.uuid4()}", **recorded_provenance(reports)
+        )

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cxr_widgets import DemoBackend, EndpointConfig, ReportGenClient, Study, build_request
+from cxr_widgets import (
+    DemoBackend,
+    EndpointConfig,
+    ReportGenClient,
+    Study,
+    build_request,
+    prepare_image,
+)
 from cxr_widgets.local.demo_findings import (
     DEMO_LABEL,
     RECORDED_LABEL,
@@ -86,6 +93,8 @@ def test_demo_backend_returns_the_recorded_answer_for_the_sample() -> None:
     assert wire(report) == RECORDED
     assert report.demo is True  # served offline, not a live reading
     assert demo_notice(report) == RECORDED_LABEL and demo_stamp(report) == "RECORDED"
+    assert report.provenance.model == "CxrReportGen"
+    assert "does not state the version" in (report.provenance.model_version or "")
     page = report._repr_html_()
     assert html.escape(RECORDED_LABEL) in page and "canned" not in page
 
@@ -189,13 +198,14 @@ def test_every_picture_of_demo_findings_carries_its_label(study: Study) -> None:
     label = demo_notice(report)
     assert label in (RECORDED_LABEL, DEMO_LABEL)
     # matplotlib: the caption names the label.
-    ax = plot_findings(report)
+    image = prepare_image(study.frontal_image).image  # reports carry no image
+    ax = plot_findings(report, image)
     assert any(label in t.get_text() for t in ax.texts)
     plt.close(ax.figure)
     # Pillow: the stamp and the legend's notice are drawn; without demo=True they are not.
     live = Report(findings=report.findings, image_size=report.image_size)
-    stamped = render_findings(report.frontal_image, report, legend=True)
-    plain = render_findings(report.frontal_image, live, legend=True)
+    stamped = render_findings(image, report, legend=True)
+    plain = render_findings(image, live, legend=True)
     corner = (0, 0, stamped.width // 8, stamped.height // 20)
     assert stamped.crop(corner).tobytes() != plain.crop(corner).tobytes()
     # HTML: the banner.

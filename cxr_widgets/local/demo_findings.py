@@ -218,6 +218,17 @@ def demo_notice(report: Report) -> str:
     return RECORDED_LABEL if is_recorded(report.findings) else DEMO_LABEL
 
 
+def recorded_provenance(reports: Sequence[Report]) -> dict[str, str]:
+    """Provenance fields for a request whose answers are all the recorded one, else ``{}``.
+
+    ``model`` is the registry name and ``model_version`` what is known of the
+    version that answered (Microsoft does not state it).
+    """
+    if reports and all(is_recorded(r.findings) for r in reports):
+        return {"model": "CxrReportGen", "model_version": recorded_answer().model}
+    return {}
+
+
 def demo_stamp(report: Report) -> str:
     """The short stamp for pictures of ``report``: DEMO, RECORDED, or "" (a live answer)."""
     if not report.demo:
