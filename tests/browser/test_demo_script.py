@@ -107,3 +107,8 @@ def test_demo_prints_one_link_that_opens_the_widget_notebook(
     # The demo ran on its copy: the repository's notebooks and tree are unchanged.
     assert (demo_dir / "notebooks/04_widget.ipynb").is_file()
     assert git_status() == before
+    # Its default scratch folder, .demo/, is ignored by git too.
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", ".demo/notebooks/04_widget.ipynb"], cwd=ROOT
+    )
+    assert ignored.returncode == 0
