@@ -1,8 +1,9 @@
-"""DemoBackend: canned demo findings, offline, from the local endpoint's own scoring code.
+"""DemoBackend: offline answers from the local endpoint's own scoring code.
 
-Every report it returns has ``demo=True``. The findings are fixed examples
-(the model documentation's answer and two variants, chosen by a hash of the
-study's content); they never depend on what the image shows.
+Every report it returns has ``demo=True``. Microsoft's sample study gets the
+model's recorded answer; any other study gets canned findings that never
+depend on what the image shows (see :mod:`.local.demo_findings`, and
+:func:`~.local.demo_findings.demo_notice` for the label each one carries).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from .backend import ReportGenerator
 from .contract import DEFAULT_REQUEST_BUDGET, PreparedRequest, parse_response
-from .local.demo_findings import score_payload
+from .local.demo_findings import recorded_provenance, score_payload
 from .report import Report
 
 
@@ -59,4 +60,6 @@ class DemoBackend(ReportGenerator):
         body = json.dumps(score_payload(request.payload))
         reports = parse_response(body, n_studies=len(request.studies))
         self.requests += 1
-        return self.finish_reports(request, reports, request_id=f"demo-{uuid.uuid4()}")
+        return self.finish_reports(
+            request, reports, request_id=f"demo-{uuid.uuid4()}", **recorded_provenance(reports)
+        )

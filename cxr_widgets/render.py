@@ -183,15 +183,28 @@ def _caption(canvas: Image.Image, report: Report, frame: Frame) -> Image.Image:
     ink = (0, 0, 0, 255) if warn else (255, 255, 255, 255)
     draw.rectangle((0, y, right - left + 2 * pad, h), fill=background)
     draw.text((pad - left, y + pad - top), text, font=font, fill=ink)
-    if report.demo:
+    stamp = _demo_stamp(report)
+    if stamp:
         big = _font(max(12, round(min(w, h) / 30)))
-        left, top, right, bottom = draw.textbbox((0, 0), "DEMO", font=big)
+        left, top, right, bottom = draw.textbbox((0, 0), stamp, font=big)
         draw.rectangle(
             (0, 0, right - left + 4 * pad, bottom - top + 4 * pad),
             fill=(255, 193, 7, 255),
         )
-        draw.text((2 * pad - left, 2 * pad - top), "DEMO", font=big, fill=(0, 0, 0, 255))
+        draw.text((2 * pad - left, 2 * pad - top), stamp, font=big, fill=(0, 0, 0, 255))
     return Image.alpha_composite(canvas, layer)
+
+
+def _demo_notice(report: Report) -> str:
+    from .local.demo_findings import demo_notice
+
+    return demo_notice(report)
+
+
+def _demo_stamp(report: Report) -> str:
+    from .local.demo_findings import demo_stamp
+
+    return demo_stamp(report)
 
 
 def _legend_panel(report: Report, height: int, image_width: int) -> Image.Image:
@@ -213,8 +226,9 @@ def _legend_panel(report: Report, height: int, image_width: int) -> Image.Image:
             y += round(scale * 1.3)
         y += scale // 2
     if report.demo:
-        draw.text((scale // 2, y), "DEMO: canned example findings", font=font, fill=(160, 90, 0))
-        y += round(scale * 1.3)
+        for line in textwrap.wrap(_demo_notice(report), chars):
+            draw.text((scale // 2, y), line, font=font, fill=(160, 90, 0))
+            y += round(scale * 1.3)
     draw.text(
         (scale // 2, max(y, height - round(scale * 1.5))),
         "For research only, not for clinical use.",
@@ -371,7 +385,7 @@ def plot_findings(
         )
     warn = frame == "full"
     caption = (FULL_FRAME_CAPTION if warn else FRAME_CAPTIONS[frame]) + (
-        "  ·  DEMO: canned findings" if report.demo else ""
+        f"  ·  {_demo_notice(report)}" if report.demo else ""
     )
     ax.text(
         0.01,

@@ -552,9 +552,11 @@ def report_html(report: Report) -> str:
         )
     banner = ""
     if report.demo:
+        from .local.demo_findings import demo_notice
+
         banner = (
             "<div style='background:#fff3cd;color:#664d03;padding:2px 6px;"
-            f"border:1px solid #ffe69c;display:inline-block'>{DEMO_NOTICE}</div>"
+            f"border:1px solid #ffe69c;display:inline-block'>{html.escape(demo_notice(report))}</div>"
         )
     warnings = "".join(
         # Theme colours (JupyterLab's variables): readable in light and dark notebooks.

@@ -1,4 +1,7 @@
-"""Sample studies from pydicom-data: paths, studies and what they cost to send."""
+"""The NEMA sample studies from pydicom-data: paths, studies and what they cost to send.
+
+Microsoft's sample study and its recorded answer: tests/test_recorded_sample.py.
+"""
 
 from __future__ import annotations
 
@@ -26,13 +29,13 @@ def test_missing_sample_names_the_package() -> None:
         sample_path("NO_SUCH_FILE.dcm")
 
 
-def test_sample_study() -> None:
-    study = sample_study()
+def test_nema_sample_study() -> None:
+    study = sample_study("nema")
     # An empty comparison is sent as "None", as the official clients do.
     assert study.columns == ("frontal_image", "indication", "technique", "comparison")
     assert study.frontal_image == sample_path()
     assert study.indication and study.technique
-    with_prior = sample_study(with_prior=True)
+    with_prior = sample_study("nema", with_prior=True)
     assert with_prior.prior_image == sample_path("RG1_J2KI.dcm")
     assert with_prior.columns == (
         "frontal_image",
@@ -46,7 +49,7 @@ def test_sample_study() -> None:
 
 def test_full_three_image_study_fits_the_request_budget() -> None:
     """The default image size is chosen so that this holds for the sample radiograph."""
-    base = sample_study(with_prior=True)
+    base = sample_study("nema", with_prior=True)
     study = Study(
         frontal_image=base.frontal_image,
         lateral_image=sample_path("RG1_UNCI.dcm"),

@@ -34,6 +34,7 @@ from cxr_widgets import (
     sample_study,
 )
 from cxr_widgets.errors import EndpointConnectionError, RequestTooLargeError
+from cxr_widgets.local.demo_findings import RECORDED_LABEL
 from cxr_widgets.report import center_square
 from cxr_widgets.study import Study
 from cxr_widgets.widget import ReportGenWidget
@@ -148,7 +149,8 @@ def test_default_is_demo_with_visible_badge_and_research_notice(frontend: list) 
     assert isinstance(w.client, DemoBackend) and w.client.latency > 0
     header = w.header
     assert header.demo and "DEMO" in header.demo_badge
-    assert "canned example findings" in header.demo_badge
+    assert "offline, no model" in header.demo_badge  # each answer says what it is
+    assert "hash of its frontal image" in header.demo_choice
     assert header.endpoint == "demo (offline)"
     assert header.research == "For research only, not for clinical use."
     assert "cxr-widget" in w._dom_classes
@@ -167,13 +169,14 @@ def test_real_client_has_no_demo_badge_and_shows_its_endpoint(widget: ReportGenW
 # --- study ---------------------------------------------------------------------------
 
 
-def test_sample_button_loads_the_nema_radiograph(widget: ReportGenWidget) -> None:
+def test_sample_button_loads_microsofts_sample(widget: ReportGenWidget) -> None:
     widget.studypanel.sample_button.click()
     frontal = widget.studypanel.slots["frontal"]
-    assert "1841x1955" in frontal.info.summary and "MONOCHROME1 inverted" in frontal.info.summary
-    assert frontal.info.slot == "frontal" and frontal.info.label == "RG1_UNCR.dcm"
+    assert "1024x918" in frontal.info.summary
+    assert frontal.info.slot == "frontal" and frontal.info.label == "cxr_frontal.jpg"
+    assert widget.studypanel.slots["lateral"].info.label == "cxr_lateral.jpg"
     assert Image.open(io.BytesIO(frontal.thumb.image)).format == "JPEG"
-    assert frontal.thumb.alt == "Frontal image as it will be sent (RG1_UNCR.dcm)"
+    assert frontal.thumb.alt == "Frontal image as it will be sent (cxr_frontal.jpg)"
     assert widget.study.indication == sample_study().indication
     # An empty comparison is sent as "None" (as the official clients do) but not shown as typed.
     assert sample_study().comparison == "None" and widget.studypanel.texts["comparison"].value == ""
@@ -291,7 +294,7 @@ def test_upload_errors_are_reported_not_silent(widget: ReportGenWidget, frontend
 
 
 def test_boxes_sent_to_viewer_match_box_to_pixels(widget: ReportGenWidget) -> None:
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
     report = widget.generate()
     viewer = widget.viewer
     w, h = viewer.width, viewer.height
@@ -314,7 +317,7 @@ def test_boxes_sent_to_viewer_match_box_to_pixels(widget: ReportGenWidget) -> No
 
 
 def test_select_finding_both_ways(widget: ReportGenWidget) -> None:
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
     widget.generate()
     widget.select_finding(2)
     assert widget.viewer.selected == 2
@@ -327,7 +330,7 @@ def test_select_finding_both_ways(widget: ReportGenWidget) -> None:
 
 
 def test_prior_view_shows_its_image_without_boxes(widget: ReportGenWidget) -> None:
-    widget.load_study(sample_study(with_prior=True))
+    widget.load_study(sample_study("nema", with_prior=True))
     widget.generate()
     viewer = widget.viewer
     assert viewer.views == ["frontal", "prior"]
@@ -343,7 +346,7 @@ def test_prior_view_shows_its_image_without_boxes(widget: ReportGenWidget) -> No
 
 def test_generate_button_runs_in_background_with_cancel(frontend: list) -> None:
     w = ReportGenWidget(DemoBackend(latency=0.6))
-    w.load_study(sample_study())
+    w.load_study(sample_study("nema"))
     status = w.runner.status
     w.generate_button.click()
     assert w.runner.busy and w.generate_button.disabled
@@ -366,7 +369,7 @@ def test_generate_button_runs_in_background_with_cancel(frontend: list) -> None:
 
 
 def test_error_is_shown_and_last_good_report_stays(widget: ReportGenWidget) -> None:
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
     good = widget.generate()
     widget.client = unreachable_client()
     with pytest.raises(EndpointConnectionError):
@@ -384,9 +387,9 @@ def test_error_is_shown_and_last_good_report_stays(widget: ReportGenWidget) -> N
 
 
 def test_history_grows_and_switches_back(widget: ReportGenWidget) -> None:
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
     first = widget.generate()
-    widget.load_study(sample_study(with_prior=True))
+    widget.load_study(sample_study("nema", with_prior=True))
     second = widget.generate()
     history = widget.history
     assert [r.report for r in history] == [first, second]
@@ -404,7 +407,7 @@ def test_history_grows_and_switches_back(widget: ReportGenWidget) -> None:
 
 def test_agenerate_and_the_button_on_a_running_loop(widget: ReportGenWidget) -> None:
     """As in a kernel: results of background runs are applied on the event loop."""
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
 
     async def main() -> None:
         report = await widget.agenerate()
@@ -437,7 +440,7 @@ def test_exports_written_and_parse_back(
     widget: ReportGenWidget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
     report = widget.generate()
     paths = widget.export()
     assert all(p.parent == Path("cxr-exports") for p in paths.values())
@@ -531,7 +534,7 @@ def test_local_endpoint_with_typed_key_and_a_wrong_key(
     key = "local-key-" + "y" * 20
     with LocalEndpoint(key=key) as endpoint:
         w = ReportGenWidget()
-        w.load_study(sample_study())
+        w.load_study(sample_study("nema"))
         panel = w.endpoint
         panel.mode.value = "uri"
         panel.scoring_uri.value = endpoint.scoring_uri
@@ -572,7 +575,7 @@ def test_notebook_saved_with_widget_state_holds_no_key(
     cells = [
         "import os\nfrom cxr_widgets import ReportGenWidget, sample_study\n"
         "w = ReportGenWidget(demo_latency=0)\nw",
-        "w.load_study(sample_study())\nw.generate()\nw.endpoint.mode.value = 'uri'\n"
+        "w.load_study(sample_study('nema'))\nw.generate()\nw.endpoint.mode.value = 'uri'\n"
         "w.endpoint.scoring_uri.value = 'https://ep.eastus.inference.ml.azure.com/score'\n"
         "w.endpoint.password.set_state({'value': os.environ['CXR_TEST_TYPED_KEY']})\n"
         "w.endpoint.use()\nprint('has key:', w.client.config.has_key)",
@@ -593,7 +596,7 @@ def test_notebook_saved_with_widget_state_holds_no_key(
 def test_show_report_with_warnings_over_the_loaded_image(widget: ReportGenWidget) -> None:
     from cxr_widgets import Box, Finding
 
-    widget.load_study(sample_study())
+    widget.load_study(sample_study("nema"))
     report = Report(
         findings=[Finding("Opacity.", [Box(0.1, 0.2, 0.3, 0.4)]), Finding("Normal heart.")],
         warnings=["finding 3: box coordinate 1.5 is outside 0..1"],
@@ -641,7 +644,7 @@ def test_no_html_is_built_from_state(frontend: list, tmp_path: Path) -> None:
     w = ReportGenWidget(DemoBackend(), export_dir=tmp_path)
     before = html_values(w)
     w.generate_button.click()  # error: no frontal
-    w.load_study(sample_study(with_prior=True))
+    w.load_study(sample_study("nema", with_prior=True))
     w.generate()
     w.export(("json",))
     w.client = unreachable_client()
@@ -698,7 +701,7 @@ def test_prepared_once_and_the_size_shown_is_the_size_sent(
             return super().send(request)
 
     widget.client = Recording()
-    widget.load_study(sample_study(with_prior=True))
+    widget.load_study(sample_study("nema", with_prior=True))
     assert sorted(calls) == ["frontal_image", "prior_image"]
     widget.studypanel.texts["indication"].value = 'Shortness of breath, é and "quotes".'
     shown = widget.runner.status.request_bytes
@@ -756,14 +759,15 @@ def test_history_brings_back_the_study_of_a_run(widget: ReportGenWidget) -> None
     panel = widget.studypanel
     widget.load_study(sample_study())
     first = widget.generate()
-    widget.load_study(sample_study(with_prior=True))
+    widget.load_study(sample_study("nema", with_prior=True))
     panel.texts["indication"].value = "Second run."
     second = widget.generate()
     assert widget.viewer.views == ["frontal", "prior"]
 
     widget.history_select.set_state({"index": 1})  # run 1 of 2, picked in the page
     assert widget.report is first
-    assert panel.slots["prior"].source is None and widget.viewer.views == ["frontal"]
+    assert panel.slots["prior"].source is None
+    assert widget.viewer.views == ["frontal", "lateral"]  # Microsoft's sample has a lateral
     assert panel.texts["indication"].value == sample_study().indication
     assert widget.study.columns == widget.history[0].study.columns
 
@@ -787,7 +791,7 @@ def test_history_brings_back_the_study_of_a_run(widget: ReportGenWidget) -> None
 def test_failed_upload_keeps_everything_and_names_the_file(
     widget: ReportGenWidget, frontend: list
 ) -> None:
-    widget.load_study(sample_study(with_prior=True))
+    widget.load_study(sample_study("nema", with_prior=True))
     report = widget.generate()
     prior = widget.studypanel.slots["prior"]
     kept = prior.state
@@ -864,7 +868,7 @@ def test_saved_notebook_shows_the_report_without_widgets(
     assert all(html_escape(text) in static for text in findings)
     page, _ = HTMLExporter().from_notebook_node(nb)
     assert all(html_escape(text) in page for text in findings)
-    assert "DEMO" in page
+    assert RECORDED_LABEL.split(" (")[0] in page  # the sample's recorded answer says so
 
 
 def html_escape(text: str) -> str:

@@ -15,11 +15,13 @@ from typing import Any
 import anywidget
 import traitlets
 
+from ..local.demo_findings import DEMO_CHOICE
 from ..report import RESEARCH_NOTICE
 
 STATIC = Path(__file__).parent / "static"
 
-DEMO_BADGE = "DEMO · canned example findings, not a reading of this image"
+#: Offline there is no model; each answer then says what it is (recorded or canned).
+DEMO_BADGE = "DEMO backend · offline, no model (each answer says what it is)"
 
 
 class Part(anywidget.AnyWidget):
@@ -37,6 +39,8 @@ class Header(Part):
     endpoint = traitlets.Unicode("").tag(sync=True)
     demo = traitlets.Bool(False).tag(sync=True)
     demo_badge = traitlets.Unicode(DEMO_BADGE).tag(sync=True)
+    #: How the demo chooses its answers, as the badge's tooltip.
+    demo_choice = traitlets.Unicode(DEMO_CHOICE).tag(sync=True)
     research = traitlets.Unicode(RESEARCH_NOTICE).tag(sync=True)
 
 

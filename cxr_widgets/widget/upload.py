@@ -2,7 +2,7 @@
 
 The stock ``ipywidgets.FileUpload`` puts the whole file in one websocket
 message; above Tornado's 10 MiB limit the connection drops and Python never
-hears of it (FACTS.md). Here the browser reads the file in chunks
+hears of it (Tornado's ``websocket_max_message_size``, 10 MiB by default). Here the browser reads the file in chunks
 (``chunk_size``, default 2 MiB) and sends each as a binary buffer of a custom
 message; Python reassembles them and acknowledges each one, so at most one
 chunk is in flight. Every failure ends in a message shown beside the control.

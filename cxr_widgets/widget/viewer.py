@@ -17,6 +17,7 @@ from typing import Any
 import anywidget
 import traitlets
 
+from ..local.demo_findings import demo_notice
 from ..render import FRAME_CAPTIONS
 from ..report import DEMO_NOTICE, Report, center_square
 
@@ -133,6 +134,7 @@ class ReportViewer(anywidget.AnyWidget):
                 self.findings = finding_rows(report)
                 self.has_report = True
                 self.demo = report.demo
+                self.demo_notice = demo_notice(report)
                 self.report_text = report.text
                 self.warnings = [str(w) for w in report.warnings]
                 self._send_boxes()

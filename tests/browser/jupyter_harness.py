@@ -1,8 +1,10 @@
 """Drive real JupyterLab in Debian's Chromium: server, browser and notebook runs.
 
 Shared by the browser tests (tests/browser/conftest.py) and the render
-benchmark (bench/bench_widget_render.py). Follows the recipe in FACTS.md,
-"Browser tests on these machines".
+benchmark (bench/bench_widget_render.py). Chromium is Debian's, launched by
+Playwright with ``executable_path``; Jupyter, Chromium and gunicorn get a
+temporary HOME and JUPYTER_* folders; Run All is clicked only once the
+toolbar names a kernel (JupyterLab 4 drops it while it says "No Kernel").
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: P
     run_cell(
         page,
         "from cxr_widgets import Study, sample_study\n"
-        "_s = sample_study(with_prior=True)\n"
+        "_s = sample_study('nema', with_prior=True)\n"
         "w.load_study(Study(_s.frontal_image, prior_image=_s.prior_image, indication='Cough.',"
         " prior_report=_s.prior_report))\n"
         "_ = w.generate()",
@@ -347,7 +347,10 @@ def test_local_endpoint_generate_without_leaking_key(
         assert [len(f.boxes) for f in saved_report.findings] == per_finding
 
         with Image.open(exported["png"]) as picture:
-            assert picture.size == (1841, 1955)  # full resolution, not the display JPEG
+            assert picture.size == (
+                1024,
+                918,
+            )  # full resolution (Microsoft's sample), not the display JPEG
     finally:
         with contextlib.suppress(Exception):  # the kernel's shutdown stops it too
             run_cell(page, "endpoint.stop()")
@@ -503,7 +506,7 @@ def test_generate_in_background_with_elapsed_time_and_cancel(
     open_and_run_notebook(page, jupyter_lab, "running.ipynb")
     page.wait_for_selector(ROOT)
     click(page, "cxr-load-sample")
-    page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]', has_text="RG1_UNCR").wait_for()
+    page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]', has_text="cxr_frontal.jpg").wait_for()
     status = page.locator(f"{ROOT} .cxr-status")
 
     def elapsed() -> float:

@@ -56,12 +56,13 @@ function header(model, el) {
   el.append(root);
   function draw() {
     badge.textContent = model.get("demo_badge");
+    badge.title = model.get("demo_choice");
     endpoint.replaceChildren("endpoint: ", node("b", "", model.get("endpoint")));
     research.textContent = model.get("research");
     // The badge exists only for demo findings (never hidden and left in the page).
     root.replaceChildren(title, ...(model.get("demo") ? [badge] : []), endpoint, research);
   }
-  for (const name of ["endpoint", "demo", "demo_badge", "research"]) model.on(`change:${name}`, draw);
+  for (const name of ["endpoint", "demo", "demo_badge", "demo_choice", "research"]) model.on(`change:${name}`, draw);
   draw();
   keepKeys(el);
 }
