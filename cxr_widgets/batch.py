@@ -55,7 +55,7 @@ from .errors import (
     ResponseFormatError,
 )
 from .report import Report
-from .store import ResultStore, source_fingerprint, study_key
+from .store import ResultStore, content_fingerprint, study_key
 from .study import IMAGE_COLUMNS, Study
 
 __all__ = ["AdaptiveLimit", "BatchResult", "StudyFailure", "prepared_key", "run_batch"]
@@ -132,6 +132,20 @@ def _request_size(row: Sequence[str]) -> int:
     return sum(len(v.encode("utf-8")) + 3 for v in row) + 8
 
 
+def _sources(studies: Iterable[Study]) -> dict[str, dict[str, str]]:
+    """Each study's image paths as given (``{study_id: {column: path}}``); no pixels, no tags."""
+    sources: dict[str, dict[str, str]] = {}
+    for study in studies:
+        paths = {
+            column: os.fspath(getattr(study, column))
+            for column in study.columns
+            if column in IMAGE_COLUMNS and isinstance(getattr(study, column), (str, os.PathLike))
+        }
+        if study.study_id and paths:
+            sources[study.study_id] = paths
+    return sources
+
+
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -162,7 +176,7 @@ def _cached_key(
     for column in study.columns:
         value = getattr(study, column)
         if column in IMAGE_COLUMNS:
-            fingerprint = source_fingerprint(value, options)
+            fingerprint = content_fingerprint(value, options)
             if fingerprint is None:
                 return None, {}
             fingerprints[column] = fingerprint
@@ -514,7 +528,7 @@ class _Runner:
             return
         if self.store is not None:
             for column, prepared in encoded.images.items():
-                fingerprint = source_fingerprint(getattr(study, column), self.options)
+                fingerprint = content_fingerprint(getattr(study, column), self.options)
                 if fingerprint is not None:
                     self._new_digests[fingerprint] = _digest(prepared.png)
             if len(self._new_digests) >= 64:  # a cache: losing the last few costs little
@@ -574,7 +588,8 @@ class _Runner:
                 [
                     (item.key, report, item.encoded.study.study_id)
                     for item, report in zip(batch.items, reports, strict=True)
-                ]
+                ],
+                sources=_sources([item.encoded.study for item in batch.items]),
             )
         return reports
 
@@ -647,7 +662,12 @@ class _Runner:
         request_id = getattr(exc, "request_id", None)
         if self.store is not None and store_keys:
             try:
-                self.store.put_many_errors(store_keys, exc, request_id=request_id)
+                self.store.put_many_errors(
+                    store_keys,
+                    exc,
+                    request_id=request_id,
+                    sources=_sources(self.studies[i] for i in indices),
+                )
             except Exception:  # the failure is still reported in the result
                 logger.exception("batch: could not record a failure in the store")
         self._finish_many(

@@ -100,6 +100,14 @@ def png_bytes(seed: int, size: tuple[int, int] = (96, 80)) -> bytes:
     return buffer.getvalue()
 
 
+def stored_png(seed: int) -> bytes:
+    """An uncompressed noise PNG: its size depends on the shape only."""
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(80, 96), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=0)
+    return buffer.getvalue()
+
+
 def write_images(folder: Path, n: int, start: int = 0) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -253,11 +261,10 @@ def test_resume_sends_only_what_is_missing(tmp_path: Path, endpoint: LocalEndpoi
         start = len(endpoint.received())
         third = run_batch(studies, client, store=store, progress=False)
         assert third.skipped == 15 and third.requests == 0 and third.prepare_time == 0
-        # A touched file is prepared again, found in the store by content, not sent.
-        paths[0].touch()
+        # A touched file (same bytes) is still found by its content: not prepared, not sent.
         os.utime(paths[0], ns=(10**18, 10**18))
         fourth = run_batch(studies, client, store=store, progress=False)
-        assert fourth.skipped == 15 and fourth.requests == 0 and fourth.prepare_time > 0
+        assert fourth.skipped == 15 and fourth.requests == 0 and fourth.prepare_time == 0
         assert log_since(endpoint, start) == []
     # Another endpoint, image size or text is another key: sent again.
     with ResultStore(store) as opened:
@@ -308,7 +315,7 @@ def test_retry_failed_false_reports_stored_failures(tmp_path: Path) -> None:
     store = tmp_path / "r.sqlite"
     key = run_batch(studies[:1], DemoBackend(), progress=False).keys[0]
     with ResultStore(store) as opened:
-        opened.put_error(key, ("ModelError", "the model failed (424)"), study_id="s0")
+        opened.put_many_errors([(key, "s0")], ("ModelError", "the model failed (424)"))
     result = run_batch(studies, DemoBackend(), store=store, progress=False, retry_failed=False)
     assert result.ok == 2 and result.skipped == 1
     (failure,) = result.failures
@@ -544,3 +551,50 @@ def test_fault_soak_loses_nothing() -> None:
     assert figures["stored studies sent again"].strip() == "0"
     assert int(figures["stored at the kill"]) >= 60
     assert int(figures["retries (requests - answered)"]) > 0  # the faults were met
+
+
+def test_the_store_records_each_studys_image_sources(tmp_path: Path) -> None:
+    paths = write_images(tmp_path / "images", 3)
+    studies = [
+        Study(paths[0], study_id="a"),
+        Study(paths[1], prior_image=paths[2], study_id="b"),
+        Study(png_bytes(99), study_id="c"),  # bytes: no path to record
+    ]
+    store = tmp_path / "r.sqlite"
+    run_batch(studies, DemoBackend(), store=store, progress=False)
+    with ResultStore(store) as opened:
+        assert opened.get_sources("a") == {"frontal_image": str(paths[0])}
+        assert opened.get_sources("b") == {
+            "frontal_image": str(paths[1]),
+            "prior_image": str(paths[2]),
+        }
+        assert opened.get_sources("c") == {}
+
+
+def test_replaced_images_with_the_same_name_size_and_time_are_sent_again(
+    tmp_path: Path, endpoint: LocalEndpoint
+) -> None:
+    """A folder re-exported with new patients under the old names, sizes and times."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = [folder / f"img{seed}.png" for seed in range(4)]
+    for seed, path in enumerate(paths):
+        path.write_bytes(stored_png(seed))
+    studies = [Study(p, study_id=p.stem) for p in paths]
+    store = tmp_path / "r.sqlite"
+    with client_for(endpoint) as client:
+        first = run_batch(studies, client, store=store, progress=False)
+        assert first.ok == 4
+        for seed, path in enumerate(paths, start=100):
+            stat = path.stat()
+            new = stored_png(seed)
+            assert len(new) == stat.st_size  # uncompressed PNGs of one shape: one size
+            path.write_bytes(new)
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+            assert path.stat().st_mtime_ns == stat.st_mtime_ns
+        start = len(endpoint.received())
+        second = run_batch(studies, client, store=store, progress=False)
+        sent = [d for e in log_since(endpoint, start) for d in e["sha256"]]
+    assert second.skipped == 0 and second.sent == 4
+    assert sorted(sent) == sorted(digests(studies))  # the new images, every one
+    assert set(second.keys).isdisjoint(first.keys)
