@@ -29,7 +29,7 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -159,9 +159,7 @@ def file_digest(path: str | os.PathLike[str]) -> str | None:
     return digest.hexdigest()
 
 
-def content_fingerprint(
-    source: Any, image_options: Mapping[str, Any] | None = None
-) -> str | None:
+def content_fingerprint(source: Any, image_options: Mapping[str, Any] | None = None) -> str | None:
     """What names an image source's prepared PNG: its bytes, the options, the package version.
 
     Paths are read and hashed (a file replaced under the same name, size and
@@ -359,10 +357,8 @@ class ResultStore:
                     # SQLite may already have rolled back (a full disk does): only roll
                     # back what is still open, so the real error is the one reported.
                     if conn.in_transaction:
-                        try:
+                        with suppress(sqlite3.Error):
                             conn.execute("ROLLBACK")
-                        except sqlite3.Error:
-                            pass
                     raise
             except sqlite3.Error as exc:
                 raise StoreError(

@@ -106,7 +106,7 @@ def test_bad_store_paths_give_store_errors(tmp_path: Path) -> None:
         ResultStore(tmp_path)
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError, match="cannot open the result store .*not a SQLite database"):
+    with pytest.raises(StoreError, match=r"cannot open the result store .*not a SQLite database"):
         ResultStore(junk)
     other = tmp_path / "other.sqlite"
     ResultStore(other).close()
@@ -124,7 +124,7 @@ def test_another_programs_database_is_refused_untouched(tmp_path: Path) -> None:
         conn.execute("INSERT INTO users VALUES ('x')")
     conn.close()
     before = path.read_bytes()
-    with pytest.raises(StoreError, match="another program's SQLite database .*users"):
+    with pytest.raises(StoreError, match=r"another program's SQLite database .*users"):
         ResultStore(path)
     assert path.read_bytes() == before  # no table added, not switched to WAL
     assert not Path(f"{path}-wal").exists()
@@ -184,9 +184,9 @@ def test_a_full_disk_is_a_store_error_and_keeps_what_was_committed(tmp_path: Pat
     path = tmp_path / "r.sqlite"
     with ResultStore(path) as store:
         store.put_many_ok([("k0", make_report("s0"), "s0")])
-        store._conn.execute("PRAGMA max_page_count=%d" % _pages(store))  # the disk is full now
+        store._conn.execute(f"PRAGMA max_page_count={_pages(store)}")  # the disk is full now
         big = [(f"k{i}", make_report(f"s{i}", n=200), f"s{i}") for i in range(1, 20)]
-        with pytest.raises(StoreError, match="the disk is full.*Everything stored before is kept"):
+        with pytest.raises(StoreError, match=r"the disk is full.*Everything stored before is kept"):
             store.put_many_ok(big)
         assert store.ok_keys() == {"k0"}  # rolled back whole; the store still works
         assert store.counts()["ok"] == 1
@@ -202,10 +202,12 @@ def _pages(store: ResultStore) -> int:
 def test_a_store_in_a_read_only_folder_says_so(tmp_path: Path) -> None:
     folder = tmp_path / "ro"
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)]).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)]
+    ).returncode:
         pytest.skip("mount is not allowed here")
     try:
-        with pytest.raises(StoreError, match="the folder .*ro is read-only"):
+        with pytest.raises(StoreError, match=r"the folder .*ro is read-only"):
             ResultStore(folder / "results.sqlite")
     finally:
         subprocess.run(["umount", str(folder)], check=True)
@@ -218,9 +220,7 @@ def test_sources_are_recorded_per_study(store: ResultStore, tmp_path: Path) -> N
         "frontal_image": str(tmp_path / "f.dcm"),
         "prior_image": "p.png",
     }
-    store.put_many_ok(
-        [("k", make_report("a"), "a")], sources={"a": {"frontal_image": "new.png"}}
-    )
+    store.put_many_ok([("k", make_report("a"), "a")], sources={"a": {"frontal_image": "new.png"}})
     assert store.get_sources("a") == {"frontal_image": "new.png"}  # replaced, not merged
 
 
