@@ -14,13 +14,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from cxr_widgets.batch import AdaptiveLimit, BatchResult, prepared_key, run_batch
+from cxr_widgets.batch import (
+    MAX_BUSY_REQUESTS,
+    AdaptiveLimit,
+    BatchResult,
+    prepared_key,
+    run_batch,
+)
 from cxr_widgets.client import EndpointConfig, ReportGenClient
-from cxr_widgets.contract import DEFAULT_REQUEST_BUDGET, encode_study
+from cxr_widgets.contract import DEFAULT_REQUEST_BUDGET, assemble_request, encode_study
 from cxr_widgets.demo import DemoBackend
-from cxr_widgets.errors import ConfigError, EndpointAuthError, RequestError
+from cxr_widgets.errors import (
+    ConfigError,
+    EndpointAuthError,
+    EndpointBusyError,
+    RequestError,
+    RequestTooLargeError,
+)
 from cxr_widgets.local.demo_findings import wire_digest
 from cxr_widgets.local.faults import FaultConfig
 from cxr_widgets.local.server import LocalEndpoint
@@ -341,14 +355,31 @@ def test_adaptive_concurrency_backs_off_on_429() -> None:
     assert sorted(answered) == sorted(digests(studies))  # each study answered once
 
 
-def test_429_after_the_clients_retries_is_requeued() -> None:
-    faults = FaultConfig(latency=0.15, instances=1, retry_after=0.1)
-    studies = small_studies(12)
-    with LocalEndpoint(faults=faults) as busy:
-        client = client_for(busy, max_retries=0)  # every 429 reaches run_batch
-        result = run_batch(studies, client, progress=False, batch_size=1, max_in_flight=5)
+def test_a_429_storm_costs_at_most_the_documented_attempts(tmp_path: Path) -> None:
+    """The client owns retries; the run never requeues on top and stops when refused."""
+    faults = FaultConfig(rate_429=1.0, retry_after=0.01)
+    studies = small_studies(40)
+    store = tmp_path / "r.sqlite"
+    in_flight = 4
+    with LocalEndpoint(faults=faults) as storm:
+        client = client_for(storm, max_retries=2)
+        attempts = client.config.max_retries + 1  # per request, documented by the client
+        with pytest.raises(EndpointBusyError, match=r"kept refusing.*run again later") as raised:
+            run_batch(
+                studies, client, store=store, progress=False, batch_size=1, max_in_flight=in_flight
+            )
         client.close()
-    assert result.ok == 12 and result.requeued >= 1 and result.busy >= result.requeued
+        received = len(storm.received())
+    per_run = (MAX_BUSY_REQUESTS + in_flight - 1) * attempts
+    assert 0 < received <= per_run
+    result = raised.value.result  # type: ignore[attr-defined]
+    assert result.ok == 0 and result.requests <= MAX_BUSY_REQUESTS + in_flight - 1
+    assert received <= result.requests * attempts  # no request tried more than the client does
+    with ResultStore(store) as opened:
+        assert opened.counts()["ok"] == 0 and opened.counts()["error"] == result.failed
+    # The endpoint recovers: the same command resumes and answers everything.
+    again = run_batch(studies, DemoBackend(), store=store, progress=False)
+    assert again.ok == 40
 
 
 def test_wrong_key_stops_the_run(tmp_path: Path) -> None:
@@ -598,3 +629,56 @@ def test_replaced_images_with_the_same_name_size_and_time_are_sent_again(
     assert second.skipped == 0 and second.sent == 4
     assert sorted(sent) == sorted(digests(studies))  # the new images, every one
     assert set(second.keys).isdisjoint(first.keys)
+
+
+# --- packing within the budget: a property --------------------------------------------------
+
+
+class _BudgetBackend(DemoBackend):
+    """The demo, with a small budget it enforces as every backend does; records bodies."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.request_budget = budget
+        self.bodies: list[int] = []
+
+    def send(self, request):  # type: ignore[no-untyped-def]
+        size = len(request.body)
+        self.bodies.append(size)
+        if size > self.request_budget:
+            raise RequestTooLargeError(f"{size} bytes over the budget", status=413)
+        return super().send(request)
+
+
+_TINY_PNGS = [png_bytes(seed, size=(4 + seed, 3)) for seed in range(4)]
+# Characters JSON escapes (quotes, backslashes, controls, non-ASCII) and plain ones.
+_TEXT = st.text(
+    alphabet=st.sampled_from(list('ab "\\/é中🫁\n\t\u2028<>&'))
+    | st.characters(exclude_categories=("Cs",)),
+    min_size=0,
+    max_size=400,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    texts=st.lists(st.tuples(st.integers(0, 3), _TEXT, _TEXT), min_size=1, max_size=25),
+    slack=st.floats(0.0, 1.0),
+    batch_size=st.integers(1, 10),
+)
+@example(texts=[(i % 4, 'é中"' * 50, "") for i in range(6)], slack=2 / 9, batch_size=10)
+def test_packed_requests_fit_the_budget_and_are_never_split_for_size(
+    texts: list[tuple[int, str, str]], slack: float, batch_size: int
+) -> None:
+    studies = [
+        Study(_TINY_PNGS[image], indication=indication, comparison=comparison, study_id=f"s{i}")
+        for i, (image, indication, comparison) in enumerate(texts)
+    ]
+    single = max(len(assemble_request([encode_study(s)]).body) for s in studies)
+    # A budget from one study's size up to ten: requests are packed right at its edge.
+    budget = int(single + slack * 9 * single)
+    backend = _BudgetBackend(budget)
+    result = run_batch(studies, backend, progress=False, batch_size=batch_size)
+    assert result.failed == 0 and result.splits == 0
+    assert all(size <= budget for size in backend.bodies)
+    assert len(backend.bodies) == result.requests
