@@ -11,6 +11,7 @@ reported as a :class:`ManifestError` naming the row, before anything is sent.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 from .errors import ManifestError, StudyError
 from .study import Study
 
-__all__ = ["MANIFEST_COLUMNS", "read_manifest", "write_manifest"]
+__all__ = ["MANIFEST_COLUMNS", "format_manifest", "read_manifest", "write_manifest"]
 
 #: Manifest columns, in the order :func:`write_manifest` writes them.
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -139,25 +140,35 @@ def _study(
         raise ManifestError(f"{where}: {exc}") from None
 
 
+def format_manifest(
+    rows: Iterable[Mapping[str, str | os.PathLike[str]]], folder: str | os.PathLike[str]
+) -> str:
+    """Manifest CSV text; image paths inside ``folder`` (the manifest's) are made relative."""
+    folder = Path(folder).resolve()
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        out: dict[str, str] = {}
+        for name in MANIFEST_COLUMNS:
+            value = row.get(name) or ""
+            if name in _IMAGE_COLUMNS and value:
+                image = Path(value).resolve()
+                try:
+                    value = image.relative_to(folder).as_posix()
+                except ValueError:
+                    value = str(image)
+            out[name] = str(value)
+        writer.writerow(out)
+    return buffer.getvalue()
+
+
 def write_manifest(
     path: str | os.PathLike[str], rows: Iterable[Mapping[str, str | os.PathLike[str]]]
 ) -> Path:
     """Write a manifest CSV; image paths inside the manifest's folder are made relative."""
     path = Path(path)
-    folder = path.resolve().parent
+    text = format_manifest(rows, path.resolve().parent)
     with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            out: dict[str, str] = {}
-            for name in MANIFEST_COLUMNS:
-                value = row.get(name) or ""
-                if name in _IMAGE_COLUMNS and value:
-                    image = Path(value).resolve()
-                    try:
-                        value = image.relative_to(folder).as_posix()
-                    except ValueError:
-                        value = str(image)
-                out[name] = str(value)
-            writer.writerow(out)
+        handle.write(text)
     return path

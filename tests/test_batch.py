@@ -34,6 +34,7 @@ from cxr_widgets.errors import (
     EndpointBusyError,
     RequestError,
     RequestTooLargeError,
+    StoreError,
 )
 from cxr_widgets.local.demo_findings import wire_digest
 from cxr_widgets.local.faults import FaultConfig
@@ -682,3 +683,47 @@ def test_packed_requests_fit_the_budget_and_are_never_split_for_size(
     assert result.failed == 0 and result.splits == 0
     assert all(size <= budget for size in backend.bodies)
     assert len(backend.bodies) == result.requests
+
+
+def test_a_full_disk_stops_the_run_cleanly_and_it_resumes(tmp_path: Path) -> None:
+    studies = small_studies(40)
+    path = tmp_path / "r.sqlite"
+    store = ResultStore(path)
+    finished: list[int] = []
+
+    def fill_the_disk(index: int, report: object, failure: object) -> None:
+        finished.append(index)
+        if len(finished) == 10:  # from now on SQLite answers SQLITE_FULL
+            with store._lock:
+                pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+                store._conn.execute(f"PRAGMA max_page_count={pages}")
+
+    with pytest.raises(StoreError, match="the disk is full") as raised:
+        run_batch(
+            studies,
+            DemoBackend(latency=0.02),
+            store=store,
+            progress=False,
+            batch_size=5,
+            max_in_flight=1,
+            on_result=fill_the_disk,
+        )
+    result = raised.value.result  # type: ignore[attr-defined]
+    assert result.stopped and "the disk is full" in result.stopped
+    assert 10 <= result.ok < 40  # answers received stay in the result, even unstored ones
+    committed = store.ok_keys()
+    assert len(committed) == result.stored >= 10
+    store.close()
+    with ResultStore(path) as reopened:
+        assert reopened.ok_keys() == committed  # everything committed stays
+    again = run_batch(studies, DemoBackend(), store=path, progress=False)
+    assert again.ok == 40 and again.skipped == len(committed)
+    assert again.sent == 40 - len(committed)
+
+
+def test_progress_counters_are_true_while_and_after_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_batch(small_studies(12), DemoBackend(), store=tmp_path / "r.sqlite", batch_size=4)
+    final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "12/12" in final and "ok=12" in final and "stored=12" in final, final
