@@ -355,7 +355,7 @@ def test_sample_never_overwrites_a_users_manifest(
     assert mine.read_text().endswith("patient-1\n") and not (folder / "images").exists()
     assert main(["sample", str(folder), "--force"]) == 0
     assert main(["sample", str(folder)]) == 0  # the same sample again: nothing to lose
-    assert [s.study_id for s in read_manifest(mine)][0] == "rg1-frontal"
+    assert read_manifest(mine)[0].study_id == "rg1-frontal"
 
 
 def test_summary_without_out_says_how_to_export(tmp_path: Path, images: Path) -> None:
@@ -384,7 +384,7 @@ def test_sigterm_stops_a_run_cleanly_and_it_resumes(tmp_path: Path, images: Path
             assert child.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         child.send_signal(signal.SIGTERM)
-        out, err = child.communicate(timeout=120)
+        _, err = child.communicate(timeout=120)
         assert child.returncode == 130, err
         assert b"run again with the same store" in err and b"Traceback" not in err
         first = _stored(store)
