@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from cxr_widgets.cli import main
-from cxr_widgets.errors import ManifestError
-from cxr_widgets.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
+from cxr_widgets.manifest import read_manifest
 from cxr_widgets.store import ResultStore, load_jsonl
 
 CLI = [sys.executable, "-m", "cxr_widgets.cli"]
@@ -32,80 +31,6 @@ def images(tmp_path: Path, rg1_path: Path) -> Path:
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
-
-
-# --- manifests -------------------------------------------------------------------------
-
-
-def test_manifest_reads_studies_relative_to_its_folder(tmp_path: Path, images: Path) -> None:
-    manifest = write(
-        tmp_path / "m.csv",
-        "\ufeffFrontal,indication,Prior,study_id\n"
-        "images/rg1.dcm,Cough.,,a1\n"
-        "\n"
-        f'{images / "rg1.dcm"},"Fever, two days.",images/rg1.dcm,\n',
-    )
-    first, second = read_manifest(manifest)
-    assert first.frontal_image == images / "rg1.dcm" and first.prior_image is None
-    # An empty comparison is sent as "None", as the official clients do.
-    assert first.columns == ("frontal_image", "indication", "comparison")
-    assert first.study_id == "a1"
-    assert second.indication == "Fever, two days."
-    assert second.columns == ("frontal_image", "prior_image", "indication", "comparison")
-    assert second.study_id == str(images / "rg1.dcm")  # default: the frontal path as written
-
-
-def test_write_manifest_round_trips(tmp_path: Path, images: Path) -> None:
-    path = write_manifest(
-        tmp_path / "m.csv",
-        [{"study_id": "x", "frontal": images / "rg1.dcm", "indication": 'a "quoted", text'}],
-    )
-    assert path.read_text().splitlines()[0] == ",".join(MANIFEST_COLUMNS)
-    assert "images/rg1.dcm" in path.read_text()  # relative inside the folder
-    (study,) = read_manifest(path)
-    assert study.indication == 'a "quoted", text' and study.study_id == "x"
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        (None, r"does not exist; check the path"),
-        ("", r"is empty; it needs a header row"),
-        ("\n \n", r"is empty"),
-        ("frontal,indication\n", r"has a header but no studies"),
-        (
-            "frontal,age\nimages/rg1.dcm,40\n",
-            r"unknown column 'age'; allowed columns: study_id, frontal",
-        ),
-        ("indication\nCough\n", r"no 'frontal' column"),
-        ("frontal,indication\n,Cough\n", r"row 2: no frontal image"),
-        (
-            "frontal\nimages/rg1.dcm\nimages/nope.dcm\n",
-            r"row 3: the frontal image 'images/nope.dcm' does not exist",
-        ),
-        (
-            "frontal,lateral\nimages/rg1.dcm,images\n",
-            r"row 2: the lateral image 'images' is a folder",
-        ),
-        ("frontal,frontal_image\nimages/rg1.dcm,x\n", r"column 'frontal' appears twice"),
-        ("frontal\nimages/rg1.dcm,extra\n", r"row 2: 2 values but the header has 1 columns"),
-    ],
-)
-def test_bad_manifests_are_named_precisely(
-    tmp_path: Path, images: Path, text: str | None, message: str
-) -> None:
-    path = tmp_path / "m.csv"
-    if text is not None:
-        write(path, text)
-    with pytest.raises(ManifestError, match=message):
-        read_manifest(path)
-
-
-def test_manifest_that_is_not_text(tmp_path: Path) -> None:
-    path = tmp_path / "m.csv"
-    path.write_bytes(b"\xff\xfe\x00\x81binary")
-    with pytest.raises(ManifestError, match="not a UTF-8 text file"):
-        read_manifest(path)
 
 
 # --- help and usage errors ---------------------------------------------------------------
