@@ -669,3 +669,23 @@ def test_progress_counters_are_true_while_and_after_running(
     run_batch(small_studies(12), DemoBackend(), store=tmp_path / "r.sqlite", batch_size=4)
     final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     assert "12/12" in final and "ok=12" in final and "stored=12" in final, final
+
+
+def test_studies_with_burned_in_annotation_are_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch reads PreparedImage.burned_in_annotation (set from the DICOM by images)."""
+    import cxr_widgets.batch as batch_module
+
+    real = batch_module.encode_study
+
+    def encode(study: Study, **options: object):  # type: ignore[no-untyped-def]
+        encoded = real(study, **options)
+        for prepared in encoded.images.values():
+            prepared.burned_in_annotation = study.study_id.startswith("burned")
+        return encoded
+
+    monkeypatch.setattr(batch_module, "encode_study", encode)
+    studies = [*small_studies(3), Study(png_bytes(50), study_id="burned-1")]
+    result = run_batch(studies, DemoBackend(), progress=False)
+    assert result.burned_in == ["burned-1"] and result.ok == 4

@@ -328,3 +328,24 @@ def _stored(store: Path) -> int:
             return opened.counts()["ok"]
     except Exception:
         return 0
+
+
+def test_summary_warns_about_burned_in_annotation(
+    tmp_path: Path, images: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import cxr_widgets.batch as batch_module
+
+    real = batch_module.encode_study
+
+    def encode(study, **options):  # type: ignore[no-untyped-def]
+        encoded = real(study, **options)
+        encoded.frontal.burned_in_annotation = study.study_id == "named"
+        return encoded
+
+    monkeypatch.setattr(batch_module, "encode_study", encode)
+    manifest = write(
+        tmp_path / "m.csv", "frontal,study_id\nimages/rg1.dcm,a\nimages/rg1.dcm,named\n"
+    )
+    assert main(["run", str(manifest), "--no-progress", "--no-store"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 1 study has burned-in annotation" in out and out.rstrip().endswith("named.")
