@@ -32,7 +32,7 @@ from .errors import (
 from .images import DEFAULT_SHORTEST_SIDE
 from .signals import stop_signals_as_interrupt
 
-__all__ = ["main"]
+__all__ = ["check_outputs", "main", "write_sample"]
 
 #: Errors that mean "fix the command or its inputs" (exit 2), not "the endpoint failed".
 USAGE_ERRORS = (ManifestError, ConfigError, StoreError, RequestError, ImageError)
@@ -316,7 +316,7 @@ def _written_by_us(path: Path) -> bool:
     return isinstance(line, dict) and "status" in line and ("key" in line or "index" in line)
 
 
-def _check_outputs(outs: Sequence[str], inputs: set[Path], store: Path | None, force: bool) -> None:
+def check_outputs(outs: Sequence[str], inputs: set[Path], store: Path | None, force: bool) -> None:
     """Refuse, before anything is sent, an --out that would overwrite an input, the store
     or a file cxr-widgets did not write; create missing folders; check they are writable."""
     seen: set[Path] = set()
@@ -446,7 +446,7 @@ def _run(args: argparse.Namespace) -> int:
                 inputs.add(Path(value).resolve())
     if store is not None and store.resolve() in inputs:
         raise ConfigError(f"--store {store} is an input of this run; choose another file name.")
-    _check_outputs(args.out, inputs, store, args.force)
+    check_outputs(args.out, inputs, store, args.force)
     client = _client(args)
     print(
         f"{len(studies)} studies from {manifest} -> {client.label}"
@@ -484,6 +484,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    manifest = write_sample(Path(args.folder), force=args.force)
+    print(f"wrote {manifest} (3 studies of the NEMA chest radiograph RG1; made-up texts)")
+    print(f"next: cxr-widgets run {manifest}")
+    return EXIT_OK
+
+
+def write_sample(folder: Path, *, force: bool = False) -> Path:
+    """Copy the NEMA radiograph into ``folder`` and write its manifest; never replaces a
+    different file already there unless ``force``. Returns the manifest's path."""
     from .manifest import format_manifest
     from .samples import (
         SAMPLE_COMPARISON,
@@ -495,13 +504,12 @@ def _sample(args: argparse.Namespace) -> int:
         sample_path,
     )
 
-    folder = Path(args.folder)
     images = folder / "images"
     frontal = images / SAMPLE_FRONTAL
     prior = images / SAMPLE_PRIOR
     copies = [(sample_path(SAMPLE_FRONTAL), frontal), (sample_path(SAMPLE_PRIOR), prior)]
     for source, target in copies:
-        _refuse_to_replace(target, Path(source).read_bytes(), args.force)
+        _refuse_to_replace(target, Path(source).read_bytes(), force)
     rows = [
         {"study_id": "rg1-frontal", "frontal": frontal},
         {
@@ -522,14 +530,12 @@ def _sample(args: argparse.Namespace) -> int:
     ]
     manifest = folder / "manifest.csv"
     text = format_manifest(rows, folder)
-    _refuse_to_replace(manifest, text.encode("utf-8"), args.force)
+    _refuse_to_replace(manifest, text.encode("utf-8"), force)
     images.mkdir(parents=True, exist_ok=True)
     for source, target in copies:
         shutil.copyfile(source, target)
     manifest.write_text(text, encoding="utf-8", newline="")
-    print(f"wrote {manifest} (3 studies of the NEMA chest radiograph RG1; made-up texts)")
-    print(f"next: cxr-widgets run {manifest}")
-    return EXIT_OK
+    return manifest
 
 
 def _refuse_to_replace(target: Path, content: bytes, force: bool) -> None:
