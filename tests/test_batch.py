@@ -689,3 +689,25 @@ def test_studies_with_burned_in_annotation_are_listed(
     studies = [*small_studies(3), Study(png_bytes(50), study_id="burned-1")]
     result = run_batch(studies, DemoBackend(), progress=False)
     assert result.burned_in == ["burned-1"] and result.ok == 4
+
+
+def test_a_long_retry_after_stops_the_run_with_a_resumable_message(tmp_path: Path) -> None:
+    faults = FaultConfig(rate_429=1.0, retry_after=100000)
+    store = tmp_path / "r.sqlite"
+    with LocalEndpoint(faults=faults) as storm:
+        client = client_for(storm, deadline=5.0)
+        started = time.monotonic()
+        with pytest.raises(EndpointBusyError, match=r"asked to wait .*run again later") as raised:
+            run_batch(
+                small_studies(30),
+                client,
+                store=store,
+                progress=False,
+                batch_size=1,
+                max_in_flight=1,
+            )
+        client.close()
+        assert time.monotonic() - started < 5  # not one deadline per study
+        assert len(storm.received()) == 1  # stopped after the first refusal
+    assert "100000" in str(raised.value) and str(store) in str(raised.value)
+    assert raised.value.result.ok == 0  # type: ignore[attr-defined]
