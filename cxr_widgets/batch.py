@@ -856,4 +856,7 @@ class _Runner:
         if self.store is not None:
             counters["stored"] = self.result.stored
         counters["in flight"] = len(self._sending)
+        busy = self.stats.delta("busy") if self.stats.counts_busy else self._raised_busy
+        if busy:
+            counters["429"] = busy
         self._bar.set_postfix(counters, refresh=False)
