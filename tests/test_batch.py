@@ -711,3 +711,18 @@ def test_a_long_retry_after_stops_the_run_with_a_resumable_message(tmp_path: Pat
         assert len(storm.received()) == 1  # stopped after the first refusal
     assert "100000" in str(raised.value) and str(store) in str(raised.value)
     assert raised.value.result.ok == 0  # type: ignore[attr-defined]
+
+
+def test_one_damaged_stored_row_is_sent_again_without_stopping_the_run(tmp_path: Path) -> None:
+    paths = write_images(tmp_path / "images", 6)
+    studies = [Study(p, study_id=p.stem) for p in paths]
+    store = tmp_path / "r.sqlite"
+    first = run_batch(studies, DemoBackend(), store=store, progress=False)
+    with ResultStore(store) as opened, opened._transaction("damage a row") as conn:
+        conn.execute("UPDATE results SET report='{\"findings\": 7' WHERE key=?", (first.keys[2],))
+    backend = DemoBackend()
+    again = run_batch(studies, backend, store=store, progress=False)
+    assert again.ok == 6 and again.skipped == 5 and again.sent == 1 and backend.requests == 1
+    assert again.reports[2] is not None and again.reports[2].study_id == studies[2].study_id
+    with ResultStore(store) as opened:
+        assert opened.counts() == {"ok": 6, "error": 0, "total": 6}
