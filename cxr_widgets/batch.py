@@ -32,22 +32,21 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from . import contract
 from .adaptive import AdaptiveLimit
 from .backend import ReportGenerator
 from .batch_result import BatchResult, StudyFailure
 from .contract import (
-    DEFAULT_REQUEST_BUDGET,
     MAX_STUDIES_PER_REQUEST,
     EncodedStudy,
     PreparedRequest,
     assemble_request,
     encode_study,
+    request_size,
 )
 from .errors import (
     BadRequestError,
@@ -143,14 +142,6 @@ class _Stats:
         return self._read().get(name, 0) - self._start.get(name, 0)
 
 
-def _request_size(encoded: Sequence[EncodedStudy]) -> int:
-    """The exact body size of one request carrying ``encoded`` (the contract knows it)."""
-    exact = getattr(contract, "request_size", None)
-    if exact is not None:
-        return int(exact(encoded))
-    return len(assemble_request(encoded).body)
-
-
 def _sources(studies: Iterable[Study]) -> dict[str, dict[str, str]]:
     """Each study's image paths as given (``{study_id: {column: path}}``); no pixels, no tags."""
     sources: dict[str, dict[str, str]] = {}
@@ -203,26 +194,6 @@ def _stat_signature(source: Any) -> tuple[int, int, int] | None:
     except (OSError, TypeError, ValueError):
         return None
     return (info.st_ino, info.st_size, info.st_mtime_ns)
-
-
-def _backend_budget(client: ReportGenerator) -> int | None:
-    """The backend's request budget (it owns it and enforces it)."""
-    budget = getattr(client, "request_budget", None)
-    if budget is not None:
-        return int(budget)
-    config = getattr(client, "config", None)  # until every backend has request_budget
-    if config is not None and hasattr(config, "max_request_bytes"):
-        return config.max_request_bytes
-    return DEFAULT_REQUEST_BUDGET
-
-
-def _max_attempts(client: ReportGenerator) -> int | None:
-    """HTTP attempts the client makes per request at most (retries included), if known."""
-    attempts = getattr(client, "max_attempts", None)
-    if attempts is not None:
-        return int(attempts)
-    retries = getattr(getattr(client, "config", None), "max_retries", None)
-    return None if retries is None else int(retries) + 1
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
@@ -340,7 +311,7 @@ class _Runner:
         self.store = store
         self.limit = limit
         self.batch_size = batch_size
-        self.budget = _backend_budget(client)
+        self.budget = client.request_budget  # the backend owns and enforces it
         self.retry_failed = retry_failed
         self.on_result = on_result
         self.prepare_workers = max(1, prepare_workers)
@@ -639,7 +610,7 @@ class _Runner:
         columns = item.encoded.columns
         group = self._groups.setdefault(columns, [])
         if group and self.budget is not None:
-            size = _request_size([*(i.encoded for i in group), item.encoded])
+            size = request_size([*(i.encoded for i in group), item.encoded])
             if size > self.budget:
                 self._queue.append(_Batch(group))
                 group = self._groups[columns] = []
@@ -743,15 +714,15 @@ class _Runner:
         self._busy_in_row += 1
         self.limit.on_busy(batch.sequence, self._sequence)
         self._fail_batch(batch, exc)
-        attempts = _max_attempts(self.client)
-        tries = f" after {attempts} attempts each" if attempts else ""
+        attempts = self.client.max_attempts
+        tries = f" after {attempts} attempt{'s' if attempts != 1 else ''} each"
         where = self.result.store_path
         resume = (
             f"Everything answered is kept in {where}; run again later to send the rest."
             if where
             else "Give a store (--store) to make the run resumable."
         )
-        if isinstance(exc, DeadlineExceededError) or getattr(exc, "retry_after", None):
+        if isinstance(exc, DeadlineExceededError) or exc.reason == "retry-after":
             self._stop(
                 EndpointBusyError(
                     f"the endpoint is busy (429) and asked to wait longer than this client "

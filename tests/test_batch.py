@@ -581,16 +581,20 @@ class _BudgetBackend(DemoBackend):
     """The demo, with a small budget it enforces as every backend does; records bodies."""
 
     def __init__(self, budget: int) -> None:
-        super().__init__()
-        self.request_budget = budget
+        super().__init__(request_budget=budget)
         self.bodies: list[int] = []
 
     def send(self, request):  # type: ignore[no-untyped-def]
-        size = len(request.body)
+        size = len(request.body)  # measured here, not with the contract's own arithmetic
         self.bodies.append(size)
-        if size > self.request_budget:
+        if size > budget_of(self):
             raise RequestTooLargeError(f"{size} bytes over the budget", status=413)
         return super().send(request)
+
+
+def budget_of(backend: DemoBackend) -> int:
+    assert backend.request_budget is not None
+    return backend.request_budget
 
 
 _TINY_PNGS = [png_bytes(seed, size=(4 + seed, 3)) for seed in range(4)]
@@ -709,7 +713,7 @@ def test_a_long_retry_after_stops_the_run_with_a_resumable_message(tmp_path: Pat
         client.close()
         assert time.monotonic() - started < 5  # not one deadline per study
         assert len(storm.received()) == 1  # stopped after the first refusal
-    assert "100000" in str(raised.value) and str(store) in str(raised.value)
+    assert "100,000 s" in str(raised.value) and str(store) in str(raised.value)
     assert raised.value.result.ok == 0  # type: ignore[attr-defined]
 
 

@@ -40,9 +40,11 @@ def test_manifest_reads_studies_relative_to_its_folder(tmp_path: Path, images: P
     )
     first, second = read_manifest(manifest)
     assert first.frontal_image == images / "rg1.dcm" and first.prior_image is None
-    assert first.columns == ("frontal_image", "indication") and first.study_id == "a1"
+    # An empty comparison is sent as "None", as the official clients do (study.py).
+    assert first.columns == ("frontal_image", "indication", "comparison")
+    assert first.comparison == "None" and first.study_id == "a1"
     assert second.indication == "Fever, two days."
-    assert second.columns == ("frontal_image", "prior_image", "indication")
+    assert second.columns == ("frontal_image", "prior_image", "indication", "comparison")
     assert second.study_id == str(images / "rg1.dcm")  # default: the frontal path as written
 
 
