@@ -675,24 +675,16 @@ def test_progress_counters_are_true_while_and_after_running(
     assert "12/12" in final and "ok=12" in final and "stored=12" in final, final
 
 
-def test_studies_with_burned_in_annotation_are_listed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The batch reads PreparedImage.burned_in_annotation (set from the DICOM by images)."""
-    import cxr_widgets.batch as batch_module
+def test_studies_with_burned_in_annotation_are_listed(tmp_path: Path, rg1_path: Path) -> None:
+    import pydicom
 
-    real = batch_module.encode_study
-
-    def encode(study: Study, **options: object):  # type: ignore[no-untyped-def]
-        encoded = real(study, **options)
-        for prepared in encoded.images.values():
-            prepared.burned_in_annotation = study.study_id.startswith("burned")
-        return encoded
-
-    monkeypatch.setattr(batch_module, "encode_study", encode)
-    studies = [*small_studies(3), Study(png_bytes(50), study_id="burned-1")]
+    ds = pydicom.dcmread(rg1_path)
+    ds.BurnedInAnnotation = "YES"
+    burned = tmp_path / "burned.dcm"
+    ds.save_as(burned)
+    studies = [Study(rg1_path, study_id="clean"), Study(burned, study_id="burned-1")]
     result = run_batch(studies, DemoBackend(), progress=False)
-    assert result.burned_in == ["burned-1"] and result.ok == 4
+    assert result.burned_in == ["burned-1"] and result.ok == 2
 
 
 def test_a_long_retry_after_stops_the_run_with_a_resumable_message(tmp_path: Path) -> None:

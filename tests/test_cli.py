@@ -331,20 +331,16 @@ def _stored(store: Path) -> int:
 
 
 def test_summary_warns_about_burned_in_annotation(
-    tmp_path: Path, images: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    tmp_path: Path, images: Path, rg1_path: Path, capsys
 ) -> None:
-    import cxr_widgets.batch as batch_module
+    import pydicom
 
-    real = batch_module.encode_study
-
-    def encode(study, **options):  # type: ignore[no-untyped-def]
-        encoded = real(study, **options)
-        encoded.frontal.burned_in_annotation = study.study_id == "named"
-        return encoded
-
-    monkeypatch.setattr(batch_module, "encode_study", encode)
+    ds = pydicom.dcmread(rg1_path)
+    ds.BurnedInAnnotation = "YES"  # the pixels may show a name
+    ds.save_as(images / "burned.dcm")
     manifest = write(
-        tmp_path / "m.csv", "frontal,study_id\nimages/rg1.dcm,a\nimages/rg1.dcm,named\n"
+        tmp_path / "m.csv",
+        "frontal,study_id,indication\nimages/rg1.dcm,a,x\nimages/burned.dcm,named,y\n",
     )
     assert main(["run", str(manifest), "--no-progress", "--no-store"]) == 0
     out = capsys.readouterr().out
