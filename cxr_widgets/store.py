@@ -423,6 +423,18 @@ class ResultStore:
             conn.executemany(_UPSERT_ERROR, rows)
             _write_sources(conn, sources or {})
 
+    def put_error(
+        self,
+        key: str,
+        error: BaseException | tuple[str, str],
+        *,
+        study_id: str = "",
+        request_id: str | None = None,
+    ) -> None:
+        """Record one study's failure (see :meth:`put_many_errors`); the public way to
+        mark a study as failed, e.g. by a tool that ran it elsewhere."""
+        self.put_many_errors([(key, study_id)], error, request_id=request_id)
+
     def put_sources(self, study_id: str, sources: Mapping[str, str | os.PathLike[str]]) -> None:
         """Record a study's image sources, ``{column: path as given}`` (replacing earlier ones)."""
         with self._transaction("record image sources") as conn:

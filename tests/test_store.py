@@ -40,13 +40,14 @@ def store(tmp_path: Path) -> ResultStore:
 def test_put_get_and_counts(store: ResultStore) -> None:
     report = make_report("a")
     store.put_many_ok([("k1", report, "a")])
-    store.put_many_errors([("k2", "b")], RuntimeError("the endpoint said no"))
+    store.put_error("k2", RuntimeError("the endpoint said no"), study_id="b", request_id="r-2")
     got = store.get("k1")
     assert got is not None and got.ok and got.report == report
     assert got.study_id == "a" and got.request_id == "r-1" and got.attempts == 1
     failed = store.get("k2")
     assert failed is not None and not failed.ok
     assert (failed.error_type, failed.error_message) == ("RuntimeError", "the endpoint said no")
+    assert failed.study_id == "b" and failed.request_id == "r-2"
     assert store.get("missing") is None
     assert store.counts() == {"ok": 1, "error": 1, "total": 2}
     assert store.ok_keys() == {"k1"}
