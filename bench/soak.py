@@ -14,8 +14,14 @@ Checked afterwards, from the store and the endpoint's own request log:
 * no study stored before the kill was sent again after it;
 * studies lost (not answered): must be 0.
 
+Then a disk that fills part way: the store lives on a small tmpfs (mounting one
+needs root; otherwise this part is skipped with the reason printed). The run
+must stop with a message saying the disk is full (no traceback), keep every
+committed result, still write ``--out``; after the disk grows, the same command
+sends only what is missing and every study is stored exactly once.
+
 Exit status 0 when every check holds. Run:
-    .venv/bin/python bench/soak.py [--studies 1000]
+    .venv/bin/python bench/soak.py [--studies 1000] [--disk-kb 256]
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -97,6 +104,7 @@ def main() -> int:
     parser.add_argument("--latency-per-study", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--batch-size", type=int, default=10, help="studies per request")
+    parser.add_argument("--disk-kb", type=int, default=256, help="tmpfs size for the full disk")
     args = parser.parse_args()
     n = args.studies
     faults = FaultConfig(
@@ -203,9 +211,111 @@ def main() -> int:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name.ljust(width)}  {value}")
-    for problem in problems:
+    print()
+    disk_problems = disk_full(args)
+    for problem in problems + disk_problems:
         print(f"FAILED: {problem}")
-    return 1 if problems or lost else 0
+    return 1 if problems or disk_problems or lost else 0
+
+
+def disk_full(args: argparse.Namespace) -> list[str]:
+    """A store on a tmpfs of ``--disk-kb`` that fills mid-run, then grows; the checks' failures."""
+    if os.geteuid() != 0:
+        print("disk-full soak skipped: mounting a small tmpfs needs root")
+        return []
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        manifest = make_manifest(folder, args.studies)
+        disk = folder / "disk"
+        disk.mkdir()
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={args.disk_kb}k", "tmpfs", str(disk)],
+            capture_output=True,
+            text=True,
+        )
+        if mounted.returncode:
+            print(f"disk-full soak skipped: mount failed ({mounted.stderr.strip()})")
+            return []
+        try:
+            store, out = disk / "results.sqlite", folder / "reports.jsonl"
+            faults = FaultConfig(latency=args.latency, latency_per_study=args.latency_per_study)
+            with LocalEndpoint(faults=faults) as endpoint:
+                command = [
+                    *run_command(manifest, endpoint.scoring_uri, store, args.batch_size),
+                    "--out",
+                    str(out),
+                ]
+                started = time.monotonic()
+                first = subprocess.run(command, capture_output=True, text=True)
+                stored_first = ok_count(store)
+                with ResultStore(store) as opened:
+                    kept = opened.ok_keys()
+                out_ok = (
+                    sum(json.loads(line)["status"] == "ok" for line in out.read_text().splitlines())
+                    if out.exists()
+                    else 0
+                )
+                restart_at = len(endpoint.received())
+                subprocess.run(
+                    ["mount", "-o", "remount,size=64m", str(disk)], check=True, capture_output=True
+                )
+                second = subprocess.run(command, capture_output=True, text=True)
+                wall = time.monotonic() - started
+                log = endpoint.received()
+            studies = read_manifest(manifest)
+            identity = EndpointConfig(endpoint.scoring_uri, key_env=None).identity
+            digest_of = {}
+            for study in studies:
+                encoded = encode_study(study)
+                digest_of[prepared_key(encoded, identity, {})] = wire_digest(
+                    encoded.columns, encoded.row
+                )
+            with ResultStore(store) as opened:
+                final = [r.key for r in opened.results("ok")]
+            resent = {d for e in log[restart_at:] for d in e["sha256"]} & {
+                digest_of[k] for k in kept if k in digest_of
+            }
+            lost = len(set(digest_of) - set(final))
+            if first.returncode != 1 or "the disk is full" not in first.stderr:
+                problems.append(
+                    f"the full disk did not stop the run with its message: {first.stderr[-300:]}"
+                )
+            if "Traceback" in first.stderr + second.stderr:
+                problems.append("a traceback was printed")
+            if not 0 < stored_first < args.studies:
+                problems.append(f"the disk did not fill part way ({stored_first} stored)")
+            if out_ok < stored_first:
+                problems.append(
+                    f"--out holds {out_ok} reports, fewer than the {stored_first} stored"
+                )
+            if second.returncode != 0:
+                problems.append(f"the resumed run failed: {second.stderr[-300:]}")
+            if resent:
+                problems.append(
+                    f"{len(resent)} studies stored before the disk filled were sent again"
+                )
+            if lost or len(final) != len(set(final)) or set(final) != set(digest_of):
+                problems.append("the store does not hold exactly one answer per study")
+        finally:
+            subprocess.run(["umount", str(disk)], capture_output=True)
+    rows = [
+        ("studies", args.studies),
+        (f"stored when the {args.disk_kb} KB disk filled", stored_first),
+        (
+            "first run: exit code / message",
+            f"{first.returncode} / disk is full: {'the disk is full' in first.stderr}",
+        ),
+        ("reports in --out after the first run", out_ok),
+        ("stored studies sent again after the disk grew", len(resent)),
+        ("wall time (both runs)", f"{wall:.1f} s"),
+        ("studies lost", lost),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print("disk that fills part way:")
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {value}")
+    return problems
 
 
 if __name__ == "__main__":

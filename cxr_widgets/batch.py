@@ -2,20 +2,26 @@
 
 :func:`run_batch` prepares studies in a small thread pool while earlier
 requests are in flight, packs studies that fill the same columns into
-requests of up to ``batch_size`` (10 at most) within the request size
-budget, and keeps several requests in flight. The number in flight adapts
-(AIMD): it halves when the endpoint says it is busy (429) and grows by one
-per round of successes. With a ``store`` every answered request is committed
-at once, so a run that is interrupted and started again sends only what is
-missing.
+requests of up to ``batch_size`` (10 at most) within the backend's request
+budget (sizes from the contract, exact), and keeps several requests in flight.
+The number in flight adapts (AIMD) to the 429 answers the client meets.
 
-Resuming without re-preparing: a study's store key is a hash of its
-*prepared* images, so knowing it normally means decoding and resizing every
-image again. The store therefore also remembers, per image file (path, size,
-modification time, image options, package version) or bytes (their hash),
-the digest of the prepared PNG; a resumed run computes the keys of unchanged
-files from that cache and skips stored studies without opening them. PIL
-images, arrays and pydicom datasets are always prepared.
+Retries belong to the client (``retry.py``): a request that still ends in
+429 after them is not sent again here; its studies are recorded as failed
+(sent again by the next run), and after :data:`MAX_BUSY_REQUESTS` such
+requests in a row, or when the endpoint asks to wait longer than the client
+may, the run stops with a message saying so. A 429 storm therefore costs at
+most ``client.max_attempts`` attempts per request and
+``(MAX_BUSY_REQUESTS + max_in_flight - 1) * client.max_attempts`` per run.
+
+With a ``store`` every answered request is committed at once, so a run that
+is interrupted (Ctrl-C, SIGTERM, a full disk) and started again sends only
+what is missing. Resuming without re-preparing: a study's store key is a hash
+of its *prepared* images; the store remembers, per image content (a SHA-256
+of the file's bytes, with the image options and package version), the digest
+of the prepared PNG. A resumed run reads and hashes each file (far cheaper
+than decoding and resizing it) and skips stored studies without preparing
+them. Nothing is reused on the strength of a file's name, size or time.
 """
 
 from __future__ import annotations
@@ -26,48 +32,60 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .adaptive import AdaptiveLimit
 from .backend import ReportGenerator
 from .batch_result import BatchResult, StudyFailure
 from .contract import (
-    DEFAULT_REQUEST_BUDGET,
     MAX_STUDIES_PER_REQUEST,
     EncodedStudy,
     PreparedRequest,
     assemble_request,
     encode_study,
+    request_size,
 )
 from .errors import (
     BadRequestError,
     ConfigError,
     CxrWidgetsError,
+    DeadlineExceededError,
     EndpointAuthError,
     EndpointBusyError,
+    EndpointError,
     EndpointNotFoundError,
     ModelError,
     RequestError,
     RequestTooLargeError,
     ResponseFormatError,
+    StoreError,
 )
 from .report import Report
-from .store import ResultStore, source_fingerprint, study_key
+from .store import ResultStore, content_fingerprint, study_key
 from .study import IMAGE_COLUMNS, Study
 
-__all__ = ["AdaptiveLimit", "BatchResult", "StudyFailure", "prepared_key", "run_batch"]
+__all__ = [
+    "DEFAULT_MAX_IN_FLIGHT",
+    "MAX_BUSY_REQUESTS",
+    "AdaptiveLimit",
+    "BatchResult",
+    "StudyFailure",
+    "prepared_key",
+    "run_batch",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Errors after which every further request would fail too: the run stops.
-FATAL_ERRORS = (EndpointAuthError, EndpointNotFoundError, ConfigError)
-#: Errors one bad study in a request can cause: the request is split to find it.
+FATAL_ERRORS = (EndpointAuthError, EndpointNotFoundError, ConfigError, StoreError)
+#: Errors one bad study in a request can cause: the request is split to find it. (Never
+#: size: requests are packed within the budget, and one study over it is sent alone.)
 SPLIT_ERRORS = (BadRequestError, ModelError, ResponseFormatError, RequestTooLargeError)
-#: How often one request is put back after 429s that outlasted the client's own retries.
-MAX_REQUEUES = 8
+#: Requests in a row that end in 429 after the client's own retries: then the run stops.
+MAX_BUSY_REQUESTS = 3
 #: Default number of requests in flight at most (the adaptive limit stays below it).
 DEFAULT_MAX_IN_FLIGHT = 8
 #: How often the run looks at the client's 429 count between completions.
@@ -84,14 +102,11 @@ class _Item:
     index: int
     key: str
     encoded: EncodedStudy
-    size: int
-    fingerprints: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class _Batch:
     items: list[_Item]
-    requeues: int = 0
     sequence: int = -1
 
     def studies(self) -> list[EncodedStudy]:
@@ -127,9 +142,18 @@ class _Stats:
         return self._read().get(name, 0) - self._start.get(name, 0)
 
 
-def _request_size(row: Sequence[str]) -> int:
-    """The bytes a study adds to a request body (values, quotes, commas, brackets)."""
-    return sum(len(v.encode("utf-8")) + 3 for v in row) + 8
+def _sources(studies: Iterable[Study]) -> dict[str, dict[str, str]]:
+    """Each study's image paths as given (``{study_id: {column: path}}``); no pixels, no tags."""
+    sources: dict[str, dict[str, str]] = {}
+    for study in studies:
+        paths = {
+            column: os.fspath(getattr(study, column))
+            for column in study.columns
+            if column in IMAGE_COLUMNS and isinstance(getattr(study, column), (str, os.PathLike))
+        }
+        if study.study_id and paths:
+            sources[study.study_id] = paths
+    return sources
 
 
 def _digest(data: bytes) -> str:
@@ -153,33 +177,23 @@ def prepared_key(
     return study_key(_key_columns(encoded), identity, image_options)
 
 
-def _cached_key(
-    study: Study, identity: str, options: dict[str, Any], digests: dict[str, str]
-) -> tuple[str | None, dict[str, str]]:
-    """The store key from cached image digests, or None when an image must be prepared."""
-    columns: dict[str, str] = {}
-    fingerprints: dict[str, str] = {}
-    for column in study.columns:
-        value = getattr(study, column)
-        if column in IMAGE_COLUMNS:
-            fingerprint = source_fingerprint(value, options)
-            if fingerprint is None:
-                return None, {}
-            fingerprints[column] = fingerprint
-            digest = digests.get(fingerprint)
-            if digest is None:
-                return None, fingerprints
-            columns[column] = digest
-        else:
-            columns[column] = value
-    return study_key(columns, identity, options), fingerprints
+@dataclass
+class _Prepared:
+    """What a preparation worker hands back: the study's key, and its encoding unless the
+    key was found from cached digests (then the study is in the store: nothing to send)."""
+
+    key: str | None
+    encoded: EncodedStudy | None
+    seconds: float
+    digests: dict[str, str]  # content fingerprint -> prepared-PNG digest, to cache
 
 
-def _default_budget(client: ReportGenerator) -> int | None:
-    config = getattr(client, "config", None)
-    if config is not None and hasattr(config, "max_request_bytes"):
-        return config.max_request_bytes
-    return DEFAULT_REQUEST_BUDGET
+def _stat_signature(source: Any) -> tuple[int, int, int] | None:
+    try:
+        info = os.stat(source)
+    except (OSError, TypeError, ValueError):
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
@@ -205,7 +219,6 @@ def run_batch(
     progress: bool = True,
     retry_failed: bool = True,
     on_result: Callable[[int, Report | None, StudyFailure | None], None] | None = None,
-    max_request_bytes: int | None = -1,
     prepare_workers: int | None = None,
     start_in_flight: int = 2,
     keep_images: bool = False,
@@ -213,22 +226,24 @@ def run_batch(
     """Send many studies, ``batch_size`` per request, several requests in flight.
 
     ``client``: any :class:`~cxr_widgets.backend.ReportGenerator` (a
-    ``ReportGenClient`` or ``DemoBackend``). ``store``: a SQLite file path
-    (or :class:`ResultStore`) that makes the run resumable; studies already
-    answered there are not sent again, failed ones are (unless
-    ``retry_failed=False``). ``max_in_flight``: requests in flight at most
-    (default 8); the number actually in flight adapts to 429 answers.
-    ``max_request_bytes``: the request size budget (default: the client's
-    ``EndpointConfig.max_request_bytes``, else 1.5 MB; None for no budget).
-    ``on_result(index, report, failure)`` is called as each study finishes.
-    ``keep_images=True`` keeps each report's prepared frontal image
-    (``report.frontal_image``) for display; off by default to bound memory.
+    ``ReportGenClient`` or ``DemoBackend``); requests are packed within its
+    request budget. ``store``: a SQLite file path (or :class:`ResultStore`)
+    that makes the run resumable; studies already answered there are not sent
+    again, failed ones are (unless ``retry_failed=False``); each study's image
+    paths are recorded with its result. ``max_in_flight``: requests in flight
+    at most (default :data:`DEFAULT_MAX_IN_FLIGHT`); the number actually in
+    flight adapts to 429 answers. ``on_result(index, report, failure)`` is
+    called as each study finishes. ``keep_images=True`` keeps each report's
+    prepared frontal image (``report.frontal_image``); off by default to bound memory.
 
     Returns a :class:`BatchResult` with reports in input order (None where a
-    study failed). Ctrl-C stops the run cleanly: requests in flight are
-    awaited (a second Ctrl-C abandons them), everything answered stays in the
-    store, and running again resumes. Endpoint errors that every request
-    would meet (401/403, 404) stop the run and are raised.
+    study failed). Ctrl-C (or SIGTERM in the command line) stops the run
+    cleanly: requests in flight are awaited (a second Ctrl-C abandons them),
+    everything answered stays in the store, and running again resumes. Errors
+    that every further request would meet stop the run and are raised: 401/403,
+    404, a store that cannot be written (full or read-only disk), an endpoint
+    that keeps answering 429 or asks to wait too long. The raised exception
+    carries what the run produced until then as ``exc.result`` (a BatchResult).
     """
     if not isinstance(client, ReportGenerator):
         raise ConfigError(
@@ -248,8 +263,6 @@ def run_batch(
     maximum = DEFAULT_MAX_IN_FLIGHT if max_in_flight is None else max_in_flight
     if not isinstance(maximum, int) or maximum < 1:
         raise ConfigError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
-    if max_request_bytes == -1:
-        max_request_bytes = _default_budget(client)
 
     owned = store is not None and not isinstance(store, ResultStore)
     result_store = ResultStore(store) if owned else store  # type: ignore[arg-type]
@@ -259,7 +272,6 @@ def run_batch(
         result_store,  # type: ignore[arg-type]
         limit=AdaptiveLimit(maximum, start_in_flight),
         batch_size=batch_size,
-        budget=max_request_bytes,
         retry_failed=retry_failed,
         on_result=on_result,
         prepare_workers=prepare_workers or min(4, os.cpu_count() or 2),
@@ -270,6 +282,12 @@ def run_batch(
     finally:
         if owned and result_store is not None and not runner.abandoned:
             result_store.close()
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, EndpointBusyError) or (
+        isinstance(exc, EndpointError) and exc.status == 429
+    )
 
 
 class _Runner:
@@ -283,7 +301,6 @@ class _Runner:
         *,
         limit: AdaptiveLimit,
         batch_size: int,
-        budget: int | None,
         retry_failed: bool,
         on_result: Callable[[int, Report | None, StudyFailure | None], None] | None,
         prepare_workers: int,
@@ -294,7 +311,7 @@ class _Runner:
         self.store = store
         self.limit = limit
         self.batch_size = batch_size
-        self.budget = budget
+        self.budget = client.request_budget  # the backend owns and enforces it
         self.retry_failed = retry_failed
         self.on_result = on_result
         self.prepare_workers = max(1, prepare_workers)
@@ -319,29 +336,41 @@ class _Runner:
         self._fatal: BaseException | None = None
         self._sending: dict[Future[Any], _Batch] = {}
         self._raised_busy = 0
-        self._new_digests: dict[str, str] = {}
+        self._busy_in_row = 0  # requests in a row that ended in 429 after the client's retries
+        self._reprepare: deque[int] = deque()  # cached key, but the stored row was unusable
         self._answered: dict[str, int] = {}  # key -> index of the study answered for it
+        self._digests: dict[str, str] = {}  # content fingerprint -> prepared-PNG digest
+        self._new_digests: dict[str, str] = {}
+        self._skip_keys: set[str] = set()  # keys whose stored result ends a study
 
     # --- the loop ----------------------------------------------------------------------
 
     def run(self, progress: bool) -> BatchResult:
         started = time.monotonic()
+        if self.store is not None:
+            self._digests = self.store.digests()
+            self._skip_keys = self.store.ok_keys()
+            if not self.retry_failed:
+                self._skip_keys |= {r.key for r in self.store.results("error")}
         self._bar = _progress_bar(len(self.studies), progress)
-        todo: deque[int] = deque()
+        todo: deque[int] = deque(range(len(self.studies)))
         prepare_pool = ThreadPoolExecutor(self.prepare_workers, thread_name_prefix="cxr-prepare")
         send_pool = ThreadPoolExecutor(self.limit.maximum, thread_name_prefix="cxr-send")
         preparing: dict[Future[Any], int] = {}
         sending: dict[Future[Any], _Batch] = self._sending
         window = (self.limit.maximum + 1) * self.batch_size + self.prepare_workers
         try:
-            todo.extend(self._first_pass())
-            while todo or preparing or sending or self._queue or self._has_groups():
+            while (
+                todo or self._reprepare or preparing or sending or self._queue or self._has_groups()
+            ):
                 if self._fatal is None:
+                    while self._reprepare:
+                        index = self._reprepare.popleft()
+                        preparing[prepare_pool.submit(self._prepare, index, True)] = index
                     # Prepare ahead, but only as far as the senders can use (bounded memory).
                     while todo and len(preparing) + self._prepared_count() < window:
                         index = todo.popleft()
-                        future = prepare_pool.submit(self._prepare, index)
-                        preparing[future] = index
+                        preparing[prepare_pool.submit(self._prepare, index, False)] = index
                     if not todo and not preparing:
                         self._flush_groups()
                     while self._queue and len(sending) < self.limit.limit:
@@ -351,12 +380,15 @@ class _Runner:
                         sending[send_pool.submit(self._send, batch)] = batch
                 else:
                     todo.clear()
+                    self._reprepare.clear()
                     self._queue.clear()
                     self._groups.clear()
                     for future in preparing:
                         future.cancel()
                 if not preparing and not sending:
-                    if self._fatal is not None or not (self._queue or self._has_groups()):
+                    if self._fatal is not None or not (
+                        self._queue or self._has_groups() or self._reprepare
+                    ):
                         break
                     continue
                 done, _ = wait(
@@ -381,8 +413,15 @@ class _Runner:
             send_pool.shutdown(wait=not self.abandoned, cancel_futures=True)
             self._finish(started)
         if self._fatal is not None:
+            self.result.stopped = str(self._fatal)
+            self._fatal.result = self.result  # type: ignore[attr-defined]
             raise self._fatal
         return self.result
+
+    def _stop(self, exc: BaseException) -> None:
+        """Stop sending: requests in flight finish, nothing new starts; ``exc`` is raised."""
+        if self._fatal is None:
+            self._fatal = exc
 
     def _watch_load(self) -> None:
         """Between completions: react to 429s the client met, or ramp up while starved."""
@@ -404,7 +443,7 @@ class _Runner:
             try:
                 for future in list(sending):
                     wait([future])
-                    self._sent(sending.pop(future), future, requeue=False)
+                    self._sent(sending.pop(future), future, split=False)
             except KeyboardInterrupt:
                 self.abandoned = True
         if where:
@@ -423,8 +462,8 @@ class _Runner:
         if not self.abandoned:
             try:
                 self._save_digests()
-            except Exception:  # only a cache; the results are stored already
-                logger.exception("batch: could not save the image digest cache")
+            except StoreError:  # only a cache; the results are stored already
+                logger.warning("batch: could not save the image digest cache")
         result = self.result
         result.wall_time = time.monotonic() - started
         result.retries = max(0, self.stats.delta("retries"))
@@ -436,6 +475,7 @@ class _Runner:
         result.failures.sort(key=lambda f: f.index)
         if self._bar is not None:
             self._update_bar()
+            self._bar.refresh()
             self._bar.close()
         logger.info(
             "batch: %d studies, %d ok, %d failed, %d from store, %d requests, %.1f s",
@@ -449,34 +489,20 @@ class _Runner:
 
     # --- keys and the store ------------------------------------------------------------
 
-    def _first_pass(self) -> list[int]:
-        """Indices that need preparing; studies found in the store are finished here."""
-        if self.store is None:
-            return list(range(len(self.studies)))
-        digests = self.store.digests()
-        ok_keys = self.store.ok_keys()
-        todo = []
-        for index, study in enumerate(self.studies):
-            key, _ = _cached_key(study, self.identity, self.options, digests)
-            if key is not None and self._from_store(index, key, ok_keys):
-                continue
-            todo.append(index)
-        return todo
-
-    def _from_store(self, index: int, key: str, ok_keys: set[str] | None = None) -> bool:
+    def _from_store(self, index: int, key: str) -> bool:
         """Finish study ``index`` from the store when it is answered there (or failed, and
         failures are not retried). True when finished."""
-        if self.store is None:
-            return False
-        if ok_keys is not None and key not in ok_keys and self.retry_failed:
+        if self.store is None or key not in self._skip_keys:
             return False
         stored = self.store.get(key)
         if stored is None or (stored.status != "ok" and self.retry_failed):
+            self._skip_keys.discard(key)  # e.g. a damaged row, set aside: send it again
             return False
         self.result.keys[index] = key
         self.result.skipped += 1
         study = self.studies[index]
         if stored.report is not None:
+            self.result.stored += 1
             stored.report.study_id = study.study_id
             self._finish_study(index, stored.report, None)
         else:
@@ -493,48 +519,105 @@ class _Runner:
 
     # --- preparation ---------------------------------------------------------------------
 
-    def _prepare(self, index: int) -> tuple[EncodedStudy, float]:
+    def _prepare(self, index: int, force: bool) -> _Prepared:
+        """Runs in a preparation thread: the study's key, and its encoding when needed."""
+        study = self.studies[index]
+        fingerprints: dict[str, tuple[str | None, Any]] = {}
+        if self.store is not None:
+            for column in study.columns:
+                if column in IMAGE_COLUMNS:
+                    source = getattr(study, column)
+                    is_path = isinstance(source, (str, os.PathLike))
+                    signature = _stat_signature(source) if is_path else None
+                    fingerprints[column] = (content_fingerprint(source, self.options), signature)
+            if not force:
+                key = self._cached_key(study, fingerprints)
+                if key is not None and key in self._skip_keys:
+                    return _Prepared(key, None, 0.0, {})
         started = time.perf_counter()
-        encoded = encode_study(self.studies[index], **self.options)
-        return encoded, time.perf_counter() - started
+        encoded = encode_study(study, **self.options)
+        seconds = time.perf_counter() - started
+        learned = {}
+        for column, prepared in encoded.images.items():
+            fingerprint, signature = fingerprints.get(column, (None, None))
+            # A file changed while it was prepared: its digest would name the wrong bytes.
+            if fingerprint is not None and (
+                signature is None or _stat_signature(getattr(study, column)) == signature
+            ):
+                learned[fingerprint] = _digest(prepared.png)
+        return _Prepared(
+            prepared_key(encoded, self.identity, self.options), encoded, seconds, learned
+        )
+
+    def _cached_key(
+        self, study: Study, fingerprints: dict[str, tuple[str | None, Any]]
+    ) -> str | None:
+        """The store key from cached prepared-image digests, or None when one is unknown."""
+        columns: dict[str, str] = {}
+        for column in study.columns:
+            if column in IMAGE_COLUMNS:
+                fingerprint = fingerprints[column][0]
+                digest = self._digests.get(fingerprint) if fingerprint else None
+                if digest is None:
+                    return None
+                columns[column] = digest
+            else:
+                columns[column] = getattr(study, column)
+        return study_key(columns, self.identity, self.options)
 
     def _prepared(self, index: int, future: Future[Any]) -> None:
-        study = self.studies[index]
         try:
-            encoded, seconds = future.result()
+            outcome: _Prepared = future.result()
         except Exception as exc:  # ImageError/StudyError; anything else is reported the same way
             self._fail([index], exc, store_keys=[])
             return
-        self.result.prepare_time += seconds
-        key = prepared_key(encoded, self.identity, self.options)
+        if outcome.encoded is None:  # known from the digest cache
+            assert outcome.key is not None
+            if not self._from_store(index, outcome.key):
+                self._reprepare.append(index)
+            return
+        encoded = outcome.encoded
+        self.result.prepare_time += outcome.seconds
+        if outcome.digests:
+            self._digests.update(outcome.digests)
+            self._new_digests.update(outcome.digests)
+            if len(self._new_digests) >= 64:  # a cache: losing the last few costs little
+                try:
+                    self._save_digests()
+                except StoreError as exc:
+                    self._stop(exc)
+        study = self.studies[index]
+        if any(getattr(p, "burned_in_annotation", None) for p in encoded.images.values()):
+            self.result.burned_in.append(study.study_id or f"#{index}")
+        key = outcome.key
+        assert key is not None
         self.result.keys[index] = key
         twin = self._answered.get(key)
         if twin is not None:  # the same content as a study already answered in this run
             self._finish_study(index, self._twin_report(twin, index), None)
             return
-        if self.store is not None:
-            for column, prepared in encoded.images.items():
-                fingerprint = source_fingerprint(getattr(study, column), self.options)
-                if fingerprint is not None:
-                    self._new_digests[fingerprint] = _digest(prepared.png)
-            if len(self._new_digests) >= 64:  # a cache: losing the last few costs little
-                self._save_digests()
-            if self._from_store(index, key):
-                return
+        if self._from_store(index, key):
+            return
         if key in self._waiting:  # the same content twice in this run: send it once
             self._waiting[key].append(index)
             return
         self._waiting[key] = [index]
-        item = _Item(index, key, encoded, _request_size(encoded.row))
-        group = self._groups.setdefault(encoded.columns, [])
-        budget = self.budget
-        if group and budget is not None and sum(i.size for i in group) + item.size + 64 > budget:
-            self._queue.append(_Batch(group))
-            group = self._groups[encoded.columns] = []
+        self._pack(_Item(index, key, encoded))
+
+    def _pack(self, item: _Item) -> None:
+        """Add a study to the open request of its columns; close the request when one more
+        study would pass the budget (exact sizes) or the batch size."""
+        columns = item.encoded.columns
+        group = self._groups.setdefault(columns, [])
+        if group and self.budget is not None:
+            size = request_size([*(i.encoded for i in group), item.encoded])
+            if size > self.budget:
+                self._queue.append(_Batch(group))
+                group = self._groups[columns] = []
         group.append(item)
         if len(group) >= self.batch_size:
             self._queue.append(_Batch(group))
-            self._groups[encoded.columns] = []
+            self._groups[columns] = []
 
     def _twin_report(self, twin: int, index: int) -> Report:
         """A copy of study ``twin``'s report for study ``index`` (same content)."""
@@ -565,20 +648,29 @@ class _Runner:
 
     # --- sending -----------------------------------------------------------------------
 
-    def _send(self, batch: _Batch) -> list[Report]:
-        """Runs in a sender thread: one request, answers committed to the store at once."""
+    def _send(self, batch: _Batch) -> tuple[list[Report], StoreError | None]:
+        """Runs in a sender thread: one request, answers committed to the store at once.
+
+        A store that cannot be written does not lose the answers: they come back
+        with the error, and the run stops.
+        """
         request: PreparedRequest = assemble_request(batch.studies())
         reports = self.client.send(request)
-        if self.store is not None:
+        if self.store is None:
+            return reports, None
+        try:
             self.store.put_many_ok(
                 [
                     (item.key, report, item.encoded.study.study_id)
                     for item, report in zip(batch.items, reports, strict=True)
-                ]
+                ],
+                sources=_sources([item.encoded.study for item in batch.items]),
             )
-        return reports
+        except StoreError as exc:
+            return reports, exc
+        return reports, None
 
-    def _sent(self, batch: _Batch, future: Future[Any], requeue: bool = True) -> None:
+    def _sent(self, batch: _Batch, future: Future[Any], split: bool = True) -> None:
         self.result.requests += 1
         # The client's own retries hide 429s from us; its counters do not. Any request in
         # flight may have met them, so the newest one decides whether this is news.
@@ -586,42 +678,22 @@ class _Runner:
         if self.stats.congestion() and self.limit.on_busy(newest, self._sequence):
             logger.debug("batch: endpoint busy, %d requests in flight at most", self.limit.limit)
         try:
-            reports = future.result()
-        except EndpointBusyError as exc:
-            self._raised_busy += 1
-            self.limit.on_busy(batch.sequence, self._sequence)
-            if requeue and batch.requeues < MAX_REQUEUES:
-                batch.requeues += 1
-                self.result.requeued += 1
-                self._queue.appendleft(batch)
-            else:
-                self._fail_batch(batch, exc)
+            reports, store_error = future.result()
+        except EndpointError as exc:
+            if _is_busy(exc):
+                self._busy(batch, exc)
+                return
+            self._busy_in_row = 0
+            self._failed_request(batch, exc, split)
             return
-        except SPLIT_ERRORS as exc:
-            if requeue and len(batch.items) > 1:
-                # One study may be what the endpoint refused: send the halves separately.
-                half = len(batch.items) // 2
-                self.result.splits += 1
-                self._queue.appendleft(_Batch(batch.items[half:]))
-                self._queue.appendleft(_Batch(batch.items[:half]))
-            else:
-                self._fail_batch(batch, exc)
+        except Exception as exc:
+            self._failed_request(batch, exc, split)
             return
-        except FATAL_ERRORS as exc:
-            self._fail_batch(batch, exc)
-            if self._fatal is None:
-                self._fatal = exc
-            return
-        except CxrWidgetsError as exc:
-            self._fail_batch(batch, exc)
-            return
-        except Exception as exc:  # a bug in a custom backend: stop rather than fail each study
-            self._fail_batch(batch, exc)
-            if self._fatal is None:
-                self._fatal = exc
-            return
+        self._busy_in_row = 0
         self.limit.on_success()
         self.result.sent += len(batch.items)
+        if store_error is None and self.store is not None:
+            self.result.stored += len(batch.items)
         finished: list[tuple[int, Report | None, StudyFailure | None]] = []
         for item, report in zip(batch.items, reports, strict=True):
             self.result.reports[item.index] = report
@@ -632,6 +704,58 @@ class _Runner:
                 else:
                     finished.append((index, report, None))
         self._finish_many(finished)
+        if store_error is not None:
+            self._stop(store_error)
+
+    def _busy(self, batch: _Batch, exc: EndpointError) -> None:
+        """A request still refused with 429 after the client's retries: never sent again
+        here (the client owns retries); after a few in a row the run stops."""
+        self._raised_busy += 1
+        self._busy_in_row += 1
+        self.limit.on_busy(batch.sequence, self._sequence)
+        self._fail_batch(batch, exc)
+        attempts = self.client.max_attempts
+        tries = f" after {attempts} attempt{'s' if attempts != 1 else ''} each"
+        where = self.result.store_path
+        resume = (
+            f"Everything answered is kept in {where}; run again later to send the rest."
+            if where
+            else "Give a store (--store) to make the run resumable."
+        )
+        if isinstance(exc, DeadlineExceededError) or exc.reason == "retry-after":
+            self._stop(
+                EndpointBusyError(
+                    f"the endpoint is busy (429) and asked to wait longer than this client "
+                    f"waits ({exc}); the run stopped. {resume}",
+                    status=429,
+                    request_id=exc.request_id,
+                    reason="busy",
+                )
+            )
+        elif self._busy_in_row >= MAX_BUSY_REQUESTS:
+            self._stop(
+                EndpointBusyError(
+                    f"the endpoint kept refusing: {self._busy_in_row} requests in a row were "
+                    f"answered 429 (too many pending requests){tries}; the run stopped. "
+                    f"{resume} Fewer requests in flight (--max-in-flight) or more instances "
+                    "help.",
+                    status=429,
+                    reason="busy",
+                )
+            )
+
+    def _failed_request(self, batch: _Batch, exc: BaseException, split: bool) -> None:
+        if isinstance(exc, SPLIT_ERRORS) and split and len(batch.items) > 1:
+            # One study may be what the endpoint refused: send the halves separately.
+            half = len(batch.items) // 2
+            self.result.splits += 1
+            self._queue.appendleft(_Batch(batch.items[half:]))
+            self._queue.appendleft(_Batch(batch.items[:half]))
+            return
+        self._fail_batch(batch, exc)
+        if isinstance(exc, FATAL_ERRORS) or not isinstance(exc, CxrWidgetsError):
+            # Every request would fail the same way (or a custom backend has a bug).
+            self._stop(exc)
 
     def _fail_batch(self, batch: _Batch, exc: BaseException) -> None:
         self.result.sent += len(batch.items)
@@ -647,9 +771,14 @@ class _Runner:
         request_id = getattr(exc, "request_id", None)
         if self.store is not None and store_keys:
             try:
-                self.store.put_many_errors(store_keys, exc, request_id=request_id)
-            except Exception:  # the failure is still reported in the result
-                logger.exception("batch: could not record a failure in the store")
+                self.store.put_many_errors(
+                    store_keys,
+                    exc,
+                    request_id=request_id,
+                    sources=_sources(self.studies[i] for i in indices),
+                )
+            except StoreError as store_error:  # the failure is still reported in the result
+                self._stop(store_error)
         self._finish_many(
             [
                 (
@@ -685,6 +814,7 @@ class _Runner:
             if failure is not None:
                 self.result.failures.append(failure)
         if self._bar is not None:
+            self._update_bar()  # the counters first: update() draws them
             self._bar.update(len(finished))
         if self.on_result is not None:
             for index, report, failure in finished:
@@ -693,10 +823,11 @@ class _Runner:
     def _update_bar(self) -> None:
         if self._bar is None:
             return
-        self._bar.set_postfix(
-            ok=self.result.ok,
-            failed=len(self.result.failures),
-            stored=self.result.skipped,
-            limit=self.limit.limit,
-            refresh=False,
-        )
+        counters: dict[str, Any] = {"ok": self.result.ok, "failed": len(self.result.failures)}
+        if self.store is not None:
+            counters["stored"] = self.result.stored
+        counters["in flight"] = len(self._sending)
+        busy = self.stats.delta("busy") if self.stats.counts_busy else self._raised_busy
+        if busy:
+            counters["429"] = busy
+        self._bar.set_postfix(counters, refresh=False)

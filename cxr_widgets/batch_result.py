@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,11 @@ class BatchResult:
     studies: int = 0
     sent: int = 0  # studies sent (and answered or failed) in this run
     skipped: int = 0  # answered before, read from the store
+    stored: int = 0  # studies whose answer is in the store (committed now, or before)
     duplicates: int = 0  # same content as another study of this run: answered once for both
     requests: int = 0  # requests sent (client.send calls)
     retries: int = 0  # retries inside the client (429 / 5xx / dropped connections)
     busy: int = 0  # 429 answers seen (inside the client's retries or raised)
-    requeued: int = 0  # requests put back after a 429 outlasted the client's retries
     splits: int = 0  # requests split to isolate a study the endpoint refused
     wall_time: float = 0.0
     prepare_time: float = 0.0  # summed over preparation threads
@@ -49,6 +49,9 @@ class BatchResult:
     backoffs: int = 0  # times the limit was lowered after 429s
     interrupted: bool = False
     store_path: str | None = None
+    stopped: str | None = None  # why the run stopped early (the error raised), if it did
+    #: Study ids whose DICOM says BurnedInAnnotation YES: the pixels may show a name.
+    burned_in: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> int:

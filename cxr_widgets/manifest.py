@@ -3,22 +3,27 @@
 Columns (header names, any case): ``frontal`` (required), ``lateral``,
 ``prior`` (image paths, relative to the manifest's folder or absolute),
 ``indication``, ``technique``, ``comparison``, ``prior_report`` and an
-optional ``study_id`` (default: the frontal path as written). The request
-column names (``frontal_image``, ...) are accepted too. Every problem is
+optional ``study_id`` (default: the frontal path as written; a default that
+repeats gets ``@row N``). The request column names (``frontal_image``, ...) are
+accepted too. UTF-8 (with or without BOM) and UTF-16 (with or without BOM) are
+read. Every problem (a path to a FIFO or device, a study id given twice, ...) is
 reported as a :class:`ManifestError` naming the row, before anything is sent.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .errors import ManifestError, StudyError
 from .study import Study
 
-__all__ = ["MANIFEST_COLUMNS", "read_manifest", "write_manifest"]
+__all__ = ["MANIFEST_COLUMNS", "format_manifest", "read_manifest", "write_manifest"]
 
 #: Manifest columns, in the order :func:`write_manifest` writes them.
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -71,18 +76,20 @@ def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True) -> 
     that does not exist.
     """
     path = Path(path)
-    if not path.exists():
+    kind = _not_a_file(path)
+    if kind == "missing":
         raise ManifestError(f"the manifest {path} does not exist; check the path.")
-    if path.is_dir():
+    if kind == "folder":
         raise ManifestError(f"the manifest {path} is a folder; give the CSV file inside it.")
+    if kind:
+        raise ManifestError(
+            f"the manifest {path} is {kind}, not a regular file; give a CSV file (it is "
+            "not read: reading could block or never end)."
+        )
     folder = path.resolve().parent
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            lines = list(csv.reader(handle))
-    except UnicodeDecodeError:
-        raise ManifestError(
-            f"{path} is not a UTF-8 text file; save the manifest as CSV (UTF-8)."
-        ) from None
+        text = _decode(path.read_bytes(), path)
+        lines = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:
         raise ManifestError(f"{path} is not valid CSV ({exc}).") from None
     numbered = [(n, row) for n, row in enumerate(lines, start=1) if any(c.strip() for c in row)]
@@ -99,6 +106,8 @@ def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True) -> 
             f"the manifest {path} has a header but no studies; add one row per study."
         )
     studies = []
+    given: dict[str, int] = {}  # explicit study id -> its row
+    defaulted: set[str] = set()
     for number, values in rows:
         if len(values) > len(columns) and any(v.strip() for v in values[len(columns) :]):
             raise ManifestError(
@@ -106,8 +115,62 @@ def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True) -> 
                 f"{len(columns)} columns (a comma inside a text needs quotes)."
             )
         record = {name: (values[i] if i < len(values) else "") for i, name in enumerate(columns)}
+        study_id = record.get("study_id", "").strip()
+        if study_id:
+            if study_id in given:
+                raise ManifestError(
+                    f"{path}, row {number}: the study_id {study_id!r} is also in row "
+                    f"{given[study_id]}; study ids must be unique (they name results and "
+                    "exports)."
+                )
+            given[study_id] = number
+        else:
+            study_id = record["frontal"].strip()
+            if study_id in defaulted or study_id in given:
+                study_id = f"{study_id}@row {number}"
+            defaulted.add(study_id)
+        record["study_id"] = study_id
         studies.append(_study(record, number, path, folder, check_files))
     return studies
+
+
+def _not_a_file(path: Path) -> str:
+    """ "" for a regular file; else what it is ("missing", "folder", "a FIFO", ...)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _decode(data: bytes, path: Path) -> str:
+    """The manifest's text: UTF-8 (BOM or not) or UTF-16 (BOM or not, told by its zero bytes)."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    elif len(data) >= 4 and data[1::2].count(0) > len(data) // 4 and not data[0::2].count(0):
+        encoding = "utf-16-le"  # ASCII-range text: every second byte zero
+    elif len(data) >= 4 and data[0::2].count(0) > len(data) // 4 and not data[1::2].count(0):
+        encoding = "utf-16-be"
+    else:
+        encoding = "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError:
+        raise ManifestError(
+            f"{path} is not UTF-8 or UTF-16 text; save the manifest as CSV (UTF-8)."
+        ) from None
 
 
 def _study(
@@ -124,19 +187,45 @@ def _study(
         image = Path(value).expanduser()
         if not image.is_absolute():
             image = folder / image
-        if check_files and not image.is_file():
-            missing = "is a folder, not a file" if image.is_dir() else "does not exist"
+        kind = _not_a_file(image) if check_files else ""
+        if kind:
+            what = {"missing": "does not exist", "folder": "is a folder, not a file"}.get(
+                kind, f"is {kind}, not a regular file"
+            )
             raise ManifestError(
-                f"{where}: the {column} image {value!r} {missing} (looked for {image})."
+                f"{where}: the {column} image {value!r} {what} (looked for {image})."
             )
         fields[_STUDY_FIELDS[column]] = image
     for column in ("indication", "technique", "comparison", "prior_report"):
         fields[column] = record.get(column, "").strip()
-    study_id = record.get("study_id", "").strip() or record["frontal"].strip()
+    study_id = record["study_id"]
     try:
         return Study(**fields, study_id=study_id)  # type: ignore[arg-type]
     except StudyError as exc:
         raise ManifestError(f"{where}: {exc}") from None
+
+
+def format_manifest(
+    rows: Iterable[Mapping[str, str | os.PathLike[str]]], folder: str | os.PathLike[str]
+) -> str:
+    """Manifest CSV text; image paths inside ``folder`` (the manifest's) are made relative."""
+    folder = Path(folder).resolve()
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        out: dict[str, str] = {}
+        for name in MANIFEST_COLUMNS:
+            value = row.get(name) or ""
+            if name in _IMAGE_COLUMNS and value:
+                image = Path(value).resolve()
+                try:
+                    value = image.relative_to(folder).as_posix()
+                except ValueError:
+                    value = str(image)
+            out[name] = str(value)
+        writer.writerow(out)
+    return buffer.getvalue()
 
 
 def write_manifest(
@@ -144,20 +233,7 @@ def write_manifest(
 ) -> Path:
     """Write a manifest CSV; image paths inside the manifest's folder are made relative."""
     path = Path(path)
-    folder = path.resolve().parent
+    text = format_manifest(rows, path.resolve().parent)
     with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            out: dict[str, str] = {}
-            for name in MANIFEST_COLUMNS:
-                value = row.get(name) or ""
-                if name in _IMAGE_COLUMNS and value:
-                    image = Path(value).resolve()
-                    try:
-                        value = image.relative_to(folder).as_posix()
-                    except ValueError:
-                        value = str(image)
-                out[name] = str(value)
-            writer.writerow(out)
+        handle.write(text)
     return path

@@ -46,6 +46,7 @@ CATEGORIES = (
     "Studies",
     "Requests",
     "Manifests",
+    "Batch runs and result stores",
     "Responses",
     "HTTP failures",
     "Hostile servers and credentials",
@@ -320,6 +321,12 @@ def manifest_cases(work: Path) -> list[Case]:
     latin1 = manifest(
         "latin-1.csv", "frontal,indication\nfrontal.png,toux fébrile\n".encode("latin-1")
     )
+    os.mkfifo(folder / "pipe.png")
+    fifo_image = manifest("fifo-image.csv", "frontal\npipe.png\n")
+    device = manifest("device.csv", "frontal\n/dev/zero\n")
+    fifo_manifest = folder / "fifo-manifest.csv"
+    os.mkfifo(fifo_manifest)
+    twice = manifest("twice.csv", "frontal,study_id,indication\nfrontal.png,a,x\nfrontal.png,a,y\n")
     return [
         attempt("Manifests", "file does not exist", lambda: read_manifest(folder / "none.csv")),
         attempt("Manifests", "a folder instead of a file", lambda: read_manifest(folder)),
@@ -331,6 +338,95 @@ def manifest_cases(work: Path) -> list[Case]:
         attempt("Manifests", "image file not found", lambda: read_manifest(not_found)),
         attempt("Manifests", "unquoted comma in a text", lambda: read_manifest(extra)),
         attempt("Manifests", "not UTF-8 (Latin-1)", lambda: read_manifest(latin1)),
+        attempt("Manifests", "image path is a FIFO", lambda: read_manifest(fifo_image)),
+        attempt("Manifests", "image path is a device (`/dev/zero`)", lambda: read_manifest(device)),
+        attempt("Manifests", "the manifest is a FIFO", lambda: read_manifest(fifo_manifest)),
+        attempt("Manifests", "a study id given twice", lambda: read_manifest(twice)),
+    ]
+
+
+# --- batch runs and result stores -----------------------------------------------------------
+
+
+def batch_cases(work: Path) -> list[Case]:
+    import sqlite3
+
+    from cxr_widgets import Study, run_batch
+    from cxr_widgets.cli import check_outputs, write_sample
+    from cxr_widgets.client import EndpointConfig, ReportGenClient
+    from cxr_widgets.local.faults import FaultConfig
+    from cxr_widgets.local.server import LocalEndpoint
+    from cxr_widgets.report import Finding, Report
+    from cxr_widgets.store import ResultStore
+
+    folder = work / "stores"
+    folder.mkdir()
+    other = folder / "other-app.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE contacts (name TEXT, phone TEXT)")
+    conn.close()
+    damaged = folder / "damaged.sqlite"
+    with ResultStore(damaged) as store:
+        store.put_many_ok(
+            [(f"k{i}", Report(findings=[Finding("x" * 500, [])] * 20), f"s{i}") for i in range(40)]
+        )
+    data = bytearray(damaged.read_bytes())
+    data[4096:8192] = b"\xff" * 4096
+    damaged.write_bytes(bytes(data))
+
+    def read_damaged() -> None:
+        with ResultStore(damaged) as opened:
+            list(opened.results())
+
+    def full_disk() -> None:
+        with ResultStore(folder / "full.sqlite") as store:
+            pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+            store._conn.execute(f"PRAGMA max_page_count={pages}")
+            store.put_many_ok([("k", Report(findings=[Finding("x" * 9000, [])]), "s")])
+
+    manifest = folder / "manifest.csv"
+    manifest.write_text("frontal\nfrontal.png\n", encoding="utf-8")
+    users = folder / "notes.csv"
+    users.write_text("my,own,notes\n", encoding="utf-8")
+    inputs = {manifest.resolve()}
+    sample = work / "sample"
+    sample.mkdir()
+    (sample / "manifest.csv").write_text("frontal\nmy-own-scan.dcm\n", encoding="utf-8")
+
+    def storm() -> None:
+        studies = [Study(_png(64 + i, 64), study_id=f"s{i}") for i in range(12)]
+        faults = FaultConfig(rate_429=1.0, retry_after=0.01)
+        with LocalEndpoint(faults=faults) as busy:
+            config = EndpointConfig(busy.scoring_uri, key_env=None, max_retries=1)
+            with ReportGenClient(config) as client:
+                run_batch(studies, client, progress=False, batch_size=1, max_in_flight=1)
+
+    return [
+        attempt(
+            "Batch runs and result stores",
+            "`--store` is another program's SQLite database",
+            lambda: ResultStore(other),
+        ),
+        attempt(
+            "Batch runs and result stores", "a damaged store (a page overwritten)", read_damaged
+        ),
+        attempt("Batch runs and result stores", "the disk fills during a write", full_disk),
+        attempt(
+            "Batch runs and result stores",
+            "`--out` is the manifest",
+            lambda: check_outputs([str(manifest)], inputs, None, False),
+        ),
+        attempt(
+            "Batch runs and result stores",
+            "`--out` is a file cxr-widgets did not write",
+            lambda: check_outputs([str(users)], inputs, None, False),
+        ),
+        attempt(
+            "Batch runs and result stores",
+            "`cxr-widgets sample` into a folder with another manifest",
+            lambda: write_sample(sample),
+        ),
+        attempt("Batch runs and result stores", "every request answered 429", storm),
     ]
 
 
@@ -858,6 +954,7 @@ def collect(work: Path) -> list[Case]:
         *study_cases(work),
         *request_cases(work),
         *manifest_cases(work),
+        *batch_cases(work),
         *response_cases(),
         *http_cases(work),
         *hostile_cases(work),

@@ -14,13 +14,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from cxr_widgets.batch import AdaptiveLimit, BatchResult, prepared_key, run_batch
+from cxr_widgets.batch import (
+    MAX_BUSY_REQUESTS,
+    BatchResult,
+    prepared_key,
+    run_batch,
+)
 from cxr_widgets.client import EndpointConfig, ReportGenClient
-from cxr_widgets.contract import DEFAULT_REQUEST_BUDGET, encode_study
+from cxr_widgets.contract import DEFAULT_REQUEST_BUDGET, assemble_request, encode_study
 from cxr_widgets.demo import DemoBackend
-from cxr_widgets.errors import ConfigError, EndpointAuthError, RequestError
+from cxr_widgets.errors import (
+    ConfigError,
+    EndpointAuthError,
+    EndpointBusyError,
+    RequestError,
+    RequestTooLargeError,
+    StoreError,
+)
 from cxr_widgets.local.demo_findings import wire_digest
 from cxr_widgets.local.faults import FaultConfig
 from cxr_widgets.local.server import LocalEndpoint
@@ -29,63 +43,6 @@ from cxr_widgets.store import ResultStore, load_jsonl
 from cxr_widgets.study import Study
 
 CLI = [sys.executable, "-m", "cxr_widgets.cli"]
-
-
-# --- the adaptive limit -----------------------------------------------------------------
-
-
-def test_adaptive_limit_slow_start_then_aimd() -> None:
-    limit = AdaptiveLimit(maximum=8, start=2)
-    for _ in range(3):
-        limit.on_success()
-    assert limit.limit == 5  # slow start: +1 per success until the first busy signal
-    assert limit.on_busy(sequence=4, next_sequence=7)
-    assert limit.limit == 3
-    assert not limit.on_busy(sequence=6, next_sequence=8)  # sent before the decrease
-    assert limit.limit == 3
-    for _ in range(2):
-        limit.on_success()
-    assert limit.limit == 3  # additive: +1 only after `limit` successes
-    limit.on_success()
-    assert limit.limit == 4
-    assert limit.on_busy(sequence=7, next_sequence=9)
-    assert limit.limit == 2
-    assert limit.on_busy(sequence=9, next_sequence=10) and limit.limit == 1
-    assert limit.on_busy(sequence=10, next_sequence=11) and limit.limit == 1  # never below 1
-    for _ in range(100):
-        limit.on_success()
-    assert limit.limit == 8 and limit.peak == 8  # never above the maximum
-
-
-def test_adaptive_limit_ramps_up_while_starved_in_slow_start_only() -> None:
-    limit = AdaptiveLimit(maximum=6, start=2, ramp_interval=1.0)
-    assert not limit.on_starved(10.0)  # the clock starts
-    assert not limit.on_starved(10.5) and limit.limit == 2
-    assert limit.on_starved(11.0) and limit.limit == 3
-    assert not limit.on_starved(11.9)
-    assert limit.on_starved(12.0) and limit.limit == 4
-    assert limit.on_busy(sequence=0, next_sequence=5) and limit.limit == 2
-    assert not limit.on_starved(100.0) and limit.limit == 2  # after a 429: successes only
-
-
-def test_adaptive_limit_probes_the_last_busy_level_slowly() -> None:
-    limit = AdaptiveLimit(maximum=8, start=3, probe_factor=4)
-    assert limit.on_busy(sequence=0, next_sequence=1) and limit.limit == 2  # busy at 3
-    for _ in range(7):
-        limit.on_success()
-    assert limit.limit == 2  # 3 was busy: 4 x 2 successes before trying it again
-    limit.on_success()
-    assert limit.limit == 3
-    limit.on_success()  # fine at 3 now: back to one step per `limit` successes
-    limit.on_success()
-    limit.on_success()
-    assert limit.limit == 4
-
-
-def test_adaptive_limit_respects_small_maximum() -> None:
-    limit = AdaptiveLimit(maximum=1, start=2)
-    limit.on_success()
-    assert limit.limit == 1
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -97,6 +54,14 @@ def png_bytes(seed: int, size: tuple[int, int] = (96, 80)) -> bytes:
     pixels = rng.integers(0, 256, size=(size[1], size[0]), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def stored_png(seed: int) -> bytes:
+    """An uncompressed noise PNG: its size depends on the shape only."""
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(80, 96), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=0)
     return buffer.getvalue()
 
 
@@ -253,11 +218,10 @@ def test_resume_sends_only_what_is_missing(tmp_path: Path, endpoint: LocalEndpoi
         start = len(endpoint.received())
         third = run_batch(studies, client, store=store, progress=False)
         assert third.skipped == 15 and third.requests == 0 and third.prepare_time == 0
-        # A touched file is prepared again, found in the store by content, not sent.
-        paths[0].touch()
+        # A touched file (same bytes) is still found by its content: not prepared, not sent.
         os.utime(paths[0], ns=(10**18, 10**18))
         fourth = run_batch(studies, client, store=store, progress=False)
-        assert fourth.skipped == 15 and fourth.requests == 0 and fourth.prepare_time > 0
+        assert fourth.skipped == 15 and fourth.requests == 0 and fourth.prepare_time == 0
         assert log_since(endpoint, start) == []
     # Another endpoint, image size or text is another key: sent again.
     with ResultStore(store) as opened:
@@ -308,7 +272,7 @@ def test_retry_failed_false_reports_stored_failures(tmp_path: Path) -> None:
     store = tmp_path / "r.sqlite"
     key = run_batch(studies[:1], DemoBackend(), progress=False).keys[0]
     with ResultStore(store) as opened:
-        opened.put_error(key, ("ModelError", "the model failed (424)"), study_id="s0")
+        opened.put_many_errors([(key, "s0")], ("ModelError", "the model failed (424)"))
     result = run_batch(studies, DemoBackend(), store=store, progress=False, retry_failed=False)
     assert result.ok == 2 and result.skipped == 1
     (failure,) = result.failures
@@ -334,14 +298,31 @@ def test_adaptive_concurrency_backs_off_on_429() -> None:
     assert sorted(answered) == sorted(digests(studies))  # each study answered once
 
 
-def test_429_after_the_clients_retries_is_requeued() -> None:
-    faults = FaultConfig(latency=0.15, instances=1, retry_after=0.1)
-    studies = small_studies(12)
-    with LocalEndpoint(faults=faults) as busy:
-        client = client_for(busy, max_retries=0)  # every 429 reaches run_batch
-        result = run_batch(studies, client, progress=False, batch_size=1, max_in_flight=5)
+def test_a_429_storm_costs_at_most_the_documented_attempts(tmp_path: Path) -> None:
+    """The client owns retries; the run never requeues on top and stops when refused."""
+    faults = FaultConfig(rate_429=1.0, retry_after=0.01)
+    studies = small_studies(40)
+    store = tmp_path / "r.sqlite"
+    in_flight = 4
+    with LocalEndpoint(faults=faults) as storm:
+        client = client_for(storm, max_retries=2)
+        attempts = client.config.max_retries + 1  # per request, documented by the client
+        with pytest.raises(EndpointBusyError, match=r"kept refusing.*run again later") as raised:
+            run_batch(
+                studies, client, store=store, progress=False, batch_size=1, max_in_flight=in_flight
+            )
         client.close()
-    assert result.ok == 12 and result.requeued >= 1 and result.busy >= result.requeued
+        received = len(storm.received())
+    per_run = (MAX_BUSY_REQUESTS + in_flight - 1) * attempts
+    assert 0 < received <= per_run
+    result = raised.value.result  # type: ignore[attr-defined]
+    assert result.ok == 0 and result.requests <= MAX_BUSY_REQUESTS + in_flight - 1
+    assert received <= result.requests * attempts  # no request tried more than the client does
+    with ResultStore(store) as opened:
+        assert opened.counts()["ok"] == 0 and opened.counts()["error"] == result.failed
+    # The endpoint recovers: the same command resumes and answers everything.
+    again = run_batch(studies, DemoBackend(), store=store, progress=False)
+    assert again.ok == 40
 
 
 def test_wrong_key_stops_the_run(tmp_path: Path) -> None:
@@ -544,3 +525,200 @@ def test_fault_soak_loses_nothing() -> None:
     assert figures["stored studies sent again"].strip() == "0"
     assert int(figures["stored at the kill"]) >= 60
     assert int(figures["retries (requests - answered)"]) > 0  # the faults were met
+
+
+def test_the_store_records_each_studys_image_sources(tmp_path: Path) -> None:
+    paths = write_images(tmp_path / "images", 3)
+    studies = [
+        Study(paths[0], study_id="a"),
+        Study(paths[1], prior_image=paths[2], study_id="b"),
+        Study(png_bytes(99), study_id="c"),  # bytes: no path to record
+    ]
+    store = tmp_path / "r.sqlite"
+    run_batch(studies, DemoBackend(), store=store, progress=False)
+    with ResultStore(store) as opened:
+        assert opened.get_sources("a") == {"frontal_image": str(paths[0])}
+        assert opened.get_sources("b") == {
+            "frontal_image": str(paths[1]),
+            "prior_image": str(paths[2]),
+        }
+        assert opened.get_sources("c") == {}
+
+
+def test_replaced_images_with_the_same_name_size_and_time_are_sent_again(
+    tmp_path: Path, endpoint: LocalEndpoint
+) -> None:
+    """A folder re-exported with new patients under the old names, sizes and times."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = [folder / f"img{seed}.png" for seed in range(4)]
+    for seed, path in enumerate(paths):
+        path.write_bytes(stored_png(seed))
+    studies = [Study(p, study_id=p.stem) for p in paths]
+    store = tmp_path / "r.sqlite"
+    with client_for(endpoint) as client:
+        first = run_batch(studies, client, store=store, progress=False)
+        assert first.ok == 4
+        for seed, path in enumerate(paths, start=100):
+            stat = path.stat()
+            new = stored_png(seed)
+            assert len(new) == stat.st_size  # uncompressed PNGs of one shape: one size
+            path.write_bytes(new)
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+            assert path.stat().st_mtime_ns == stat.st_mtime_ns
+        start = len(endpoint.received())
+        second = run_batch(studies, client, store=store, progress=False)
+        sent = [d for e in log_since(endpoint, start) for d in e["sha256"]]
+    assert second.skipped == 0 and second.sent == 4
+    assert sorted(sent) == sorted(digests(studies))  # the new images, every one
+    assert set(second.keys).isdisjoint(first.keys)
+
+
+# --- packing within the budget: a property --------------------------------------------------
+
+
+class _BudgetBackend(DemoBackend):
+    """The demo, with a small budget it enforces as every backend does; records bodies."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__(request_budget=budget)
+        self.bodies: list[int] = []
+
+    def send(self, request):  # type: ignore[no-untyped-def]
+        size = len(request.body)  # measured here, not with the contract's own arithmetic
+        self.bodies.append(size)
+        if size > budget_of(self):
+            raise RequestTooLargeError(f"{size} bytes over the budget", status=413)
+        return super().send(request)
+
+
+def budget_of(backend: DemoBackend) -> int:
+    assert backend.request_budget is not None
+    return backend.request_budget
+
+
+_TINY_PNGS = [png_bytes(seed, size=(4 + seed, 3)) for seed in range(4)]
+# Characters JSON escapes (quotes, backslashes, controls, non-ASCII) and plain ones.
+_TEXT = st.text(
+    alphabet=st.sampled_from(list('ab "\\/é中🫁\n\t\u2028<>&'))
+    | st.characters(exclude_categories=("Cs",)),
+    min_size=0,
+    max_size=400,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    texts=st.lists(st.tuples(st.integers(0, 3), _TEXT, _TEXT), min_size=1, max_size=25),
+    slack=st.floats(0.0, 1.0),
+    batch_size=st.integers(1, 10),
+)
+@example(texts=[(i % 4, 'é中"' * 50, "") for i in range(6)], slack=2 / 9, batch_size=10)
+def test_packed_requests_fit_the_budget_and_are_never_split_for_size(
+    texts: list[tuple[int, str, str]], slack: float, batch_size: int
+) -> None:
+    studies = [
+        Study(_TINY_PNGS[image], indication=indication, comparison=comparison, study_id=f"s{i}")
+        for i, (image, indication, comparison) in enumerate(texts)
+    ]
+    single = max(len(assemble_request([encode_study(s)]).body) for s in studies)
+    # A budget from one study's size up to ten: requests are packed right at its edge.
+    budget = int(single + slack * 9 * single)
+    backend = _BudgetBackend(budget)
+    result = run_batch(studies, backend, progress=False, batch_size=batch_size)
+    assert result.failed == 0 and result.splits == 0
+    assert all(size <= budget for size in backend.bodies)
+    assert len(backend.bodies) == result.requests
+
+
+def test_a_full_disk_stops_the_run_cleanly_and_it_resumes(tmp_path: Path) -> None:
+    studies = small_studies(40)
+    path = tmp_path / "r.sqlite"
+    store = ResultStore(path)
+    finished: list[int] = []
+
+    def fill_the_disk(index: int, report: object, failure: object) -> None:
+        finished.append(index)
+        if len(finished) == 10:  # from now on SQLite answers SQLITE_FULL
+            with store._lock:
+                pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+                store._conn.execute(f"PRAGMA max_page_count={pages}")
+
+    with pytest.raises(StoreError, match="the disk is full") as raised:
+        run_batch(
+            studies,
+            DemoBackend(latency=0.02),
+            store=store,
+            progress=False,
+            batch_size=5,
+            max_in_flight=1,
+            on_result=fill_the_disk,
+        )
+    result = raised.value.result  # type: ignore[attr-defined]
+    assert result.stopped and "the disk is full" in result.stopped
+    assert 10 <= result.ok < 40  # answers received stay in the result, even unstored ones
+    committed = store.ok_keys()
+    assert len(committed) == result.stored >= 10
+    store.close()
+    with ResultStore(path) as reopened:
+        assert reopened.ok_keys() == committed  # everything committed stays
+    again = run_batch(studies, DemoBackend(), store=path, progress=False)
+    assert again.ok == 40 and again.skipped == len(committed)
+    assert again.sent == 40 - len(committed)
+
+
+def test_progress_counters_are_true_while_and_after_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_batch(small_studies(12), DemoBackend(), store=tmp_path / "r.sqlite", batch_size=4)
+    final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "12/12" in final and "ok=12" in final and "stored=12" in final, final
+
+
+def test_studies_with_burned_in_annotation_are_listed(tmp_path: Path, rg1_path: Path) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(rg1_path)
+    ds.BurnedInAnnotation = "YES"
+    burned = tmp_path / "burned.dcm"
+    ds.save_as(burned)
+    studies = [Study(rg1_path, study_id="clean"), Study(burned, study_id="burned-1")]
+    result = run_batch(studies, DemoBackend(), progress=False)
+    assert result.burned_in == ["burned-1"] and result.ok == 2
+
+
+def test_a_long_retry_after_stops_the_run_with_a_resumable_message(tmp_path: Path) -> None:
+    faults = FaultConfig(rate_429=1.0, retry_after=100000)
+    store = tmp_path / "r.sqlite"
+    with LocalEndpoint(faults=faults) as storm:
+        client = client_for(storm, deadline=5.0)
+        started = time.monotonic()
+        with pytest.raises(EndpointBusyError, match=r"asked to wait .*run again later") as raised:
+            run_batch(
+                small_studies(30),
+                client,
+                store=store,
+                progress=False,
+                batch_size=1,
+                max_in_flight=1,
+            )
+        client.close()
+        assert time.monotonic() - started < 5  # not one deadline per study
+        assert len(storm.received()) == 1  # stopped after the first refusal
+    assert "100,000 s" in str(raised.value) and str(store) in str(raised.value)
+    assert raised.value.result.ok == 0  # type: ignore[attr-defined]
+
+
+def test_one_damaged_stored_row_is_sent_again_without_stopping_the_run(tmp_path: Path) -> None:
+    paths = write_images(tmp_path / "images", 6)
+    studies = [Study(p, study_id=p.stem) for p in paths]
+    store = tmp_path / "r.sqlite"
+    first = run_batch(studies, DemoBackend(), store=store, progress=False)
+    with ResultStore(store) as opened, opened._transaction("damage a row") as conn:
+        conn.execute("UPDATE results SET report='{\"findings\": 7' WHERE key=?", (first.keys[2],))
+    backend = DemoBackend()
+    again = run_batch(studies, backend, store=store, progress=False)
+    assert again.ok == 6 and again.skipped == 5 and again.sent == 1 and backend.requests == 1
+    assert again.reports[2] is not None and again.reports[2].study_id == studies[2].study_id
+    with ResultStore(store) as opened:
+        assert opened.counts() == {"ok": 6, "error": 0, "total": 6}

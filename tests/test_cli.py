@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from cxr_widgets.cli import main
-from cxr_widgets.errors import ManifestError
-from cxr_widgets.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
+from cxr_widgets.manifest import read_manifest
 from cxr_widgets.store import ResultStore, load_jsonl
 
 CLI = [sys.executable, "-m", "cxr_widgets.cli"]
@@ -30,80 +31,6 @@ def images(tmp_path: Path, rg1_path: Path) -> Path:
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
-
-
-# --- manifests -------------------------------------------------------------------------
-
-
-def test_manifest_reads_studies_relative_to_its_folder(tmp_path: Path, images: Path) -> None:
-    manifest = write(
-        tmp_path / "m.csv",
-        "\ufeffFrontal,indication,Prior,study_id\n"
-        "images/rg1.dcm,Cough.,,a1\n"
-        "\n"
-        f'{images / "rg1.dcm"},"Fever, two days.",images/rg1.dcm,\n',
-    )
-    first, second = read_manifest(manifest)
-    assert first.frontal_image == images / "rg1.dcm" and first.prior_image is None
-    # An empty comparison is sent as "None", as the official clients do.
-    assert first.columns == ("frontal_image", "indication", "comparison")
-    assert first.study_id == "a1"
-    assert second.indication == "Fever, two days."
-    assert second.columns == ("frontal_image", "prior_image", "indication", "comparison")
-    assert second.study_id == str(images / "rg1.dcm")  # default: the frontal path as written
-
-
-def test_write_manifest_round_trips(tmp_path: Path, images: Path) -> None:
-    path = write_manifest(
-        tmp_path / "m.csv",
-        [{"study_id": "x", "frontal": images / "rg1.dcm", "indication": 'a "quoted", text'}],
-    )
-    assert path.read_text().splitlines()[0] == ",".join(MANIFEST_COLUMNS)
-    assert "images/rg1.dcm" in path.read_text()  # relative inside the folder
-    (study,) = read_manifest(path)
-    assert study.indication == 'a "quoted", text' and study.study_id == "x"
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        (None, r"does not exist; check the path"),
-        ("", r"is empty; it needs a header row"),
-        ("\n \n", r"is empty"),
-        ("frontal,indication\n", r"has a header but no studies"),
-        (
-            "frontal,age\nimages/rg1.dcm,40\n",
-            r"unknown column 'age'; allowed columns: study_id, frontal",
-        ),
-        ("indication\nCough\n", r"no 'frontal' column"),
-        ("frontal,indication\n,Cough\n", r"row 2: no frontal image"),
-        (
-            "frontal\nimages/rg1.dcm\nimages/nope.dcm\n",
-            r"row 3: the frontal image 'images/nope.dcm' does not exist",
-        ),
-        (
-            "frontal,lateral\nimages/rg1.dcm,images\n",
-            r"row 2: the lateral image 'images' is a folder",
-        ),
-        ("frontal,frontal_image\nimages/rg1.dcm,x\n", r"column 'frontal' appears twice"),
-        ("frontal\nimages/rg1.dcm,extra\n", r"row 2: 2 values but the header has 1 columns"),
-    ],
-)
-def test_bad_manifests_are_named_precisely(
-    tmp_path: Path, images: Path, text: str | None, message: str
-) -> None:
-    path = tmp_path / "m.csv"
-    if text is not None:
-        write(path, text)
-    with pytest.raises(ManifestError, match=message):
-        read_manifest(path)
-
-
-def test_manifest_that_is_not_text(tmp_path: Path) -> None:
-    path = tmp_path / "m.csv"
-    path.write_bytes(b"\xff\xfe\x00\x81binary")
-    with pytest.raises(ManifestError, match="not a UTF-8 text file"):
-        read_manifest(path)
 
 
 # --- help and usage errors ---------------------------------------------------------------
@@ -164,7 +91,7 @@ def test_usage_errors_exit_2(
     assert main(["run", str(manifest), "--batch-size", "11"]) == 2
     assert "at most 10" in capsys.readouterr().err
     assert main(["run", str(manifest), "--demo", "--scoring-uri", "http://127.0.0.1:1/score"]) == 2
-    assert "--demo answers offline" in capsys.readouterr().err
+    assert "demo backend answers offline" in capsys.readouterr().err
     assert main(["run", str(manifest), "--key", "abc-secret-123"]) == 2
     err = capsys.readouterr().err
     assert "--key is not accepted" in err and "export CXR_ENDPOINT_KEY=" in err
@@ -307,3 +234,114 @@ def test_serve_with_an_unset_key_variable(capsys: pytest.CaptureFixture[str]) ->
     assert (
         "SURELY_NOT_SET_ANYWHERE: that environment variable is not set" in capsys.readouterr().err
     )
+
+
+# --- outputs never overwrite inputs; checked before anything is sent --------------------------
+
+
+def test_out_paths_are_checked_before_anything_is_sent(
+    tmp_path: Path, images: Path, endpoint, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = write(tmp_path / "m.csv", "frontal,study_id\nimages/rg1.dcm,a\n")
+    original = manifest.read_bytes()
+    users = write(tmp_path / "notes.csv", "my,own,spreadsheet\n1,2,3\n")
+    before = len(endpoint.received())
+    uri = ["--scoring-uri", endpoint.scoring_uri, "--key-env", "CXR_NO_KEY_HERE"]
+    for out, expected in [
+        (manifest, "is an input of this run"),
+        (images / "rg1.dcm", "use a file name ending in .jsonl or .csv"),
+        (users, "was not written by cxr-widgets"),
+        (tmp_path / "m.results.sqlite", "use a file name ending"),
+    ]:
+        assert main(["run", str(manifest), *uri, "--out", str(out)]) == 2
+        assert expected in capsys.readouterr().err
+    assert main(["run", str(manifest), *uri, "--store", str(manifest)]) == 2
+    assert "--store" in capsys.readouterr().err
+    assert len(endpoint.received()) == before  # nothing was sent
+    assert manifest.read_bytes() == original and users.read_text().startswith("my,own")
+    assert not (tmp_path / "m.results.sqlite").exists()
+    # A missing folder is created before the run; our own export may be replaced.
+    out = tmp_path / "new" / "deeper" / "reports.csv"
+    assert main(["run", str(manifest), "--no-progress", "--out", str(out)]) == 0
+    assert out.read_text().startswith("study_id,finding")
+    assert main(["run", str(manifest), "--no-progress", "--out", str(out)]) == 0
+    assert main(["run", str(manifest), "--no-progress", "--out", str(users), "--force"]) == 0
+    assert users.read_text().startswith("study_id,finding")
+
+
+def test_sample_never_overwrites_a_users_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    mine = write(folder / "manifest.csv", "frontal,study_id\nmy-own.dcm,patient-1\n")
+    assert main(["sample", str(folder)]) == 2
+    assert "already exists and differs" in capsys.readouterr().err
+    assert mine.read_text().endswith("patient-1\n") and not (folder / "images").exists()
+    assert main(["sample", str(folder), "--force"]) == 0
+    assert main(["sample", str(folder)]) == 0  # the same sample again: nothing to lose
+    assert read_manifest(mine)[0].study_id == "rg1-frontal"
+
+
+def test_summary_without_out_says_how_to_export(tmp_path: Path, images: Path) -> None:
+    manifest = write(tmp_path / "m.csv", "frontal,study_id\nimages/rg1.dcm,a\n")
+    done = subprocess.run(
+        [*CLI, "run", str(manifest), "--no-progress"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"To export: cxr-widgets run {manifest} --out reports.csv" in done.stdout
+    assert "\nstored                1 in " in done.stdout
+
+
+def test_sigterm_stops_a_run_cleanly_and_it_resumes(tmp_path: Path, images: Path) -> None:
+    from cxr_widgets.local.faults import FaultConfig
+    from cxr_widgets.local.server import LocalEndpoint
+
+    rows = "".join(f"images/rg1.dcm,Case {i}.,c{i}\n" for i in range(30))
+    manifest = write(tmp_path / "m.csv", "frontal,indication,study_id\n" + rows)
+    store = tmp_path / "m.results.sqlite"
+    with LocalEndpoint(faults=FaultConfig(latency=0.3)) as slow:
+        command = [*CLI, "run", str(manifest), "--scoring-uri", slow.scoring_uri, "--no-progress"]
+        env = {**os.environ, "CXR_ENDPOINT_KEY": ""}
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        deadline = time.monotonic() + 120
+        while not _stored(store):
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 130, err
+        assert b"run again with the same store" in err and b"Traceback" not in err
+        first = _stored(store)
+        assert 0 < first < 30
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr
+    assert f"skipped (from store)  {first}" in again.stdout
+    assert _stored(store) == 30
+
+
+def _stored(store: Path) -> int:
+    if not store.exists():
+        return 0
+    try:
+        with ResultStore(store) as opened:
+            return opened.counts()["ok"]
+    except Exception:
+        return 0
+
+
+def test_summary_warns_about_burned_in_annotation(
+    tmp_path: Path, images: Path, rg1_path: Path, capsys
+) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(rg1_path)
+    ds.BurnedInAnnotation = "YES"  # the pixels may show a name
+    ds.save_as(images / "burned.dcm")
+    manifest = write(
+        tmp_path / "m.csv",
+        "frontal,study_id,indication\nimages/rg1.dcm,a,x\nimages/burned.dcm,named,y\n",
+    )
+    assert main(["run", str(manifest), "--no-progress", "--no-store"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 1 study has burned-in annotation" in out and out.rstrip().endswith("named.")
