@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 DISPLAY_MAX_SIDE = 1024
 JPEG_QUALITY = 85
 VIEWS: tuple[str, ...] = ("frontal", "lateral", "prior")
-LAYOUTS: tuple[str, ...] = ("single", "views", "runs")
+ARRANGEMENTS: tuple[str, ...] = ("single", "views", "runs")
 #: How much room zoom_to_finding leaves around the finding's boxes.
 FINDING_MARGIN = 0.35
 #: The camera that shows the whole image (zoom is relative to "fit").
@@ -101,7 +101,7 @@ class ReportViewer(anywidget.AnyWidget):
     prior_pixels = traitlets.Bytes(b"").tag(sync=True)
     view = traitlets.Unicode("frontal").tag(sync=True)
     views = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    layout = traitlets.Unicode("single").tag(sync=True)
+    arrangement = traitlets.Unicode("single").tag(sync=True)
     link_view = traitlets.Bool(True).tag(sync=True)
     link_window = traitlets.Bool(False).tag(sync=True)
     # --- the display of the frontal (first) pane, in the image's own values -----------
@@ -150,7 +150,7 @@ class ReportViewer(anywidget.AnyWidget):
         self.observe(self._on_preset, "preset")
         self.observe(self._on_window, "window")
         self.observe(self._on_compare, "compare")
-        self.observe(self._on_layout, "layout")
+        self.observe(self._on_arrangement, "arrangement")
         self.on_msg(self._on_custom_msg)
 
     # --- what is shown -------------------------------------------------------
@@ -189,7 +189,7 @@ class ReportViewer(anywidget.AnyWidget):
                 self.warnings = [*self.warnings, *problems]
             if self.view != "frontal":
                 self.view = "frontal"
-            self._send_pixels(self.views if self.layout == "views" else ["frontal"])
+            self._send_pixels(self.views if self.arrangement == "views" else ["frontal"])
             if "frontal" in changed:
                 self._reset_display()
             self._send_boxes()
@@ -348,9 +348,9 @@ class ReportViewer(anywidget.AnyWidget):
             return
         self._send_pixels([change["new"]])
 
-    def _on_layout(self, change: dict[str, Any]) -> None:
-        if change["new"] not in LAYOUTS:
-            self.layout = "single"
+    def _on_arrangement(self, change: dict[str, Any]) -> None:
+        if change["new"] not in ARRANGEMENTS:
+            self.arrangement = "single"
         elif change["new"] == "views":
             self._send_pixels(self.views)
 
@@ -388,5 +388,5 @@ class ReportViewer(anywidget.AnyWidget):
             other = self._compared()
             self.compare_findings = finding_rows(other) if other else []
             self._send_boxes()
-            if other is None and self.layout == "runs":
-                self.layout = "single"
+            if other is None and self.arrangement == "runs":
+                self.arrangement = "single"

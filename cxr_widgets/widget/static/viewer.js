@@ -184,8 +184,8 @@ function render({ model, el }) {
       ["views", "views side by side", model.get("views").length < 2],
       ["runs", "compare runs", model.get("compare") < 0],
     ],
-    () => model.get("layout"),
-    (v) => { model.set("layout", v); model.save_changes(); },
+    () => model.get("arrangement"),
+    (v) => { model.set("arrangement", v); model.save_changes(); },
   );
   const compareSelect = select(
     "cxr-compare-select", "Compare with an earlier run",
@@ -193,7 +193,7 @@ function render({ model, el }) {
     () => String(model.get("compare")),
     (v) => {
       model.set("compare", Number(v));
-      if (Number(v) >= 0) model.set("layout", "runs");
+      if (Number(v) >= 0) model.set("arrangement", "runs");
       model.save_changes();
     },
   );
@@ -338,7 +338,7 @@ function render({ model, el }) {
   // --- panes ---------------------------------------------------------------------------------
   function paneSpecs() {
     const views = model.get("views");
-    const layout = model.get("layout");
+    const layout = model.get("arrangement");
     if (!views.length) return [];
     if (layout === "views" && views.length > 1) return views.map((v) => ({ view: v, run: "current" }));
     if (layout === "runs" && model.get("compare") >= 0) {
@@ -414,7 +414,7 @@ function render({ model, el }) {
 
   function paneLabel(p) {
     const name = VIEW_LABELS[p.view] || p.view;
-    if (model.get("layout") === "runs") {
+    if (model.get("arrangement") === "runs") {
       const runs = model.get("runs");
       return p.run === "compare" ? `${name} · ${runs[model.get("compare")] || "earlier run"}` : `${name} · shown run`;
     }
@@ -549,7 +549,10 @@ function render({ model, el }) {
     const key = `${s}|${tx}|${ty}|${p.cw}|${p.ch}|${overlayGen}`;
     if (key !== p.overlayKey) { p.overlayKey = key; drawOverlay(p); }
     p.el.dataset.zoom = p.cam.zoom.toFixed(3);
-    p.el.dataset.scale = s.toFixed(5);
+    p.el.dataset.scale = String(s);
+    p.el.dataset.tx = String(tx);
+    p.el.dataset.ty = String(ty);
+    p.el.dataset.frames = String(Number(p.el.dataset.frames || 0) + 1);
   }
 
   // Boxes, labels, central square and measurement, in pane coordinates.
@@ -1037,7 +1040,7 @@ function render({ model, el }) {
   function drawTabs() {
     tabs.replaceChildren();
     const views = model.get("views");
-    const single = model.get("layout") === "single";
+    const single = model.get("arrangement") === "single";
     for (const view of views.length ? views : ["frontal"]) {
       const b = html("button", "cxr-view-tab", VIEW_LABELS[view] || view);
       b.type = "button";
@@ -1046,7 +1049,7 @@ function render({ model, el }) {
       b.disabled = views.length <= 1;
       b.addEventListener("click", () => {
         model.set("view", view);
-        model.set("layout", "single");
+        model.set("arrangement", "single");
         model.save_changes();
       });
       tabs.append(b);
@@ -1091,7 +1094,7 @@ function render({ model, el }) {
   model.on("change:images", relayout);
   model.on("change:views", relayout);
   model.on("change:view", relayout);
-  model.on("change:layout", relayout);
+  model.on("change:arrangement", relayout);
   model.on("change:compare", relayout);
   model.on("change:runs", drawTabs);
   for (const v of Object.keys(VIEW_LABELS)) {
