@@ -143,6 +143,8 @@ class ReportViewer(anywidget.AnyWidget):
         self._sources: dict[str, Any] = {}  # view -> what the caller gave
         self._pixels: dict[str, Any] = {}  # view -> PixelData
         self._overviews: dict[str, vp.Overview] = {}
+        self._serial: dict[str, int] = {}  # view -> which image it shows (the browser's key)
+        self._previewed: set[str] = set()  # views showing a preview, not their overview
         self._run_reports: list[Report] = []
         self.observe(self._on_view, "view")
         self.observe(self._on_frame, "frame")
@@ -158,6 +160,8 @@ class ReportViewer(anywidget.AnyWidget):
         """The study's images (paths, bytes, PIL images, arrays, DICOM datasets; any may
         be None). Each is read once for its own values; the frontal is shown first."""
         given = {"frontal": frontal, "lateral": lateral, "prior": prior}
+        if frontal is not None and frontal is not self._sources.get("frontal"):
+            self._show_preview(frontal)
         sources, pixels, problems = {}, {}, []
         for view, source in given.items():
             if source is None:
@@ -174,11 +178,14 @@ class ReportViewer(anywidget.AnyWidget):
         changed = {v for v in VIEWS if sources.get(v) is not self._sources.get(v)}
         self._sources, self._pixels = sources, pixels
         self._overviews = {v: o for v, o in self._overviews.items() if v not in changed}
+        for view in changed:
+            self._serial[view] = self._serial.get(view, 0) + 1
         with self.hold_sync():
             self.images = {view: self._meta(view) for view in VIEWS if view in pixels}
             for view in VIEWS:
-                if view in changed or view not in pixels:
+                if view in changed or view not in pixels or view in self._previewed:
                     setattr(self, f"{view}_pixels", b"")
+            self._previewed.clear()
             self.views = [v for v in VIEWS if v in pixels]
             self.message = (
                 " ".join(problems) or "Load a study, or the sample study, to begin."
@@ -193,6 +200,34 @@ class ReportViewer(anywidget.AnyWidget):
             if "frontal" in changed:
                 self._reset_display()
             self._send_boxes()
+
+    def _show_preview(self, frontal: Any) -> None:
+        """Read a new frontal image and show a quick low-resolution picture of it at once;
+        :meth:`set_images` sends the overview right after."""
+        try:
+            pixels = load_pixels(frontal, name="frontal_image")
+        except CxrWidgetsError:
+            return  # set_images reads it again and says why
+        self._sources, self._pixels = {"frontal": frontal}, {"frontal": pixels}
+        self._overviews = {}
+        self._serial["frontal"] = self._serial.get("frontal", 0) + 1
+        quick = vp.preview(pixels)
+        with self.hold_sync():
+            self.images = {
+                "frontal": {
+                    **quick.meta,
+                    "view": "frontal",
+                    "serial": self._serial["frontal"],
+                    "preview": True,
+                }
+            }
+            self.lateral_pixels = self.prior_pixels = b""
+            self.frontal_pixels = quick.data
+            self.views = ["frontal"]
+            self.message = ""
+            self._reset_display()
+            self._send_boxes()
+        self._previewed.add("frontal")
 
     @property
     def frontal_source(self) -> Any:
@@ -294,9 +329,7 @@ class ReportViewer(anywidget.AnyWidget):
         return self._overviews[view]
 
     def _meta(self, view: str) -> dict[str, Any]:
-        meta = dict(self._overview(view).meta)
-        meta["view"] = view
-        return meta
+        return {**self._overview(view).meta, "view": view, "serial": self._serial.get(view, 0)}
 
     def _send_pixels(self, views: list[str]) -> None:
         for view in views:

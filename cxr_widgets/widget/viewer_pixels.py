@@ -26,8 +26,12 @@ from ..images import DEFAULT_OVERVIEW_SIDE
 
 #: Distinct levels kept in the overview (12 bits, as most radiographs store).
 OVERVIEW_LEVELS = 4096
+#: Longest side of the quick first picture sent before the overview.
+PREVIEW_SIDE = 256
 #: Longest side of a region sent for a zoomed view (about a 2x HiDPI pane).
 DETAIL_MAX_SIDE = 2048
+#: About how many pixels the histogram presets look at (a regular subsample).
+PRESET_SAMPLE = 250_000
 #: The window presets, in the order of the keys 1-5.
 PRESETS: tuple[str, ...] = ("file", "lung", "mediastinum", "bone", "full")
 PRESET_LABELS = {
@@ -87,8 +91,6 @@ def presets(pixels: Any, sample: np.ndarray | None = None) -> dict[str, list[flo
         int(rows * 0.15) : max(int(rows * 0.85), 1), int(cols * 0.15) : max(int(cols * 0.85), 1)
     ]
     values = values.ravel() if values.size else np.asarray(pixels.values, dtype=np.float64).ravel()
-    if values.size > 1_000_000:
-        values = values[:: values.size // 1_000_000 + 1]
     for name, (q0, q1) in PRESET_QUANTILES.items():
         if pixels.invert:
             q0, q1 = 1.0 - q1, 1.0 - q0
@@ -102,6 +104,20 @@ def overview(
 ) -> Overview:
     """The overview of ``pixels`` (a PixelData) for the browser, with its metadata."""
     codes, scale = pixels.overview(max_side)
+    return _packed(pixels, codes, scale, levels)
+
+
+def preview(pixels: Any, side: int = PREVIEW_SIDE, levels: int = OVERVIEW_LEVELS) -> Overview:
+    """A quick first picture: every k-th pixel (no filtering), longest side about ``side``.
+
+    Shown for the fraction of a second the overview takes to compute and travel.
+    """
+    k = max(1, math.ceil(max(pixels.width, pixels.height) / side))
+    codes = pixels.to_uint16(np.asarray(pixels.values)[::k, ::k])
+    return _packed(pixels, codes, codes.shape[1] / pixels.width, levels)
+
+
+def _packed(pixels: Any, codes: np.ndarray, scale: float, levels: int) -> Overview:
     offset, step = pixels.value_mapping()
     shift = max(0, math.ceil(math.log2(max(int(codes.max()) + 1, 1) / levels)))
     if shift:
@@ -116,9 +132,8 @@ def describe(
 ) -> dict[str, Any]:
     """The JSON metadata of one image: sizes, value mapping, window, presets, notes."""
     sample = np.asarray(pixels.values)
-    if sample.size > 4_000_000:
-        sample = sample[:: max(1, sample.shape[0] // 1000), :: max(1, sample.shape[1] // 1000)]
-    table = presets(pixels, sample)
+    stride = max(1, round((sample.size / PRESET_SAMPLE) ** 0.5))
+    table = presets(pixels, sample[::stride, ::stride])
     level, width = table["file"]
     return {
         "width": pixels.width,

@@ -7,7 +7,7 @@ const VIEW_LABELS = { frontal: "Frontal", lateral: "Lateral", prior: "Prior" };
 const HIT_SLOP = 6; // screen px around a box that still counts as a click on it
 const MAX_ZOOM_PX = 32; // screen px per image pixel at the most
 const MIN_ZOOM = 8; // zoom relative to fit always reaches at least 8x
-const SETTLE_MS = 180; // quiet time before asking the kernel for detail
+const SETTLE_MS = 120; // quiet time before asking the kernel for detail
 const KEYS = [
   ["r", "reset view and window"],
   ["i", "invert"],
@@ -384,7 +384,9 @@ function render({ model, el }) {
     const missing = [];
     for (const p of panes) {
       const m = meta(p.view);
-      if (m && p.meta !== m) {
+      if (m && p.meta !== m && p.meta && p.meta.serial === m.serial) {
+        p.meta = m; // the same image at a better resolution (preview -> overview)
+      } else if (m && p.meta !== m) {
         p.meta = m;
         p.detail = null;
         if (p === panes[0]) {
@@ -428,7 +430,10 @@ function render({ model, el }) {
     if (layers[view] && layers[view].meta === m && layers[view].data === data) return;
     if (loading[view] && loading[view].data === data) return loading[view].promise;
     const promise = (async () => {
+      const t0 = performance.now();
       const { codes, max } = await decodeCodes(data, m.ow, m.oh);
+      root.dataset.decodeMs = String(Math.round(performance.now() - t0));
+      root.dataset.arrivedAt = String(performance.timeOrigin + t0);
       const layer = new Layer(codes, max, m.ow, m.oh, m.offset, m.step);
       layer.meta = m;
       layer.data = data;
@@ -534,15 +539,26 @@ function render({ model, el }) {
     ctx.fillStyle = "#000";
     ctx.fillRect(0, 0, canvas.width, canvas.height);
     const layer = layers[p.view];
-    if (!p.meta || !layer || layer.meta !== p.meta) { drawOverlay(p); return; }
+    // A preview's layer stays on screen until the overview of the same image is decoded.
+    if (!p.meta || !layer || layer.meta.serial !== p.meta.serial) { drawOverlay(p); return; }
     const { s, tx, ty } = xform(p);
     const { level, width, invert } = windowOf(p);
     layer.paint(level, width, invert);
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.imageSmoothingEnabled = s * dpr < 2;
     ctx.drawImage(layer.canvas, tx, ty, p.meta.width * s, p.meta.height * s);
+    if (!layer.shownAt) {
+      // When this picture was first on screen (wall clock, for bench/bench_viewer.py).
+      layer.shownAt = performance.timeOrigin + performance.now();
+      const key = `${p.view}:${layer.meta.serial}`;
+      if (root.dataset.pictureOf !== key) {
+        root.dataset.pictureOf = key;
+        root.dataset.pictureAt = String(layer.shownAt);
+      }
+      if (!layer.meta.preview) root.dataset.sharpAt = String(layer.shownAt);
+    }
     const d = p.detail;
-    if (d && d.meta === p.meta) {
+    if (d && d.meta.serial === p.meta.serial) {
       d.layer.paint(level, width, invert);
       ctx.drawImage(d.layer.canvas, tx + d.x * s, ty + d.y * s, d.w * s, d.h * s);
     }
@@ -651,7 +667,7 @@ function render({ model, el }) {
     const y1 = Math.min(p.meta.height, Math.ceil(iy1));
     if (x1 <= x0 || y1 <= y0) return;
     const d = p.detail;
-    if (d && d.meta === p.meta && d.x <= x0 && d.y <= y0 && d.x + d.w >= x1 && d.y + d.h >= y1 && d.scale >= need * 0.95) return;
+    if (d && d.meta.serial === p.meta.serial && d.x <= x0 && d.y <= y0 && d.x + d.w >= x1 && d.y + d.h >= y1 && d.scale >= need * 0.95) return;
     const side = Math.ceil(Math.max(x1 - x0, y1 - y0) * need);
     const id = ++requestId;
     p.pending = { id, t0: performance.now() };
@@ -682,14 +698,15 @@ function render({ model, el }) {
   // The value at original pixel (col,row): exact from a full-resolution detail, else ≈ from the overview.
   function valueAt(p, col, row) {
     const d = p.detail;
-    if (d && d.meta === p.meta && d.scale >= 1 && col >= d.x && row >= d.y && col < d.x + d.w && row < d.y + d.h) {
+    if (d && d.meta.serial === p.meta.serial && d.scale >= 1 && col >= d.x && row >= d.y && col < d.x + d.w && row < d.y + d.h) {
       return { value: d.layer.value((row - d.y) * d.ow + (col - d.x)), exact: true };
     }
     const layer = layers[p.view];
     if (!layer) return null;
-    const ox = Math.min(layer.w - 1, Math.floor(col * p.meta.scale));
-    const oy = Math.min(layer.h - 1, Math.floor(row * p.meta.scale));
-    return { value: layer.value(oy * layer.w + ox), exact: p.meta.scale >= 1 && layer.step === p.meta.step };
+    const sc = layer.meta.scale;
+    const ox = Math.min(layer.w - 1, Math.floor(col * sc));
+    const oy = Math.min(layer.h - 1, Math.floor(row * sc));
+    return { value: layer.value(oy * layer.w + ox), exact: sc >= 1 && layer.step === p.meta.step };
   }
 
   function showProbe(p, px, py) {
@@ -750,7 +767,11 @@ function render({ model, el }) {
       const mode = e.button === 1 || e.shiftKey || e.ctrlKey ? "pan" : e.button === 0 ? tool : null;
       if (!mode) return;
       e.preventDefault();
-      p.el.setPointerCapture(e.pointerId);
+      try {
+        p.el.setPointerCapture(e.pointerId);
+      } catch (err) {
+        // A synthetic pointer (scripts, tests) cannot be captured; the drag works without.
+      }
       drag = { mode, x, y, x0: x, y0: y, moved: false, target: e.target, win: { ...p.win }, cam: { ...p.cam, ...camCenter(p) } };
       p.dragging = true;
       if (mode === "measure") {
