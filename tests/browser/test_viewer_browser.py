@@ -626,3 +626,39 @@ def test_bad_inputs_show_a_picture_and_say_what_was_done(lab_page, lab_root: Pat
         grey = canvas_grey(page, [(pane_state(page)["w"] / 2, pane_state(page)["h"] / 2)])
         assert 0 <= grey[0] <= 255
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_panel_viewer_screenshots_lung_zoom_and_side_by_side(lab_page) -> None:
+    """The sample study in ReportGenWidget: lung window zoomed on a finding, then
+    frontal and prior side by side; both saved for the README."""
+    page = lab_page
+    show(
+        page,
+        "__import__('cxr_widgets').ReportGenWidget(demo_latency=0)\n"
+        "v.load_study(__import__('cxr_widgets.samples').samples.sample_study(with_prior=True))\n"
+        "v.generate()\nw, v = v, v.viewer\n"
+        "area = lambda f: min((b.x_max - b.x_min) * (b.y_max - b.y_min) for b in f.boxes)\n"
+        "grounded = sorted((i for i, f in enumerate(w.report.findings) if f.boxes),\n"
+        "                  key=lambda i: area(w.report.findings[i]))\n"
+        "v.preset = 'lung'\nv.zoom_to_finding(grounded[0])\nw",
+    )
+    page.wait_for_timeout(800)
+    state = kernel(page, "out([v.preset, v.camera['zoom'], v.selected, grounded[0]])")
+    assert state[0] == "lung" and state[1] > 1.2 and state[2] == state[3]
+    highlighted = page.locator(f"{VIEWER} >> rect.cxr-box.cxr-highlight").count()
+    assert highlighted == kernel(page, "out(len(w.report.findings[grounded[0]].boxes))")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator(VIEWER).screenshot(path=str(SHOTS / "viewer_lung_zoom.png"))
+
+    run_cell(page, "v.reset_view()\nv.arrangement = 'views'")
+    page.wait_for_function(
+        """() => { const r = [...document.querySelectorAll('.cxr-viewer')].pop();
+                   return r.querySelectorAll('.cxr-pane').length === 2 && +r.dataset.ready >= 2; }"""
+    )
+    page.wait_for_timeout(600)
+    views = page.evaluate(
+        """() => [...[...document.querySelectorAll('.cxr-viewer')].pop()
+                  .querySelectorAll('.cxr-pane')].map((p) => p.dataset.view)"""
+    )
+    assert views == ["frontal", "prior"]
+    page.locator(VIEWER).screenshot(path=str(SHOTS / "viewer_side_by_side.png"))

@@ -512,9 +512,11 @@ function render({ model, el }) {
     const dpr = window.devicePixelRatio || 1;
     for (const p of panes) {
       const r = p.el.getBoundingClientRect();
-      const cw = Math.max(1, Math.round(r.width));
-      const ch = Math.max(1, Math.round(r.height));
+      if (r.width < 2 || r.height < 2) continue; // not laid out yet (hidden output, tab)
+      const cw = Math.round(r.width);
+      const ch = Math.round(r.height);
       if (cw !== p.cw || ch !== p.ch) {
+        settle(p);
         p.cw = cw;
         p.ch = ch;
         p.canvas.width = Math.round(cw * dpr);
