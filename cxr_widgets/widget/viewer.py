@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,15 @@ def finding_rows(report: Report) -> list[dict[str, Any]]:
         }
         for index, finding in enumerate(report.findings)
     ]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """The same image source: the same object, or the same path (a study rebuilt with
+    ``Study.replace`` names its files again)."""
+    if a is b:
+        return True
+    paths = (str, os.PathLike)
+    return isinstance(a, paths) and isinstance(b, paths) and os.fspath(a) == os.fspath(b)
 
 
 class ReportViewer(anywidget.AnyWidget):
@@ -160,13 +170,14 @@ class ReportViewer(anywidget.AnyWidget):
         """The study's images (paths, bytes, PIL images, arrays, DICOM datasets; any may
         be None). Each is read once for its own values; the frontal is shown first."""
         given = {"frontal": frontal, "lateral": lateral, "prior": prior}
-        if frontal is not None and frontal is not self._sources.get("frontal"):
+        if frontal is not None and not _same(frontal, self._sources.get("frontal")):
             self._show_preview(frontal)
         sources, pixels, problems = {}, {}, []
         for view, source in given.items():
             if source is None:
                 continue
-            if source is self._sources.get(view):
+            if _same(source, self._sources.get(view)):
+                source = self._sources[view]
                 sources[view], pixels[view] = source, self._pixels[view]
                 continue
             try:
@@ -175,7 +186,7 @@ class ReportViewer(anywidget.AnyWidget):
                 problems.append(f"{view} image not shown: {exc}")
                 continue
             sources[view] = source
-        changed = {v for v in VIEWS if sources.get(v) is not self._sources.get(v)}
+        changed = {v for v in VIEWS if not _same(sources.get(v), self._sources.get(v))}
         self._sources, self._pixels = sources, pixels
         self._overviews = {v: o for v, o in self._overviews.items() if v not in changed}
         for view in changed:

@@ -200,12 +200,19 @@ def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: P
     page.locator(f"{ROOT} .cxr-toggle-crop input").check()
     square = page.locator(f"{ROOT} .cxr-crop-square")
     square.wait_for()
-    _, _, width, height = (
-        float(v) for v in page.get_attribute(f"{ROOT} svg.cxr-svg", "viewBox").split()
+    # Drawn in pane pixels: map it back to image pixels through the pane's transform.
+    pane = page.locator(f"{ROOT} .cxr-pane").first
+    scale, tx, ty = (float(pane.get_attribute(f"data-{k}")) for k in ("scale", "tx", "ty"))
+    width, height = kernel_json(page, "[w.viewer.width, w.viewer.height]")
+    side = float(square.get_attribute("width")) / scale
+    assert side == pytest.approx(float(square.get_attribute("height")) / scale, abs=1e-6)
+    assert side == pytest.approx(min(width, height), abs=0.01)
+    assert (float(square.get_attribute("x")) - tx) / scale == pytest.approx(
+        (width - side) // 2, abs=0.01
     )
-    side = float(square.get_attribute("width"))
-    assert side == float(square.get_attribute("height")) == min(width, height)
-    assert float(square.get_attribute("y")) == (height - side) // 2
+    assert (float(square.get_attribute("y")) - ty) / scale == pytest.approx(
+        (height - side) // 2, abs=0.01
+    )
 
     # "all boxes" off: only the hovered finding's boxes stay visible.
     page.locator(f"{ROOT} .cxr-toggle-boxes input").uncheck()
