@@ -240,13 +240,13 @@ def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: P
     )
     second = expected_boxes(page)
     wait_boxes(page, second)
-    image = f"{ROOT} image.cxr-image"
-    frontal_href = page.get_attribute(image, "href")
     page.locator(f'{ROOT} .cxr-view-tab[data-view="prior"]').click()
+    # The viewer draws the prior (its first picture on the canvas) in a pane of its own.
     page.wait_for_function(
-        "([sel, old]) => document.querySelector(sel).getAttribute('href') !== old",
-        arg=[image, frontal_href],
+        "(sel) => (document.querySelector(sel).dataset.pictureOf || '').startsWith('prior:')",
+        arg=f"{ROOT} .cxr-viewer",
     )
+    assert page.locator(f'{ROOT} .cxr-pane[data-view="prior"]').count() == 1
     assert page.locator(BOX).count() == 0
     assert "boxes refer to the frontal image" in page.locator(f"{ROOT} .cxr-caption").inner_text()
     page.locator(f'{ROOT} .cxr-view-tab[data-view="frontal"]').click()
@@ -473,9 +473,11 @@ def test_upload_25mb_dicom_becomes_frontal(
     assert nbytes == dicom.stat().st_size
     assert digest == hashlib.sha256(dicom.read_bytes()).hexdigest()
     # The viewer shows it: the drawing's aspect ratio is the upload's.
-    view_box = page.get_attribute(f"{ROOT} svg.cxr-svg", "viewBox")
-    _, _, shown_w, shown_h = (float(v) for v in view_box.split())
-    assert abs(shown_w / shown_h - width / height) < 0.01
+    page.wait_for_function(
+        "(sel) => (document.querySelector(sel).dataset.pictureOf || '').startsWith('frontal:')",
+        arg=f"{ROOT} .cxr-viewer",
+    )
+    assert kernel_json(page, "[w.viewer.width, w.viewer.height]") == [width, height]
     # It travelled in pieces, each under Tornado's 10 MiB websocket message limit.
     _, sent = frames.since(mark)
     assert sum(map(len, sent)) >= dicom.stat().st_size
