@@ -647,6 +647,10 @@ def test_panel_viewer_screenshots_lung_zoom_and_side_by_side(lab_page) -> None:
     assert state[0] == "lung" and state[1] > 1.2 and state[2] == state[3]
     highlighted = page.locator(f"{VIEWER} >> rect.cxr-box.cxr-highlight").count()
     assert highlighted == kernel(page, "out(len(w.report.findings[grounded[0]].boxes))")
+    # The DEMO banner sits above the image, never over it.
+    banner = page.locator(f"{VIEWER} >> .cxr-demo-overlay").bounding_box()
+    stage = page.locator(f"{VIEWER} >> .cxr-stage").bounding_box()
+    assert banner and stage and banner["y"] + banner["height"] <= stage["y"]
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.locator(VIEWER).screenshot(path=str(SHOTS / "viewer_lung_zoom.png"))
 
@@ -662,3 +666,28 @@ def test_panel_viewer_screenshots_lung_zoom_and_side_by_side(lab_page) -> None:
     )
     assert views == ["frontal", "prior"]
     page.locator(VIEWER).screenshot(path=str(SHOTS / "viewer_side_by_side.png"))
+
+
+def test_central_square_stands_out_on_a_near_square_image(lab_page) -> None:
+    """On a 1000 x 960 image the square is nearly the whole image: it still gets a dark
+    halo under a bright dashed line, and its edges lie on the right image pixels."""
+    page = lab_page
+    show(
+        page,
+        "show(np.full((960, 1000), 2000, np.uint16) + np.arange(1000, dtype=np.uint16), report=None, show_crop=True)",
+    )
+    st = pane_state(page)
+    halo = page.locator(f"{VIEWER} >> rect.cxr-crop-halo")
+    square = page.locator(f"{VIEWER} >> rect.cxr-crop-square")
+    assert halo.count() == 1 and square.count() == 1
+    x = (float(square.get_attribute("x")) - st["tx"]) / st["s"]
+    side = float(square.get_attribute("width")) / st["s"]
+    assert x == pytest.approx(20, abs=0.01) and side == pytest.approx(960, abs=0.01)
+    stroke = page.evaluate(
+        """() => { const r = [...document.querySelectorAll('.cxr-viewer')].pop();
+                   const h = getComputedStyle(r.querySelector('rect.cxr-crop-halo'));
+                   const s = getComputedStyle(r.querySelector('rect.cxr-crop-square'));
+                   return [h.stroke, h.strokeWidth, s.stroke, s.strokeDasharray]; }"""
+    )
+    assert stroke[0].startswith("rgba(0, 0, 0") and float(stroke[1].rstrip("px")) >= 3
+    assert stroke[2] == "rgb(255, 255, 255)" and stroke[3] != "none"
