@@ -286,7 +286,10 @@ function render({ model, el }) {
     for (const p of panes) p.el.dataset.tool = name;
   }
 
-  function primary() { return panes[0]; }
+  // The Python traits (window, invert, preset, camera) describe the frontal pane of the
+  // shown run; the toolbar acts on it, or on the first pane when no frontal is shown.
+  function frontalPane() { return panes.find((p) => p.view === "frontal" && p.run === "current"); }
+  function primary() { return frontalPane() || panes[0]; }
 
   // Panes sharing window or camera with `pane` (itself included).
   function linked(pane, what) {
@@ -307,8 +310,8 @@ function render({ model, el }) {
   }
 
   function saveDisplay() {
-    const p = primary();
-    if (!p) return;
+    const p = frontalPane();
+    if (!p || !p.meta) return;
     model.set("window", [p.win.level, p.win.width]);
     model.set("invert", p.win.invert);
     model.set("camera", { zoom: p.cam.zoom, x: p.cam.x, y: p.cam.y });
@@ -322,9 +325,11 @@ function render({ model, el }) {
       const w = q.meta && q.meta.presets[name];
       if (w) { q.win = { ...q.win, level: w[0], width: w[1] }; schedule(q); }
     }
-    model.set("preset", name);
-    model.set("window", [p.win.level, p.win.width]);
-    model.save_changes();
+    if (p === frontalPane()) {
+      model.set("preset", name);
+      model.set("window", [p.win.level, p.win.width]);
+      model.save_changes();
+    }
     drawWindowReadout();
   }
 
@@ -354,6 +359,8 @@ function render({ model, el }) {
     el.dataset.run = spec.run;
     el.dataset.tool = tool;
     const canvas = html("canvas", "cxr-canvas");
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", `${VIEW_LABELS[spec.view] || spec.view} image`);
     const overlay = svg("svg", { class: "cxr-svg" });
     const label = html("div", "cxr-pane-label");
     el.append(canvas, overlay, label);
@@ -389,14 +396,15 @@ function render({ model, el }) {
       } else if (m && p.meta !== m) {
         p.meta = m;
         p.detail = null;
-        if (p === panes[0]) {
+        if (p === frontalPane()) {
           const [level, width] = model.get("window");
           p.win = { level, width, invert: model.get("invert") };
           p.cam = camFromModel(p);
         } else if (!panes.some((q) => q !== p && q.view === p.view && q.meta === m)) {
           p.win = { level: m.window[0], width: m.window[1], invert: m.invert };
         }
-        if (model.get("link_window") && p !== panes[0] && panes[0].meta) p.win = { ...panes[0].win };
+        const lead = primary();
+        if (model.get("link_window") && p !== lead && lead.meta) p.win = { ...lead.win };
       }
       if (!p.meta) continue;
       const data = model.get(`${p.view}_pixels`);
@@ -524,7 +532,7 @@ function render({ model, el }) {
         p.overlay.setAttribute("viewBox", `0 0 ${cw} ${ch}`);
         if (p.cam.rect) p.cam = rectCam(p, p.cam.rect);
       }
-      if (p === panes[0] && model.get("camera").rect && p.meta) {
+      if (p === frontalPane() && model.get("camera").rect && p.meta) {
         p.cam = rectCam(p, model.get("camera").rect);
         settle(p);
         saveDisplay();
@@ -815,7 +823,7 @@ function render({ model, el }) {
         return;
       }
       if (d.mode === "measure") finishMeasure(p);
-      if (d.mode === "wl") model.set("preset", "custom");
+      if (d.mode === "wl" && linked(p, "window").includes(frontalPane())) model.set("preset", "custom");
       if (d.mode === "pan") settle(p);
       saveDisplay();
     };
@@ -1124,18 +1132,18 @@ function render({ model, el }) {
     model.on(`change:${v}_pixels`, () => { ensureLayer(v); redrawPanes(); });
   }
   model.on("change:window", () => {
-    const p = primary();
+    const p = frontalPane();
     if (!p) return;
     const [level, width] = model.get("window");
     if (level !== p.win.level || width !== p.win.width) setWindow(p, level, width, p.win.invert);
   });
   model.on("change:invert", () => {
-    const p = primary();
+    const p = frontalPane();
     if (p && p.win.invert !== model.get("invert")) setWindow(p, p.win.level, p.win.width, model.get("invert"));
   });
   model.on("change:preset", drawWindowReadout);
   model.on("change:camera", () => {
-    const p = primary();
+    const p = frontalPane();
     if (!p || !p.meta) return;
     const c = camFromModel(p);
     if (c.zoom !== p.cam.zoom || c.x !== p.cam.x || c.y !== p.cam.y) {
