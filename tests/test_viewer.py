@@ -261,3 +261,25 @@ def test_unreadable_image_is_named_and_the_rest_is_kept(rg1_path: Path) -> None:
     assert any("lateral image not shown" in w for w in v.warnings)
     v.set_images(b"still not an image")
     assert v.views == [] and "frontal image not shown" in v.message
+
+
+def test_new_frontal_shows_a_preview_then_the_overview_and_keeps_the_lateral(
+    rg1_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cxr_widgets.widget.viewer as module
+
+    calls: list = []
+    real = module.load_pixels
+    monkeypatch.setattr(module, "load_pixels", lambda s, **k: calls.append(s) or real(s, **k))
+    lateral = np.zeros((40, 30), np.uint8)
+    v = ReportViewer()
+    sent: list[tuple[int, bool]] = []
+    v.observe(
+        lambda c: sent.append((len(c["new"]), "preview" in c["new"].get("frontal", {}))), "images"
+    )
+    v.set_images(str(rg1_path), lateral=lateral)
+    assert sent[0][1] and not sent[-1][1]  # the quick picture first, then the overview
+    assert v.images["frontal"]["ow"] == 964 and "preview" not in v.images["frontal"]
+    v.set_images(np.full((50, 60), 3, np.uint16), lateral=lateral)
+    assert [type(c).__name__ for c in calls] == ["str", "ndarray", "ndarray"]  # lateral once
+    assert v.views == ["frontal", "lateral"]

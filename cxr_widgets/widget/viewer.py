@@ -219,8 +219,10 @@ class ReportViewer(anywidget.AnyWidget):
             pixels = load_pixels(frontal, name="frontal_image")
         except CxrWidgetsError:
             return  # set_images reads it again and says why
-        self._sources, self._pixels = {"frontal": frontal}, {"frontal": pixels}
-        self._overviews = {}
+        # Lateral and prior stay read (set_images keeps them when they are the same).
+        self._sources = {**self._sources, "frontal": frontal}
+        self._pixels = {**self._pixels, "frontal": pixels}
+        self._overviews.pop("frontal", None)
         self._serial["frontal"] = self._serial.get("frontal", 0) + 1
         quick = vp.preview(pixels)
         with self.hold_sync():
