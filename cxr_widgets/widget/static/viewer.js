@@ -891,13 +891,20 @@ function render({ model, el }) {
   function clickAt(p, px, py, target) {
     if (p.view !== "frontal") return;
     const labelNode = target && target.closest && target.closest(".cxr-box-label");
-    if (labelNode && labelNode.box) { choose(labelNode.box.finding); lastClick = null; return; }
+    if (labelNode && labelNode.box) {
+      lastClick = null;
+      if (p.run !== "compare") setSelected(labelNode.box.finding);
+      return;
+    }
     const { s } = xform(p);
     const [ix, iy] = toImage(p, px, py);
-    const slop = HIT_SLOP / s;
-    const shapes = model.get(p.run === "compare" ? "compare_boxes" : "boxes")
+    const all = model.get(p.run === "compare" ? "compare_boxes" : "boxes");
+    const within = (slop) => all
       .filter((b) => ix >= b.x0 - slop && ix <= b.x1 + slop && iy >= b.y0 - slop && iy <= b.y1 + slop)
       .sort((a, b) => area(a) - area(b));
+    // Boxes containing the point (the smallest first, as drawn on top); else one just outside.
+    let shapes = within(0);
+    if (!shapes.length) shapes = within(HIT_SLOP / s);
     if (!shapes.length) { lastClick = null; if (model.get("selected") >= 0) choose(-1); return; }
     let pick = 0;
     if (lastClick && lastClick.pane === p && Math.hypot(lastClick.x - px, lastClick.y - py) < 4) {
