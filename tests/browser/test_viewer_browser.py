@@ -635,7 +635,7 @@ def test_panel_viewer_screenshots_lung_zoom_and_side_by_side(lab_page) -> None:
     show(
         page,
         "__import__('cxr_widgets').ReportGenWidget(demo_latency=0)\n"
-        "v.load_study(__import__('cxr_widgets.samples').samples.sample_study(with_prior=True))\n"
+        "v.load_study(__import__('cxr_widgets.samples').samples.sample_study('nema', with_prior=True))\n"
         "v.generate()\nw, v = v, v.viewer\n"
         "area = lambda f: min((b.x_max - b.x_min) * (b.y_max - b.y_min) for b in f.boxes)\n"
         "grounded = sorted((i for i, f in enumerate(w.report.findings) if f.boxes),\n"
