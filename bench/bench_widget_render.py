@@ -22,8 +22,8 @@ client ~40 ms per message; in Chromium it made no measurable difference).
 Three cases, interleaved so they share the machine's load: a minimal
 anywidget drawing rects (the floor), a new report on the image already shown
 (boxes and table only), and a new report with a new image (the display JPEG is
-sent too; "image decoded" times an Image.decode() of the viewer's new blob,
-since SVG <image> fires no load event in Chromium).
+sent too; "image decoded" is when the viewer first draws the new image on its
+canvas, which it stamps on its root element).
 
 Bytes: every websocket frame the page receives while the sample study is
 loaded and generated (through the buttons, and through load_study() and
@@ -82,19 +82,15 @@ OBSERVER = """
 
 IMAGE_OBSERVER = """
 () => {
-  const stamp = () => performance.timeOrigin + performance.now();
   const images = (window.__cxrImages = []);
-  // SVG <image> fires no load event in Chromium: when the viewer's image gets a new
-  // blob URL, decode that blob with an Image and stamp when it is ready to paint.
+  // The viewer stamps data-picture-at (wall clock) when a new image is first drawn
+  // on its canvas.
   new MutationObserver((mutations) => {
     for (const m of mutations) {
-      const href = m.target.getAttribute("href");
-      if (!m.target.classList.contains("cxr-image") || !href) continue;
-      const img = new Image();
-      img.src = href;
-      img.decode().then(() => images.push(stamp()), () => {});
+      const at = Number(m.target.dataset.pictureAt);
+      if (m.target.classList.contains("cxr-viewer") && at) images.push(at);
     }
-  }).observe(document.body, { attributes: true, attributeFilter: ["href"], subtree: true });
+  }).observe(document.body, { attributes: true, attributeFilter: ["data-picture-at"], subtree: true });
 }
 """
 

@@ -70,6 +70,9 @@ def test_every_case_raises_a_package_error_with_a_clean_message(
     assert len(cases) >= 50
     for case in cases:
         error = case.error
+        if case.category == "Image viewer":  # shown, not refused: a note says what was done
+            assert error is None and case.note.strip(), case.input
+            continue
         assert error is not None, f"{case.input}: nothing was raised"
         assert isinstance(error, CxrWidgetsError), f"{case.input}: {type(error).__name__}"
         message = str(error)

@@ -282,7 +282,9 @@ def check_widget(nb: Any, workdir: Path) -> None:
     assert viewer["has_report"] is True and viewer["demo"] is True
     assert viewer["boxes"], "the shown report has no boxes"
     assert {b["finding"] for b in viewer["boxes"]} <= {f["index"] for f in viewer["findings"]}
-    assert viewer["width"] > 0 and viewer["height"] > 0
+    frontal = viewer["images"]["frontal"]
+    assert frontal["width"] > 0 and frontal["height"] > 0
+    assert set(frontal["presets"]) >= {"file", "lung", "full"}
     text = _texts(nb)
     assert re.search(r"\d+ findings, [1-9]\d* boxes", text)
     assert "run 2:" in text  # the history lists both generations

@@ -226,7 +226,8 @@ def test_server_path_loads_a_png(widget: ReportGenWidget, tmp_path: Path, rg1_pa
     assert slot.info.error == ""
     assert widget.study.frontal_image == str(png)
     assert "PNG 768x816" in slot.info.summary
-    assert widget.viewer.width > 0 and widget.viewer.image[:3] == b"\xff\xd8\xff"
+    assert (widget.viewer.width, widget.viewer.height) == (768, 816)
+    assert widget.viewer.images["frontal"]["ow"] == 768 and widget.viewer.frontal_pixels
 
 
 # --- uploads -------------------------------------------------------------------------
@@ -297,9 +298,8 @@ def test_boxes_sent_to_viewer_match_box_to_pixels(widget: ReportGenWidget) -> No
     widget.load_study(sample_study("nema"))
     report = widget.generate()
     viewer = widget.viewer
-    w, h = viewer.width, viewer.height
-    assert max(w, h) <= 1024
-    assert Image.open(io.BytesIO(viewer.image)).size == (w, h)
+    w, h = viewer.width, viewer.height  # the original image: boxes follow it at any zoom
+    assert (w, h) == widget.studypanel.slots["frontal"].prepared.original_size
     for frame in ("center_crop", "full"):
         viewer.set_state({"frame": frame})
         expected = [
@@ -334,11 +334,11 @@ def test_prior_view_shows_its_image_without_boxes(widget: ReportGenWidget) -> No
     widget.generate()
     viewer = widget.viewer
     assert viewer.views == ["frontal", "prior"]
-    frontal_image = viewer.image
+    assert viewer.frontal_pixels and not viewer.prior_pixels  # sent when first shown
     viewer.set_state({"view": "prior"})
-    assert viewer.image != frontal_image and viewer.boxes == []
-    viewer.set_state({"view": "frontal"})
-    assert viewer.image == frontal_image and len(viewer.boxes) == widget.report.n_boxes
+    assert viewer.prior_pixels and viewer.prior_pixels != viewer.frontal_pixels
+    # Boxes refer to the frontal image: the browser draws them on frontal panes only.
+    assert len(viewer.boxes) == widget.report.n_boxes
 
 
 # --- running ---------------------------------------------------------------------------

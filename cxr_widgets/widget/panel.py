@@ -35,7 +35,7 @@ from .history import RunRecord, run_label
 from .parts import DEMO_BADGE, ExportList, Header
 from .runner import Job, Runner
 from .study_panel import StudyPanel, StudyState
-from .viewer import ReportViewer
+from .viewer import VIEWS, ReportViewer
 
 #: The demo backend's simulated model time, so the spinner is seen.
 DEMO_LATENCY = 0.8
@@ -208,7 +208,7 @@ class ReportGenWidget(widgets.VBox):
         if record is not None:
             image = getattr(record.images.get("frontal_image"), "image", None)
         elif self.report is not None:
-            image = self.viewer._pictures.get("frontal")
+            image = getattr(self.studypanel.prepared.get("frontal_image"), "image", None)
         return static_view(self.report, image, self.viewer.caption)
 
     def _update_static_view(self) -> None:
@@ -308,13 +308,8 @@ class ReportGenWidget(widgets.VBox):
         self._update_exports()
 
     def _show_images(self, state: StudyState) -> None:
-        images = state.images
-        self.viewer.set_images(
-            *(
-                getattr(images.get(c), "image", None)
-                for c in ("frontal_image", "lateral_image", "prior_image")
-            )
-        )
+        # The viewer reads each source once for its own values (window/level, zoom).
+        self.viewer.set_images(*(getattr(state.slots.get(v), "source", None) for v in VIEWS))
 
     # --- generating -------------------------------------------------------------------
     def _request(self) -> tuple[PreparedRequest, StudyState]:
@@ -431,19 +426,19 @@ class ReportGenWidget(widgets.VBox):
         """Show any report (e.g. loaded from JSON) over its own or the loaded frontal image."""
         frontal = getattr(report, "frontal_image", None)
         if frontal is None:
-            prepared = self.studypanel.prepared.get("frontal_image")
-            frontal = getattr(prepared, "image", None)
+            frontal = self.studypanel.slots["frontal"].source
         self._shown = None
         self.export_list.clear()
         with self.viewer.hold_sync():
-            if frontal is not None and frontal is not self.viewer._pictures.get("frontal"):
+            if frontal is not None and frontal is not self.viewer.frontal_source:
                 self.viewer.set_images(frontal)
             self.viewer.set_report(report, caption)
-            if frontal is not None and _shape_differs(report.image_size, frontal.size):
+            shown = self.viewer.pixels.get("frontal")
+            if shown is not None and _shape_differs(report.image_size, shown.size):
                 self.viewer.warnings = [
                     *self.viewer.warnings,
                     f"the report was made for a {report.image_size[0]}x{report.image_size[1]} "
-                    f"image but is shown on a {frontal.size[0]}x{frontal.size[1]} one: the "
+                    f"image but is shown on a {shown.size[0]}x{shown.size[1]} one: the "
                     "boxes may be misplaced",
                 ]
         self._update_exports()
@@ -468,6 +463,7 @@ class ReportGenWidget(widgets.VBox):
     def _refresh_history_options(self) -> None:
         total = len(self._history)
         options = [(run_label(r, i + 1, total), i) for i, r in enumerate(self._history)]
+        self.viewer.set_runs([(label, self._history[i].report) for label, i in options])
         self.history_select.unobserve(self._pick_history, "value")
         self.history_select.options = [("current study (not generated)", CURRENT), *options]
         self.history_select.value = self._shown if self._shown is not None else CURRENT

@@ -200,12 +200,19 @@ def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: P
     page.locator(f"{ROOT} .cxr-toggle-crop input").check()
     square = page.locator(f"{ROOT} .cxr-crop-square")
     square.wait_for()
-    _, _, width, height = (
-        float(v) for v in page.get_attribute(f"{ROOT} svg.cxr-svg", "viewBox").split()
+    # Drawn in pane pixels: map it back to image pixels through the pane's transform.
+    pane = page.locator(f"{ROOT} .cxr-pane").first
+    scale, tx, ty = (float(pane.get_attribute(f"data-{k}")) for k in ("scale", "tx", "ty"))
+    width, height = kernel_json(page, "[w.viewer.width, w.viewer.height]")
+    side = float(square.get_attribute("width")) / scale
+    assert side == pytest.approx(float(square.get_attribute("height")) / scale, abs=1e-6)
+    assert side == pytest.approx(min(width, height), abs=0.01)
+    assert (float(square.get_attribute("x")) - tx) / scale == pytest.approx(
+        (width - side) // 2, abs=0.01
     )
-    side = float(square.get_attribute("width"))
-    assert side == float(square.get_attribute("height")) == min(width, height)
-    assert float(square.get_attribute("y")) == (height - side) // 2
+    assert (float(square.get_attribute("y")) - ty) / scale == pytest.approx(
+        (height - side) // 2, abs=0.01
+    )
 
     # "all boxes" off: only the hovered finding's boxes stay visible.
     page.locator(f"{ROOT} .cxr-toggle-boxes input").uncheck()
@@ -233,13 +240,13 @@ def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: P
     )
     second = expected_boxes(page)
     wait_boxes(page, second)
-    image = f"{ROOT} image.cxr-image"
-    frontal_href = page.get_attribute(image, "href")
     page.locator(f'{ROOT} .cxr-view-tab[data-view="prior"]').click()
+    # The viewer draws the prior (its first picture on the canvas) in a pane of its own.
     page.wait_for_function(
-        "([sel, old]) => document.querySelector(sel).getAttribute('href') !== old",
-        arg=[image, frontal_href],
+        "(sel) => (document.querySelector(sel).dataset.pictureOf || '').startsWith('prior:')",
+        arg=f"{ROOT} .cxr-viewer",
     )
+    assert page.locator(f'{ROOT} .cxr-pane[data-view="prior"]').count() == 1
     assert page.locator(BOX).count() == 0
     assert "boxes refer to the frontal image" in page.locator(f"{ROOT} .cxr-caption").inner_text()
     page.locator(f'{ROOT} .cxr-view-tab[data-view="frontal"]').click()
@@ -466,9 +473,12 @@ def test_upload_25mb_dicom_becomes_frontal(
     assert nbytes == dicom.stat().st_size
     assert digest == hashlib.sha256(dicom.read_bytes()).hexdigest()
     # The viewer shows it: the drawing's aspect ratio is the upload's.
-    view_box = page.get_attribute(f"{ROOT} svg.cxr-svg", "viewBox")
-    _, _, shown_w, shown_h = (float(v) for v in view_box.split())
-    assert abs(shown_w / shown_h - width / height) < 0.01
+    page.wait_for_function(
+        "(sel) => (document.querySelector(sel).dataset.pictureOf || '').startsWith('frontal:')",
+        arg=f"{ROOT} .cxr-viewer",
+    )
+    assert kernel_json(page, "[w.viewer.width, w.viewer.height]") == [width, height]
+    shown = page.get_attribute(f"{ROOT} .cxr-viewer", "data-picture-of")
     # It travelled in pieces, each under Tornado's 10 MiB websocket message limit.
     _, sent = frames.since(mark)
     assert sum(map(len, sent)) >= dicom.stat().st_size
@@ -491,7 +501,7 @@ def test_upload_25mb_dicom_becomes_frontal(
     assert (
         f"{width}x{height}" in page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]').inner_text()
     )
-    assert page.get_attribute(f"{ROOT} svg.cxr-svg", "viewBox") == view_box
+    assert page.get_attribute(f"{ROOT} .cxr-viewer", "data-picture-of") == shown  # unchanged
     assert kernel_json(page, "len(w.study.frontal_image)") == dicom.stat().st_size
 
 
