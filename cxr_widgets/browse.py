@@ -15,6 +15,7 @@ import re
 import sqlite3
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -293,3 +294,103 @@ def _fill(row: _Row, report: str | None) -> bool:
 
 def _differs(old: _Row, new: _Row) -> bool:
     return (old.key, old.ok, old.texts, old.error) != (new.key, new.ok, new.texts, new.error)
+
+
+class StudySources:
+    """Where each study's images are: the store's records, else the manifest.
+
+    Paths are used as recorded (never pixels). Files that moved are listed
+    by :meth:`missing`; :meth:`relocate` looks for them by name in a new
+    folder. A manifest that does not match the store is reported in
+    :attr:`warnings` with how many studies match.
+    """
+
+    def __init__(
+        self,
+        get_sources: Callable[[str], dict[str, str]] | None,
+        study_ids: list[str],
+        manifest: Any = None,
+    ) -> None:
+        self.warnings: list[str] = []
+        self.studies: dict[str, Any] = {}  # study_id -> Study from the manifest
+        self._get_sources = get_sources
+        self._recorded: dict[str, dict[str, str]] = {}
+        self._moved: dict[str, str] = {}
+        if manifest is not None:
+            from .manifest import read_manifest
+
+            for study in read_manifest(manifest, check_files=False):
+                self.studies[study.study_id] = study
+            self.check_match(study_ids, str(manifest))
+
+    def check_match(self, study_ids: list[str], where: str) -> int:
+        """How many of the store's studies the manifest lists (a warning when not all)."""
+        matched = len(set(study_ids) & set(self.studies))
+        if study_ids and matched < len(study_ids):
+            self.warnings.append(
+                f"the manifest {where} lists {len(self.studies)} studies and the store "
+                f"{len(study_ids)}; {matched} match by study_id. Studies without a match show "
+                "no images unless the store recorded their paths; check that the manifest "
+                "belongs to this store."
+            )
+        return matched
+
+    def paths(self, study_id: str) -> dict[str, str]:
+        """``{column: path}`` for the study (recorded first, then the manifest)."""
+        if study_id not in self._recorded:
+            recorded = self._get_sources(study_id) if self._get_sources else {}
+            self._recorded[study_id] = {k: str(v) for k, v in (recorded or {}).items()}
+        found = dict(self._recorded[study_id])
+        study = self.studies.get(study_id)
+        if study is not None:
+            for column in ("frontal_image", "lateral_image", "prior_image"):
+                value = getattr(study, column)
+                if column not in found and isinstance(value, (str, Path)):
+                    found[column] = str(value)
+        return {column: self._moved.get(path, path) for column, path in found.items()}
+
+    def missing(self, study_ids: list[str]) -> dict[str, list[str]]:
+        """Studies whose image files are not where they were recorded."""
+        gone: dict[str, list[str]] = {}
+        checked: dict[str, bool] = {}
+        for sid in study_ids:
+            for path in self.paths(sid).values():
+                if path not in checked:
+                    checked[path] = Path(path).is_file()
+                if not checked[path]:
+                    gone.setdefault(sid, []).append(path)
+        return gone
+
+    def relocate(self, folder: str | Path, study_ids: list[str]) -> int:
+        """Find moved images by file name (and parent folders) under ``folder``; how many."""
+        root = Path(folder).expanduser()
+        if not root.is_dir():
+            raise StoreError(f"{root} is not a folder; give the folder the images moved to.")
+        by_name: dict[str, list[Path]] = {}
+        for path in root.rglob("*"):
+            if path.is_file():
+                by_name.setdefault(path.name, []).append(path)
+        found = 0
+        for paths in self.missing(study_ids).values():
+            for old in paths:
+                original = next((k for k, v in self._moved.items() if v == old), old)
+                candidates = by_name.get(Path(original).name, [])
+                best = _best_match(Path(original), candidates)
+                if best is not None:
+                    self._moved[original] = str(best)
+                    found += 1
+        return found
+
+
+def _best_match(old: Path, candidates: list[Path]) -> Path | None:
+    """The candidate sharing the most trailing path parts with ``old``."""
+
+    def shared(path: Path) -> int:
+        count = 0
+        for a, b in zip(reversed(old.parts), reversed(path.parts)):  # noqa: B905
+            if a != b:
+                break
+            count += 1
+        return count
+
+    return max(candidates, key=shared) if candidates else None
