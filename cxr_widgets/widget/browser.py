@@ -356,6 +356,8 @@ class StudyBrowser(widgets.VBox):
         return future
 
     def close(self) -> None:
+        if not hasattr(self, "_pool"):  # __init__ failed before the widget existed
+            return
         self._closed = True
         if self._poll_handle is not None:
             self._poll_handle.cancel()
