@@ -200,6 +200,7 @@ class StudyBrowser(widgets.VBox):
         self.add_class("cxr-browser")
         self._table.layout = widgets.Layout(flex="1 1 440px", min_width="380px")
         self._check_images()
+        self._refresh_reviews()
         self._send_table()
         self._update_order()
         self._schedule_poll()

@@ -45,6 +45,12 @@ function uint8(view) {
   return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
 }
 
+// Typing in our inputs must not run JupyterLab's shortcuts; Escape leaves the input as usual.
+function keepKeys(e) {
+  if (e.key === "Escape") e.target.blur();
+  else e.stopPropagation();
+}
+
 // --- the study table -----------------------------------------------------------------
 
 function renderTable({ model, el }) {
@@ -268,10 +274,19 @@ function renderTable({ model, el }) {
     model.save_changes();
   };
   search.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(sendSearch, 120); });
-  search.addEventListener("keydown", (e) => e.stopPropagation());
+  search.addEventListener("keydown", keepKeys);
   regex.addEventListener("change", sendSearch);
 
-  model.on("change:order", () => { order = int32(model.get("order")); drawRows(); drawControls(); });
+  // A new filter or sort starts at the top; new rows from a running batch keep the scroll.
+  const filterKey = () => JSON.stringify(
+    ["search", "regex", "filters", "reviewer_filter", "finding", "sort", "descending"].map((k) => model.get(k)),
+  );
+  let shownKey = filterKey();
+  model.on("change:order", () => {
+    order = int32(model.get("order"));
+    if (filterKey() !== shownKey) { shownKey = filterKey(); viewport.scrollTop = 0; }
+    drawRows(); drawControls();
+  });
   model.on("change:review", () => { review = uint8(model.get("review")); drawRows(); });
   model.on("change:columns", () => { columns = model.get("columns"); drawRows(); drawControls(); });
   model.on("change:count", drawControls);
@@ -353,7 +368,7 @@ function renderStudy({ model, el }) {
   let chosenBox = null; // [finding, box]
 
   const send = (content) => model.send(content);
-  for (const input of [reviewer, addText, note]) input.addEventListener("keydown", (e) => e.stopPropagation());
+  for (const input of [reviewer, addText, note]) input.addEventListener("keydown", keepKeys);
 
   function drawHead() {
     const s = model.get("study") || {};
@@ -468,7 +483,6 @@ function renderStudy({ model, el }) {
 
   function drawBoxes() {
     boxLayer.replaceChildren();
-    const active = model.get("active");
     const w = model.get("width");
     const h = model.get("height");
     const handleSize = Math.max(6, Math.round(Math.max(w, h) / 70));
@@ -489,8 +503,21 @@ function renderStudy({ model, el }) {
       rect.addEventListener("click", () => { chosenBox = [b.finding, b.box]; model.set("active", b.finding); model.save_changes(); });
       boxLayer.append(group);
       place(group, b.x0, b.y0, b.x1, b.y1);
-      group.classList.toggle("cxr-b-dim", active >= 0 && active !== b.finding);
-      group.classList.toggle("cxr-b-chosen", chosenBox !== null && chosenBox[0] === b.finding && chosenBox[1] === b.box);
+    }
+    highlight();
+  }
+
+  // Selection changes restyle the boxes in place: a box being dragged must stay in the DOM.
+  function highlight() {
+    const active = model.get("active");
+    for (const group of boxLayer.querySelectorAll("g.cxr-b-boxgroup")) {
+      const rect = group.querySelector("rect.cxr-b-box");
+      const finding = Number(rect.dataset.finding);
+      group.classList.toggle("cxr-b-dim", active >= 0 && active !== finding);
+      group.classList.toggle(
+        "cxr-b-chosen",
+        chosenBox !== null && chosenBox[0] === finding && chosenBox[1] === Number(rect.dataset.box),
+      );
     }
   }
 
@@ -551,7 +578,7 @@ function renderStudy({ model, el }) {
       if (review) {
         const input = html("input", "cxr-b-text");
         input.value = f.text;
-        input.addEventListener("keydown", (e) => { e.stopPropagation(); if (e.key === "Enter") input.blur(); });
+        input.addEventListener("keydown", (e) => { keepKeys(e); if (e.key === "Enter") input.blur(); });
         input.addEventListener("change", () => send({ action: "text", index: f.index, text: input.value }));
         text.append(input);
       } else text.textContent = f.text;
@@ -615,7 +642,7 @@ function renderStudy({ model, el }) {
   model.on("change:width", drawImage);
   model.on("change:boxes", drawBoxes);
   model.on("change:findings", drawFindings);
-  model.on("change:active", () => { drawFindings(); drawBoxes(); });
+  model.on("change:active", () => { drawFindings(); highlight(); });
   for (const name of ["review_mode", "reviewer", "note", "done", "reviewed", "saved", "error"]) {
     model.on("change:" + name, () => { drawMode(); if (name === "review_mode") drawFindings(); });
   }
