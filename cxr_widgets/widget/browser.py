@@ -157,6 +157,7 @@ class StudyBrowser(widgets.VBox):
         check_results_file(path)
         self.path = path
         self._store = _open_store(source, path)
+        self._owns_store = self._store is not source
         self.table = StudyTable(path)
         self._reviews = ReviewStore(path, reviewer=reviewer)
         self.sources = StudySources(
@@ -365,6 +366,8 @@ class StudyBrowser(widgets.VBox):
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.table.close()
         self._reviews.close()
+        if self._owns_store:
+            self._store.close()
         with contextlib.suppress(Exception):
             self.viewer.widget.close()
         self._table.close()
