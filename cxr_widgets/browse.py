@@ -387,7 +387,7 @@ def _best_match(old: Path, candidates: list[Path]) -> Path | None:
 
     def shared(path: Path) -> int:
         count = 0
-        for a, b in zip(reversed(old.parts), reversed(path.parts)):  # noqa: B905
+        for a, b in zip(reversed(old.parts), reversed(path.parts), strict=False):
             if a != b:
                 break
             count += 1

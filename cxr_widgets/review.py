@@ -219,7 +219,7 @@ class ReviewStore:
         path = Path(getattr(source, "path", source))
         check_results_file(path)
         self.path = path
-        self.reviewer = self._check_reviewer(reviewer) if reviewer is not None else None
+        self.reviewer = self.check_reviewer(reviewer) if reviewer is not None else None
         self._lock = threading.RLock()
         self._reports: dict[str, list[Finding]] = {}
         try:
@@ -287,7 +287,8 @@ class ReviewStore:
     # --- checks -------------------------------------------------------------------------
 
     @staticmethod
-    def _check_reviewer(reviewer: Any) -> str:
+    def check_reviewer(reviewer: Any) -> str:
+        """The stripped reviewer name; ReviewError when it is empty or too long."""
         if not isinstance(reviewer, str) or not reviewer.strip():
             raise ReviewError(
                 "name the reviewer: ReviewStore(..., reviewer='initials') or reviewer='...' in "
@@ -301,7 +302,7 @@ class ReviewStore:
         return name
 
     def _who(self, reviewer: str | None) -> str:
-        return self._check_reviewer(reviewer if reviewer is not None else self.reviewer)
+        return self.check_reviewer(reviewer if reviewer is not None else self.reviewer)
 
     def model_findings(self, study_id: str) -> list[Finding]:
         """The model's findings for ``study_id`` (its latest stored report), never modified."""
@@ -557,7 +558,7 @@ class ReviewStore:
                 (who, str(study_id)),
             )
         }
-        return _merge(model, rows)
+        return merge_findings(model, rows)
 
     def study(self, study_id: str, *, reviewer: str | None = None) -> dict[str, Any]:
         """``{"note", "done", "reviewed", "findings"}`` of one study for ``reviewer``."""
@@ -613,7 +614,7 @@ class ReviewStore:
             except ReviewError:
                 continue  # the study's report is gone from the results table
             result[pair] = (
-                _merge(model, finding_rows.get(pair, {})),
+                merge_findings(model, finding_rows.get(pair, {})),
                 done.get(pair, (False, ""))[0],
             )
         return result
@@ -661,7 +662,7 @@ class ReviewStore:
 
     def _one_reviewer(self, reviewer: str | None) -> str | None:
         if reviewer is not None:
-            return self._check_reviewer(reviewer)
+            return self.check_reviewer(reviewer)
         if self.reviewer is not None:
             return self.reviewer
         names = self.reviewers()
@@ -775,7 +776,8 @@ class ReviewStore:
         return f"ReviewStore({str(self.path)!r})"
 
 
-def _merge(model: list[Finding], rows: dict[int, dict[str, Any]]) -> list[ReviewedFinding]:
+def merge_findings(model: list[Finding], rows: dict[int, dict[str, Any]]) -> list[ReviewedFinding]:
+    """The model's findings with a reviewer's rows applied, then the added findings."""
     merged = []
     for index, finding in enumerate(model):
         row = rows.get(index) or {}

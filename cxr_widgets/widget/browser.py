@@ -34,7 +34,7 @@ from ..browse import SORT_COLUMNS, Filters, StudySources, StudyTable
 from ..errors import CxrWidgetsError, ReviewError, StoreError
 from ..palette import UNGROUNDED_COLOR, finding_color
 from ..report import FRAMES, Box, Report, center_square
-from ..review import ReviewStore, check_results_file
+from ..review import ReviewStore, check_results_file, merge_findings
 from ..study import IMAGE_COLUMNS, TEXT_COLUMNS
 
 STATIC = Path(__file__).parent / "static"
@@ -600,9 +600,12 @@ class StudyBrowser(widgets.VBox):
                 state["reviewed"],
             )
         else:
-            from ..review import _merge
-
-            found, note, done, reviewed = _merge(self._report.findings, {}), "", False, False
+            found, note, done, reviewed = (
+                merge_findings(self._report.findings, {}),
+                "",
+                False,
+                False,
+            )
         width, height, frame = panel.width, panel.height, self.viewer.frame
         rows, shapes = [], []
         for position, f in enumerate(found):
@@ -642,7 +645,7 @@ class StudyBrowser(widgets.VBox):
     def _reviewer_changed(self, change: dict[str, Any]) -> None:
         name = (change["new"] or "").strip()
         try:
-            self._reviews.reviewer = ReviewStore._check_reviewer(name) if name else None
+            self._reviews.reviewer = ReviewStore.check_reviewer(name) if name else None
             self._panel.error = ""
         except ReviewError as exc:
             self._panel.error = str(exc)
