@@ -101,6 +101,13 @@ def test_search_words_and_regex(run) -> None:
         sid for sid, texts in reports.items() if any(re.search(pattern, t, re.I) for t in texts)
     }
     assert regex and regex != words
+    # Upper case and escapes: the same as re.IGNORECASE on the original text.
+    for pattern in (r"SMALL\s+(LEFT|RIGHT)", r"\bNO\b\S*", r"\N{LATIN SMALL LETTER A} nodule"):
+        got = set(ids[table.mask(Filters(search=pattern, regex=True))])
+        want = {
+            sid for sid, texts in reports.items() if any(re.search(pattern, t, re.I) for t in texts)
+        }
+        assert got == want and got, pattern
     with pytest.raises(ValueError, match="not a valid regular expression"):
         table.mask(Filters(search="(unclosed", regex=True))
 

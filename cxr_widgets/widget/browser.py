@@ -160,9 +160,9 @@ class StudyBrowser(widgets.VBox):
         self._owns_store = self._store is not source
         self.table = StudyTable(path)
         self._reviews = ReviewStore(path, reviewer=reviewer)
-        self.sources = StudySources(
-            getattr(self._store, "get_sources", None), self.table.study_ids, manifest
-        )
+        self._manifest = manifest
+        self._sources: StudySources | None = None
+        self._sources_future: Future[StudySources] | None = None
         self.client: Any = None
         self._filters = Filters()
         self._order = np.arange(len(self.table), dtype=np.int32)
@@ -174,7 +174,7 @@ class StudyBrowser(widgets.VBox):
         self._poll_handle: Any = None
         self._closed = False
         self._batching = False
-        self.warnings: list[str] = list(self.sources.warnings)
+        self.warnings: list[str] = []
 
         self.viewer = ViewerAdapter()
         self._table = _Table()
@@ -200,13 +200,48 @@ class StudyBrowser(widgets.VBox):
         super().__init__([body])
         self.add_class("cxr-browser")
         self._table.layout = widgets.Layout(flex="1 1 440px", min_width="380px")
-        self._check_images()
         self._refresh_reviews()
         self._send_table()
         self._update_order()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:  # a script or test: everything before returning
+            self._finish_open()
+        else:
+            # In a notebook the table is shown first; the manifest is read, image paths
+            # checked and the first study shown right after the cell returns.
+            self._sources_future = self._pool.submit(self._read_sources)
+            loop.call_soon(self._finish_open)
         self._schedule_poll()
-        if len(self._order):
+
+    def _read_sources(self) -> StudySources:
+        get_sources = getattr(self._store, "get_sources", None)
+        return StudySources(get_sources, self.table.study_ids, self._manifest)
+
+    def _finish_open(self) -> None:
+        try:
+            self.warnings = list(self.sources.warnings)
+        except CxrWidgetsError as exc:
+            if self._sources_future is None:
+                raise
+            # Read after the cell returned: the page shows the error.
+            self._table.message = f"the manifest could not be read: {exc}"
+            self._sources = StudySources(getattr(self._store, "get_sources", None), [], None)
+        self._check_images()
+        if len(self._order) and self._current is None:
             self.select(self.table.study_ids[int(self._order[0])])
+
+    @property
+    def sources(self) -> StudySources:
+        """Where each study's images are (the store's records, else the manifest)."""
+        if self._sources is None:
+            if self._sources_future is not None:
+                self._sources = self._sources_future.result()
+            else:
+                self._sources = self._read_sources()
+        return self._sources
 
     # --- public API -----------------------------------------------------------------
 
