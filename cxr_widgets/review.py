@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ReviewError, StoreError
-from .report import Box, Finding, Report, validate_box
+from .report import Box, Finding, Report, csv_safe, validate_box
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -834,18 +834,6 @@ def _write_json(path: str | os.PathLike[str], data: Any) -> None:
         handle.write("\n")
 
 
-def _csv_cell(value: Any) -> Any:
-    """A CSV cell a spreadsheet will not run as a formula (OWASP CSV injection)."""
-    from . import report
-
-    neutralise = getattr(report, "csv_safe", None)
-    if neutralise is not None:
-        return neutralise(value)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 def _write_csv(
     path: str | os.PathLike[str], studies: list[tuple[str, str, list[ReviewedFinding]]]
 ) -> None:
@@ -869,4 +857,4 @@ def _write_csv(
                         row.update(
                             x_min=box.x_min, y_min=box.y_min, x_max=box.x_max, y_max=box.y_max
                         )
-                    writer.writerow({k: _csv_cell(row.get(k, "")) for k in CSV_COLUMNS})
+                    writer.writerow({k: csv_safe(row.get(k, "")) for k in CSV_COLUMNS})

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -590,8 +589,8 @@ class StudyBrowser(widgets.VBox):
                 "demo": "yes (canned findings)" if report.demo else "no",
             }
             extra = getattr(report, "provenance", None)
-            if extra is not None and dataclasses.is_dataclass(extra):
-                provenance.update({k: str(v) for k, v in dataclasses.asdict(extra).items()})
+            if extra is not None:
+                provenance.update({k: str(v) for k, v in extra.to_dict().items() if v})
         encoded = loaded.get("encoded")
         with self._panel.hold_sync():
             self._panel.study = {
