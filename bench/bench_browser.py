@@ -58,7 +58,11 @@ def rss_mb() -> float:
 
 
 def ms(values: list[float]) -> str:
-    return f"{statistics.median(values):.1f}"
+    """The median, and how many runs timed out (NaN) if any."""
+    done = [v for v in values if v == v]
+    lost = len(values) - len(done)
+    text = f"{statistics.median(done):.1f}" if done else "n/a"
+    return text + (f" ({lost} of {len(values)} timed out)" if lost else "")
 
 
 def kernel_side(store: Path, manifest: Path, runs: int) -> list[tuple[str, str, str]]:
@@ -131,6 +135,7 @@ FIRST_ROWS = """
 
 TYPE_SEARCH = """
 (text) => new Promise((resolve) => {
+  setTimeout(() => resolve(NaN), 20000);
   const input = document.querySelector(".cxr-b-table .cxr-b-search");
   const count = document.querySelector(".cxr-b-table .cxr-b-count");
   const before = count.textContent;
@@ -145,6 +150,7 @@ TYPE_SEARCH = """
 
 NEXT_STUDY = """
 () => new Promise((resolve) => {
+  setTimeout(() => resolve(NaN), 20000);
   const id = document.querySelector(".cxr-b-study .cxr-b-study-id");
   const image = document.querySelector(".cxr-viewer .cxr-image");
   const before = [id.textContent, image.getAttribute("href")];
@@ -168,6 +174,7 @@ NEXT_STUDY = """
 
 CLICK_AGREE = """
 (n) => new Promise((resolve) => {
+  setTimeout(() => resolve(NaN), 20000);
   const saved = document.querySelector(".cxr-b-study .cxr-b-saved");
   const before = saved.textContent;
   const button = document.querySelectorAll('.cxr-b-study .cxr-b-finding button[data-verdict]')[n % 3];

@@ -173,6 +173,7 @@ class StudyBrowser(widgets.VBox):
         self._poll_handle: Any = None
         self._closed = False
         self._batching = False
+        self._saves = 0  # review changes saved by this browser (numbered in the page)
         self.warnings: list[str] = []
 
         self.viewer = ViewerAdapter()
@@ -721,7 +722,10 @@ class StudyBrowser(widgets.VBox):
         self._send_findings()
         self._refresh_reviews()
         elapsed = (time.perf_counter() - started) * 1000
-        self._panel.saved = f"saved {time.strftime('%H:%M:%S')} ({action}, {elapsed:.0f} ms)"
+        self._saves += 1
+        self._panel.saved = (
+            f"saved #{self._saves} at {time.strftime('%H:%M:%S')} ({action}, {elapsed:.0f} ms)"
+        )
 
     def _apply(self, sid: str, action: str, content: dict[str, Any]) -> None:
         reviews = self._reviews
