@@ -151,17 +151,18 @@ TYPE_SEARCH = """
 NEXT_STUDY = """
 () => new Promise((resolve) => {
   setTimeout(() => resolve(NaN), 20000);
-  const id = document.querySelector(".cxr-b-study .cxr-b-study-id");
-  const image = document.querySelector(".cxr-viewer .cxr-image");
-  const before = [id.textContent, image.getAttribute("href")];
+  // The panel redraws its head, so look the nodes up again on every mutation.
+  const id = () => document.querySelector(".cxr-b-study .cxr-b-study-id").textContent;
+  const href = () => document.querySelector(".cxr-viewer .cxr-image").getAttribute("href");
+  const before = [id(), href()];
   const viewport = document.querySelector(".cxr-b-table .cxr-b-viewport");
   viewport.focus();
   const t0 = performance.now();
   const check = (_, obs) => {
-    if (id.textContent !== before[0] && image.getAttribute("href") !== before[1]) {
+    if (id() !== before[0] && href() !== before[1]) {
       obs.disconnect();
       const img = new Image();
-      img.src = image.getAttribute("href");
+      img.src = href();
       img.decode().then(() => resolve(performance.now() - t0), () => resolve(performance.now() - t0));
     }
   };

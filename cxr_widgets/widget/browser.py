@@ -718,14 +718,16 @@ class StudyBrowser(widgets.VBox):
         except (CxrWidgetsError, ValueError) as exc:
             self._panel.error = str(exc)
             return
-        self._panel.error = ""
-        self._send_findings()
-        self._refresh_reviews()
+        # Committed: say so first, then redraw the study and the table's review column.
         elapsed = (time.perf_counter() - started) * 1000
         self._saves += 1
-        self._panel.saved = (
-            f"saved #{self._saves} at {time.strftime('%H:%M:%S')} ({action}, {elapsed:.0f} ms)"
-        )
+        with self._panel.hold_sync():
+            self._panel.error = ""
+            self._panel.saved = (
+                f"saved #{self._saves} at {time.strftime('%H:%M:%S')} ({action}, {elapsed:.0f} ms)"
+            )
+        self._send_findings()
+        self._refresh_reviews()
 
     def _apply(self, sid: str, action: str, content: dict[str, Any]) -> None:
         reviews = self._reviews
