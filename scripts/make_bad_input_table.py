@@ -871,6 +871,7 @@ def hostile_cases(work: Path) -> list[Case]:
                 send_cut_png(endpoint.scoring_uri),
             )
         )
+    return cases
 
 
 def review_cases(work: Path) -> list[Case]:
