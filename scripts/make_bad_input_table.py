@@ -967,9 +967,6 @@ def review_cases(work: Path) -> list[Case]:
     return cases
 
 
-# --- the table ------------------------------------------------------------------------------
-
-
 def evaluation_cases(work: Path) -> list[Case]:
     """``cxr_widgets.evaluate``: what stops an evaluation before it starts, and chat-judge
     failures. (Problems of single studies -- bad boxes, duplicates, a judge that fails one
@@ -1039,6 +1036,9 @@ def evaluation_cases(work: Path) -> list[Case]:
             )
         )
     return cases
+
+
+# --- the table ------------------------------------------------------------------------------
 
 
 def collect(work: Path) -> list[Case]:
