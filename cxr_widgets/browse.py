@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from .errors import StoreError
+from .evaluate.model import normalise_text
 
-__all__ = ["SORT_COLUMNS", "Filters", "StudyTable", "normalise_finding"]
+__all__ = ["SORT_COLUMNS", "Filters", "StudySources", "StudyTable"]
 
 #: Columns the table can be sorted by.
 SORT_COLUMNS: tuple[str, ...] = (
@@ -41,13 +42,6 @@ REVIEW_STATES: tuple[str, ...] = ("", "started", "reviewed")
 TOP_FINDINGS = 12
 #: Characters of an error message kept for the table (the full text is on the study).
 ERROR_PREVIEW = 120
-
-_END_PUNCTUATION = " .;:,!"
-
-
-def normalise_finding(text: str) -> str:
-    """A finding's text for counting: lower case, single spaces, no end punctuation."""
-    return " ".join(text.lower().split()).strip(_END_PUNCTUATION)
 
 
 @dataclass
@@ -154,7 +148,7 @@ class StudyTable:
         self.n_grounded = np.fromiter((r.grounded for r in rows), dtype=np.int32, count=len(rows))
         self.n_boxes = np.fromiter((r.boxes for r in rows), dtype=np.int32, count=len(rows))
         self._search_text = ["\n".join(r.texts).lower() for r in rows]
-        self._normalised = [{normalise_finding(t) for t in r.texts} for r in rows]
+        self._normalised = [{normalise_text(t) for t in r.texts} for r in rows]
         self._id_rank = np.argsort(
             np.argsort(np.array(self.study_ids, dtype=object), kind="stable")
         )

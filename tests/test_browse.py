@@ -15,8 +15,9 @@ import pytest
 from study_stores import synthetic_report, write_store
 
 from cxr_widgets import Box, ResultStore, StudyBrowser
-from cxr_widgets.browse import Filters, StudyTable, normalise_finding
+from cxr_widgets.browse import Filters, StudyTable
 from cxr_widgets.errors import StoreError
+from cxr_widgets.evaluate.model import normalise_text
 from cxr_widgets.widget.browser import pixels_to_box
 
 
@@ -53,14 +54,12 @@ def test_rows_and_counts_match_the_store(run) -> None:
 
 
 def test_normalised_finding_counts(run) -> None:
-    assert normalise_finding("  No  pneumothorax is seen. ") == "no pneumothorax is seen"
+    assert normalise_text("  No  pneumothorax is seen. ") == "no pneumothorax is seen"
     table = StudyTable(run.store)
     reports = _reports(run.store)
     top = dict(table.top_findings(50))
     for text, count in list(top.items())[:5]:
-        expected = sum(
-            any(normalise_finding(t) == text for t in texts) for texts in reports.values()
-        )
+        expected = sum(any(normalise_text(t) == text for t in texts) for texts in reports.values())
         assert count == expected
 
 
@@ -79,7 +78,7 @@ def test_filters(run) -> None:
     finding = table.top_findings(1)[0][0]
     with_finding = set(ids[table.mask(Filters(finding=finding))])
     assert with_finding == {
-        sid for sid, texts in reports.items() if finding in {normalise_finding(t) for t in texts}
+        sid for sid, texts in reports.items() if finding in {normalise_text(t) for t in texts}
     }
     both = set(ids[table.mask(Filters(finding=finding, has_boxes=False))])
     assert both == with_finding - boxed
