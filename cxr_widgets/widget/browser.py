@@ -189,11 +189,11 @@ class StudyBrowser(widgets.VBox):
         self._panel.on_msg(self._on_action)
         self._table.on_msg(self._on_table_action)
         self.viewer.widget.observe(self._viewer_selected, "selected")
-        right = widgets.VBox(
+        self._right = right = widgets.VBox(
             [self.viewer.widget, self._panel],
             layout=widgets.Layout(flex="1 1 520px", min_width="420px"),
         )
-        body = widgets.HBox(
+        self._body = body = widgets.HBox(
             [self._table, right],
             layout=widgets.Layout(align_items="flex-start", flex_flow="row wrap"),
         )
@@ -403,10 +403,10 @@ class StudyBrowser(widgets.VBox):
         self._reviews.close()
         if self._owns_store:
             self._store.close()
-        with contextlib.suppress(Exception):
-            self.viewer.widget.close()
-        self._table.close()
-        self._panel.close()
+        # Containers first: an open box holding a closed widget cannot be serialised.
+        for widget in (self._body, self._right, self.viewer.widget, self._table, self._panel):
+            with contextlib.suppress(Exception):
+                widget.close()
         super().close()
 
     def __repr__(self) -> str:
