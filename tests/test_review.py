@@ -375,7 +375,8 @@ def test_csv_export_lists_every_verdict_and_neutralises_formulas(reviewed, tmp_p
     reviews, (a, b, c, _) = reviewed
     path = tmp_path / "reference.csv"
     reviews.export(path, format="csv")
-    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    with path.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
     assert {r["study_id"] for r in rows} == {a, b, c}
     assert any(r["verdict"] == "disagree" and r["in_reference"] == "False" for r in rows)
     edited = [r for r in rows if r["study_id"] == b and r["finding_index"] == "1"]
