@@ -141,7 +141,7 @@ def test_refresh_reads_a_store_being_written(fresh) -> None:
             with ResultStore(fresh.store) as store:
                 for n in range(60):
                     sid = f"LIVE{n:04d}"
-                    store.put_ok(f"live-{n}", synthetic_report(rng, sid), study_id=sid)
+                    store.put_many_ok([(f"live-{n}", synthetic_report(rng, sid), sid)])
                     written.append(sid)
         finally:
             stop.set()  # never leave the reader waiting
@@ -161,10 +161,8 @@ def test_refresh_reads_a_store_being_written(fresh) -> None:
     assert set(written) <= set(table.study_ids)
     # A failed study answered later turns ok.
     with ResultStore(fresh.store) as store:
-        store.put_ok(
-            f"key-{fresh.failed[0]}",
-            synthetic_report(rng, fresh.failed[0]),
-            study_id=fresh.failed[0],
+        store.put_many_ok(
+            [(f"key-{fresh.failed[0]}", synthetic_report(rng, fresh.failed[0]), fresh.failed[0])]
         )
     assert table.refresh()
     assert table.ok[table.index_of[fresh.failed[0]]]
