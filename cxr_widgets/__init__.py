@@ -29,6 +29,7 @@ from .errors import (
     RequestError,
     RequestTooLargeError,
     ResponseFormatError,
+    ReviewError,
     StudyError,
 )
 from .report import Box, Finding, Provenance, Report
@@ -51,6 +52,8 @@ _LAZY: dict[str, str] = {
     "LocalEndpoint": "local.server",
     "sample_study": "samples",
     "ReportGenWidget": "widget",
+    "StudyBrowser": "widget",
+    "ReviewStore": "review",
 }
 
 __all__ = [
@@ -84,7 +87,10 @@ __all__ = [
     "RequestTooLargeError",
     "ResponseFormatError",
     "ResultStore",
+    "ReviewError",
+    "ReviewStore",
     "Study",
+    "StudyBrowser",
     "StudyError",
     "build_request",
     "load_pixels",
@@ -121,6 +127,7 @@ if TYPE_CHECKING:
     from .images import PixelData, PreparedImage, load_pixels, prepare_image
     from .local.server import LocalEndpoint
     from .render import plot_findings, render_findings
+    from .review import ReviewStore
     from .samples import sample_study
     from .store import ResultStore
-    from .widget import ReportGenWidget
+    from .widget import ReportGenWidget, StudyBrowser

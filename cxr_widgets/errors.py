@@ -55,6 +55,10 @@ class StoreError(CxrWidgetsError):
     """The result store cannot be opened or read."""
 
 
+class ReviewError(CxrWidgetsError, ValueError):
+    """A review change names a study, finding, verdict, box or reviewer that does not fit."""
+
+
 class DeploymentError(CxrWidgetsError):
     """An Azure ML deployment step failed."""
 

@@ -543,6 +543,13 @@ class ResultStore:
     def __len__(self) -> int:
         return self.counts()["total"]
 
+    @property
+    def reviews(self) -> Any:
+        """Reader reviews in this file (:class:`cxr_widgets.review.ReviewStore`)."""
+        from .review import ReviewStore
+
+        return ReviewStore.for_store(self)
+
     # --- export -------------------------------------------------------------------------
 
     def export_jsonl(self, path: str | os.PathLike[str], *, include_errors: bool = True) -> int:

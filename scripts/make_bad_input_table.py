@@ -53,6 +53,7 @@ CATEGORIES = (
     "Hostile servers and credentials",
     "Evaluation",
     "Image viewer",
+    "Study browser and reviews",
 )
 
 #: The key of the local endpoint; the client sends a different one for the 401 case.
@@ -876,7 +877,97 @@ def hostile_cases(work: Path) -> list[Case]:
     return cases
 
 
-# --- the table ------------------------------------------------------------------------------
+def review_cases(work: Path) -> list[Case]:
+    """Results stores opened for browsing and review, and review changes that do not fit."""
+    import sqlite3
+
+    from cxr_widgets.browse import StudySources
+    from cxr_widgets.report import Box, Finding, Report
+    from cxr_widgets.review import ReviewStore
+    from cxr_widgets.store import ResultStore
+
+    folder = work / "reviews"
+    folder.mkdir()
+    other = folder / "other.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE patients (id INTEGER)")
+    conn.commit()
+    conn.close()
+    text = folder / "notes.sqlite"
+    text.write_text("not a database " * 100)
+    good = folder / "results.sqlite"
+    with ResultStore(good) as store:
+        report = Report([Finding("Small left effusion.", [Box(0.1, 0.5, 0.4, 0.9)])], study_id="S1")
+        store.put_many_ok([("key-1", report, "S1")])
+    newer = folder / "newer.sqlite"
+    newer.write_bytes(good.read_bytes())
+    ReviewStore(newer).close()
+    conn = sqlite3.connect(newer)
+    conn.execute("UPDATE review_meta SET value='9' WHERE name='schema'")
+    conn.commit()
+    conn.close()
+    reviews = ReviewStore(good, reviewer="reader")
+    anonymous = ReviewStore(good)
+    sources = StudySources(None, ["S1"])
+    cases = [
+        attempt(
+            "Study browser and reviews", "another program's SQLite file", lambda: ReviewStore(other)
+        ),
+        attempt(
+            "Study browser and reviews", "a text file named `.sqlite`", lambda: ReviewStore(text)
+        ),
+        attempt(
+            "Study browser and reviews",
+            "store that does not exist",
+            lambda: ReviewStore(folder / "none.sqlite"),
+        ),
+        attempt(
+            "Study browser and reviews", "reviews of a newer layout", lambda: ReviewStore(newer)
+        ),
+        attempt(
+            "Study browser and reviews",
+            "verdict `maybe`",
+            lambda: reviews.set_verdict("S1", 0, "maybe"),
+        ),
+        attempt(
+            "Study browser and reviews",
+            "finding that does not exist",
+            lambda: reviews.set_verdict("S1", 5, "agree"),
+        ),
+        attempt(
+            "Study browser and reviews",
+            "study without a stored report",
+            lambda: reviews.set_verdict("S9", 0, "agree"),
+        ),
+        attempt(
+            "Study browser and reviews",
+            "box outside 0..1",
+            lambda: reviews.set_boxes("S1", 0, [[0.1, 0.2, 1.4, 0.5]]),
+        ),
+        attempt(
+            "Study browser and reviews",
+            "deleting the model's finding",
+            lambda: reviews.delete_finding("S1", 0),
+        ),
+        attempt(
+            "Study browser and reviews",
+            "no reviewer name",
+            lambda: anonymous.set_verdict("S1", 0, "agree"),
+        ),
+        attempt(
+            "Study browser and reviews",
+            "export format `xml`",
+            lambda: reviews.export(folder / "x.xml", format="xml"),
+        ),
+        attempt(
+            "Study browser and reviews",
+            "relocate images to a file, not a folder",
+            lambda: sources.relocate(text, ["S1"]),
+        ),
+    ]
+    reviews.close()
+    anonymous.close()
+    return cases
 
 
 def evaluation_cases(work: Path) -> list[Case]:
@@ -987,6 +1078,9 @@ def viewer_cases(work: Path) -> list[Case]:
     return cases
 
 
+# --- the table ------------------------------------------------------------------------------
+
+
 def collect(work: Path) -> list[Case]:
     """Run every case (in ``work``, a scratch folder) and return the outcomes."""
     return [
@@ -1000,6 +1094,7 @@ def collect(work: Path) -> list[Case]:
         *hostile_cases(work),
         *evaluation_cases(work),
         *viewer_cases(work),
+        *review_cases(work),
     ]
 
 

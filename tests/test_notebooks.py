@@ -33,11 +33,13 @@ EXPECTED = [
     "03_grounded_findings.ipynb",
     "04_widget.ipynb",
     "05_research_at_scale.ipynb",
+    "06_review.ipynb",
     "07_evaluate.ipynb",
     "08_batch_endpoint.ipynb",
 ]
 KERNEL = "cxr-widgets-test"
 CELL_TIMEOUT = 180
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 def _load(name: str) -> Any:
@@ -313,6 +315,33 @@ def check_scale(nb: Any, workdir: Path) -> None:
     assert all(json.loads(line)["status"] == "ok" for line in lines)
 
 
+def check_review(nb: Any, workdir: Path) -> None:
+    import jsonschema
+
+    text = _texts(nb)
+    assert "<BatchResult 12 studies: 12 ok" in text
+    assert "reviewed studies: 3" in text
+    out = workdir / "tutorial-outputs" / "06_review"
+    reference = json.loads((out / "reference.json").read_text(encoding="utf-8"))
+    schema = json.loads((ROOT / "docs/reference-set.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(reference, schema)
+    assert len(reference) == 3  # the three reviewed studies (in the order the run stored them)
+    added = [f for e in reference for f in e["findings"] if f["source"] == "added"]
+    assert [f["text"] for f in added] == ["Small right apical pneumothorax."]
+    radfact = json.loads((out / "radfact.json").read_text(encoding="utf-8"))
+    assert len(radfact) == 3 and all(
+        {"example_id", "prediction", "target"} <= set(e) for e in radfact
+    )
+    assert (out / "reference.csv").read_text(encoding="utf-8").startswith("study_id,reviewer,")
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    tables = [
+        m["state"]
+        for m in state.values()
+        if m["state"].get("_anywidget_id") == "cxr_widgets.widget.browser._Table"
+    ]
+    assert tables and tables[0]["summary"]["studies"] == 12
+
+
 def check_batch_endpoint(nb: Any, workdir: Path) -> None:
     text = _texts(nb)
     assert "modelBatchDeployment.schema.json" in text and "mini_batch_size: 1" in text
@@ -348,6 +377,7 @@ CHECKS: dict[str, Callable[[Any, Path], None]] = {
     "03_grounded_findings.ipynb": check_grounded,
     "04_widget.ipynb": check_widget,
     "05_research_at_scale.ipynb": check_scale,
+    "06_review.ipynb": check_review,
     "07_evaluate.ipynb": check_evaluate,
     "08_batch_endpoint.ipynb": check_batch_endpoint,
 }
