@@ -61,10 +61,11 @@ class ViewerAdapter:
     ) -> None:
         """PIL images by view name (frontal, lateral, prior), the report, a caption."""
         with self.widget.hold_sync():
-            self.widget.message = message or "No image for this study."
             self.widget.set_images(
                 images.get("frontal"), images.get("lateral"), images.get("prior")
             )
+            if images.get("frontal") is None:  # say why, after the viewer's own default
+                self.widget.message = message or "No image for this study."
             self.widget.set_report(report, caption)
 
     def select(self, index: int | None) -> None:
