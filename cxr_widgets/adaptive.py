@@ -41,7 +41,7 @@ __all__ = [
 #: Multiplicative decrease on congestion (Azure ML's endpoint batch scorer uses 0.75).
 DECREASE = 0.75
 #: Requests in flight at the start when the workspace does not tell the endpoint's size.
-DEFAULT_START = 4
+DEFAULT_START = 2
 #: Seconds of calm after which the limit grows multiplicatively again (autoscaling).
 PROBE_INTERVAL = 15.0
 #: Connections Azure ML allows per online endpoint (its documented quota): more never helps.

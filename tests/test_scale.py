@@ -146,3 +146,51 @@ def test_identical_content_is_prepared_once(tmp_path: Path) -> None:
     assert pool.prepared == 2 and pool.reused == 1
     assert a.row[0] == b.row[0] != c.row[0]
     assert a.row[0] == encode_study(Study(first)).row[0]  # the same PNG as in-process
+
+
+class _CountingDemo(DemoBackend):
+    """The demo backend, counting how often each study (by row digest) is sent."""
+
+    def __init__(self, latency: float) -> None:
+        super().__init__(latency=latency)
+        self.sent: list[str] = []
+        self._lock = threading.Lock()
+
+    def send(self, request):  # type: ignore[no-untyped-def]
+        with self._lock:
+            self.sent += [encoded.digest for encoded in request.studies]
+        return super().send(request)
+
+
+def test_ctrl_c_with_hundreds_in_flight_waits_for_them_nothing_lost_or_stored_twice(
+    tmp_path: Path,
+) -> None:
+    from cxr_widgets.store import ResultStore
+
+    sent = studies(1200)
+    store = tmp_path / "r.sqlite"
+    backend = _CountingDemo(latency=1.0)
+    finished: list[int] = []
+
+    def interrupt(index: int, report: object, failure: object) -> None:
+        finished.append(index)
+        if len(finished) == 320:
+            raise KeyboardInterrupt  # what Ctrl-C does, with about 300 requests out
+
+    first = run_batch(
+        sent,
+        backend,
+        store=store,
+        progress=False,
+        batch_size=1,
+        start_in_flight=300,
+        on_result=interrupt,
+    )
+    assert first.interrupted and first.peak_limit >= 300
+    with ResultStore(store) as opened:
+        stored = opened.counts()["ok"]
+    # Every request in flight was awaited and stored: nothing sent was lost.
+    assert stored == first.ok == len(backend.sent) > 320
+    second = run_batch(sent, backend, store=store, progress=False, batch_size=1)
+    assert second.ok == 1200 and second.skipped == stored
+    assert len(backend.sent) == len(set(backend.sent)) == 1200  # each study sent once in all
