@@ -175,7 +175,9 @@ class ConcurrencyController:
         """A request was answered ``seconds`` after it was sent, carrying ``studies``."""
         now = self._clock()
         seconds = max(1e-6, seconds)
-        self._min_latency = seconds if self._min_latency is None else min(self._min_latency, seconds)
+        self._min_latency = (
+            seconds if self._min_latency is None else min(self._min_latency, seconds)
+        )
         self._smoothed = seconds if self._smoothed is None else 0.8 * self._smoothed + 0.2 * seconds
         if self._round_start is None:  # a round: answers after this one, for a round trip
             self._round_start = now

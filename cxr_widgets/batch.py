@@ -376,6 +376,7 @@ class _Runner:
                 self._skip_keys |= {r.key for r in self.store.results("error")}
         self._bar = _progress_bar(len(self.studies), progress)
         todo: deque[int] = deque(range(len(self.studies)))
+        self._pool.start()  # worker processes start before this run's threads
         # Threads hash files and wait; the pool's processes decode and encode (the GIL).
         threads = self.prepare_workers * 2 if self._pool.processes else self.prepare_workers
         prepare_pool = ThreadPoolExecutor(threads, thread_name_prefix="cxr-prepare")
@@ -565,6 +566,7 @@ class _Runner:
                 return _Prepared(key, None, 0.0, {})
         started = time.perf_counter()
         encoded = self._pool.encode(study, {c: fp for c, (fp, _) in fingerprints.items()})
+        encoded.size  # noqa: B018 - sized here, off the runner's thread (packing needs it)
         seconds = time.perf_counter() - started
         learned = {}
         for column, prepared in encoded.images.items():

@@ -2,9 +2,14 @@
 
 Decoding a DICOM or PNG and encoding the prepared PNG hold the GIL, so threads
 do not add cores: :class:`PreparePool` runs :func:`~cxr_widgets.images.prepare_image`
-in ``workers`` processes (spawned: safe beside the runner's threads and in a
-notebook kernel). Paths and bytes go to the workers; PIL images, arrays and
-pydicom datasets are prepared in the calling thread. Files are read and checked
+in ``workers`` processes. Where ``fork`` exists (Linux) the workers are forked
+by :meth:`PreparePool.start`, which the batch runner calls before it starts any
+thread of its own; a script without an ``if __name__ == "__main__":`` guard is
+then safe (``spawn`` would run the script again in every worker). Elsewhere
+they are spawned only when the main module is not a script file (a notebook,
+the REPL, ``python -m``), else preparation stays in threads. Paths and bytes
+go to the workers; PIL images, arrays and pydicom datasets are prepared in the
+calling thread. Files are read and checked
 in the worker exactly as :func:`prepare_image` reads them (regular files only,
 header before body).
 
@@ -48,6 +53,19 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _context() -> Any:
+    """The multiprocessing context workers start with, or None (stay in threads)."""
+    import multiprocessing
+    import sys
+
+    if "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    main = sys.modules.get("__main__")
+    if getattr(main, "__file__", None) and getattr(main, "__spec__", None) is None:
+        return None  # a script run by path: spawn would run it again in each worker
+    return multiprocessing.get_context("spawn")
+
+
 def _prepare(source: Any, column: str, options: dict[str, Any]) -> Any:
     """Runs in a worker process."""
     from .images import prepare_image
@@ -69,7 +87,9 @@ class PreparePool:
     ) -> None:
         self.options = dict(options or {})
         self.workers = max(1, workers or default_workers())
-        self.processes = self.workers > 1 if processes is None else bool(processes)
+        if processes is None:
+            processes = self.workers > 1
+        self.processes = bool(processes) and _context() is not None
         self.cache_images = max(0, cache_images)
         self._cache: OrderedDict[str, Future[Any]] = OrderedDict()
         self._lock = threading.Lock()
@@ -78,14 +98,16 @@ class PreparePool:
         self.prepared = 0
         self.reused = 0
 
+    def start(self) -> PreparePool:
+        """Start the worker processes now (call before starting threads of your own)."""
+        if self.processes:
+            self._pool().submit(int).result()  # all workers start with the first task
+        return self
+
     def _pool(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._executor is None:
-                import multiprocessing
-
-                self._executor = ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("spawn")
-                )
+                self._executor = ProcessPoolExecutor(self.workers, mp_context=_context())
             return self._executor
 
     def encode(

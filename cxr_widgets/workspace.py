@@ -163,8 +163,16 @@ def resolve_endpoint(
     source = f"workspace {workspace}, endpoint {endpoint_name}"
     options.setdefault("key_env", None)
     config = _resolve_auth(
-        config_cls, ml_client, endpoint_name, workspace, scoring_uri, auth_mode, deployment,
-        credential, source, options,
+        config_cls,
+        ml_client,
+        endpoint_name,
+        workspace,
+        scoring_uri,
+        auth_mode,
+        deployment,
+        credential,
+        source,
+        options,
     )
     # What the deployment can hold at once: where a batch run starts (see adaptive.py).
     pinned = deployment or (max(traffic, key=lambda k: traffic[k]) if traffic else None)
