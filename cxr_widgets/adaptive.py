@@ -9,8 +9,8 @@ endpoint pushes back, then settles by AIMD as Azure ML's own endpoint batch
 scorer (``batch_score_oss`` in Azure/azureml-assets) does: +1 per round of
 answers, x0.75 on congestion. Congestion is a 429, or the limit growing while
 throughput does not and latency does (an endpoint that queues instead of
-refusing). Every :data:`PROBE_INTERVAL` seconds it grows multiplicatively
-again (at most doubling per round trip, until the next sign of congestion), so an endpoint that autoscales mid-run (4 -> 16
+refusing). Every few round trips (:data:`PROBE_ROUNDS`, 5 to 30 s) it grows
+multiplicatively again (at most doubling per round trip, until the next sign of congestion), so an endpoint that autoscales mid-run (4 -> 16
 instances) is used fully within a minute.
 
 Retries are not here: the client (``retry.py``) retries a 429; the runner
@@ -42,8 +42,11 @@ __all__ = [
 DECREASE = 0.75
 #: Requests in flight at the start when the workspace does not tell the endpoint's size.
 DEFAULT_START = 2
-#: Seconds of calm after which the limit grows multiplicatively again (autoscaling).
-PROBE_INTERVAL = 15.0
+#: Probes: every PROBE_ROUNDS round trips, within PROBE_INTERVAL seconds (min, max). Slow
+#: start then needs about two round trips for 4 -> 16 instances: within a minute for
+#: requests of up to ~10 s.
+PROBE_ROUNDS = 5
+PROBE_INTERVAL = (5.0, 30.0)
 #: Connections Azure ML allows per online endpoint (its documented quota): more never helps.
 ENDPOINT_CONNECTION_LIMIT = 500
 #: Congested without a 429: latency this much over an unloaded round's, and over a fifth
@@ -117,7 +120,8 @@ class ConcurrencyController:
     :func:`default_max_in_flight`). ``capacity_hint``: what the endpoint can
     serve at once when the workspace tells it (instance count x
     ``max_concurrent_requests_per_instance``): the start. ``clock``: seconds
-    (monotonic), replaceable in tests.
+    (monotonic), replaceable in tests. ``probe_interval``: seconds between upward
+    probes (default: :data:`PROBE_ROUNDS` round trips, within :data:`PROBE_INTERVAL`).
     """
 
     def __init__(
@@ -126,7 +130,7 @@ class ConcurrencyController:
         *,
         start: int | None = None,
         capacity_hint: int | None = None,
-        probe_interval: float = PROBE_INTERVAL,
+        probe_interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.user_cap = cap is not None
@@ -201,7 +205,7 @@ class ConcurrencyController:
             and now - self._round_start >= (self._min_latency or 0.0)
         ):
             self._end_round(now)
-        if self._window >= self._threshold and now - self._probed_at >= self.probe_interval:
+        if self._window >= self._threshold and now - self._probed_at >= self._probe_every():
             self._probe(now)
 
     def on_busy(self) -> None:
@@ -286,6 +290,12 @@ class ConcurrencyController:
             1.0, (1 - 1 / _PLATEAU_GROWTH) * current.limit
         ):
             self._decrease(now, plateau=True, level=served * _PLATEAU_GAIN)
+
+    def _probe_every(self) -> float:
+        if self.probe_interval is not None:
+            return self.probe_interval
+        low, high = PROBE_INTERVAL
+        return min(high, max(low, PROBE_ROUNDS * (self._smoothed or 0.0)))
 
     def _probe(self, now: float) -> None:
         """Grow multiplicatively again, measuring afresh (the endpoint may have grown)."""

@@ -190,10 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     tuning.add_argument(
         "--max-in-flight",
         type=_positive_int,
-        default=DEFAULT_MAX_IN_FLIGHT,
+        default=None,
         metavar="N",
-        help="requests in flight at most; fewer are used while the endpoint answers 429 "
-        f"(default: {DEFAULT_MAX_IN_FLIGHT})",
+        help="a cap on requests in flight (default: none but this machine's, "
+        f"{DEFAULT_MAX_IN_FLIGHT}); the number in flight is found from the endpoint's answers",
     )
     tuning.add_argument(
         "--batch-size",

@@ -114,13 +114,15 @@ def test_slow_start_is_multiplicative() -> None:
     assert by_second[6] >= 64 and by_second[1] <= 2 * DEFAULT_START + 1
 
 
-def test_an_endpoint_that_autoscales_mid_run_is_used_within_a_minute() -> None:
-    _, _, samples = simulate(duration=240, instances=[(0.0, 4), (120.0, 16)], service=2.0)
-    after = [(t, limit) for t, limit in samples if t >= 120]
+@pytest.mark.parametrize("service", [2.0, 10.0])
+def test_an_endpoint_that_autoscales_mid_run_is_used_within_a_minute(service: float) -> None:
+    grow = 60 * service
+    _, _, samples = simulate(duration=grow + 120, instances=[(0.0, 4), (grow, 16)], service=service)
+    after = [(t, limit) for t, limit in samples if t >= grow]
     reached = next(t for t, limit in after if limit >= 16)
-    assert reached - 120 <= 60
-    # Used: the last minute runs at the new level.
-    assert min(limit for t, limit in after if t >= 200) >= 16
+    assert reached - grow <= 60
+    # Used: from then on it stays at the new level.
+    assert min(limit for t, limit in after if t >= grow + 60) >= 16
 
 
 def test_latency_without_429_stops_growth_where_throughput_stops() -> None:
