@@ -21,7 +21,11 @@ Three tables from one run:
    100,000-study manifest (CSV, read with ``read_manifest``) through
    run_batch on the demo backend.
 
-Run: .venv/bin/python bench/bench_scale.py [--quick]
+Run: .venv/bin/python bench/bench_scale.py [--quick]  (about 7 minutes; --quick about 3)
+
+Each run starts at 2 requests in flight (the endpoint's size unknown) and
+doubles per round trip: the ramp costs a few seconds, which is why the runs
+last 40 s (in a run of hours it is nothing).
 """
 
 from __future__ import annotations
@@ -202,12 +206,13 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.3, help="seconds per request")
     parser.add_argument("--per-study", type=float, default=0.07, help="seconds per study")
     parser.add_argument("--retry-after", type=float, default=0.5, help="Retry-After on 429, s")
-    parser.add_argument("--seconds", type=float, default=20.0, help="target length of a run")
+    parser.add_argument("--seconds", type=float, default=40.0, help="target length of a run")
+    parser.add_argument("--grow-at", type=float, default=30.0, help="4 -> 16 after this, s")
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--manifest", type=int, default=100_000, help="studies in the manifest")
     args = parser.parse_args()
     if args.quick:
-        args.seconds = 10.0
+        args.seconds, args.grow_at, args.manifest = 15.0, 10.0, 20_000
     args.prepare_studies = 9 if args.quick else 17
     print(f"machine: {machine()}")
     service = args.latency + ROWS * args.per_study
@@ -221,7 +226,7 @@ def main() -> None:
     for n in args.instances:
         rows.append(capacity_row(f"{n} instance(s)", [(0.0, n)], args.seconds, args))
         print("  ", rows[-1], flush=True)
-    half = args.seconds  # twice as long: half at 4, half at 16
+    half = args.grow_at  # twice as long: half at 4, half at 16
     rows.append(capacity_row("4 -> 16 instances half way", [(0.0, 4), (half, 16)], 2 * half, args))
     print("  ", rows[-1], flush=True)
     print()

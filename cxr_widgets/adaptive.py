@@ -9,8 +9,8 @@ endpoint pushes back, then settles by AIMD as Azure ML's own endpoint batch
 scorer (``batch_score_oss`` in Azure/azureml-assets) does: +1 per round of
 answers, x0.75 on congestion. Congestion is a 429, or the limit growing while
 throughput does not and latency does (an endpoint that queues instead of
-refusing). Every few round trips (:data:`PROBE_ROUNDS`, 5 to 30 s) it grows
-multiplicatively again (at most doubling per round trip, until the next sign of congestion), so an endpoint that autoscales mid-run (4 -> 16
+refusing). After a few calm round trips (:data:`PROBE_ROUNDS`, 5 to 30 s with
+no 429 and no queueing) it grows multiplicatively again (at most doubling per round trip, until the next sign of congestion), so an endpoint that autoscales mid-run (4 -> 16
 instances) is used fully within a minute.
 
 Retries are not here: the client (``retry.py``) retries a 429; the runner
@@ -42,7 +42,7 @@ __all__ = [
 DECREASE = 0.75
 #: Requests in flight at the start when the workspace does not tell the endpoint's size.
 DEFAULT_START = 2
-#: Probes: every PROBE_ROUNDS round trips, within PROBE_INTERVAL seconds (min, max). Slow
+#: Probes: after PROBE_ROUNDS calm round trips, within PROBE_INTERVAL seconds (min, max). Slow
 #: start then needs about two round trips for 4 -> 16 instances: within a minute for
 #: requests of up to ~10 s.
 PROBE_ROUNDS = 5
@@ -54,7 +54,8 @@ ENDPOINT_CONNECTION_LIMIT = 500
 _PLATEAU_GROWTH = 1.25
 _PLATEAU_GAIN = 1.10
 _PLATEAU_LATENCY = 1.25
-_HISTORY = 12  # rounds remembered for the throughput knee
+_HISTORY = 12  # rounds remembered
+_NEAR_CEILING = 4  # next to the last 429's level, additive increase is this much slower
 
 
 def check_cap(cap: object, what: str = "max_in_flight") -> int:
@@ -145,7 +146,8 @@ class ConcurrencyController:
         self.plateaus = 0  # of which: throughput stopped growing (no 429)
         self.busy = 0  # busy signals told
         self._last_decrease = -math.inf
-        self._probed_at = clock()
+        self._calm_since = clock()  # since the last probe or decrease
+        self._ceiling: float | None = None  # the limit at the last 429
         self._min_latency: float | None = None
         self._smoothed: float | None = None
         self._history: deque[_Round] = deque(maxlen=_HISTORY)
@@ -194,6 +196,11 @@ class ConcurrencyController:
             # Slow start: +1 per answer doubles the limit every round trip (never more).
             if self._window < 2 * self._round_limit:
                 self._window += 1.0
+        elif self._ceiling is not None and self._window + 1 >= self._ceiling:
+            # Next to the level of the last 429: approach it slowly (a fixed pending cap is
+            # then met now and then, not every other round; a request the client is retrying
+            # gets its turn).
+            self._window += 1.0 / (_NEAR_CEILING * self._window)
         else:
             self._window += 1.0 / self._window  # additive: +1 per round
         if self._window >= self.cap:
@@ -205,7 +212,7 @@ class ConcurrencyController:
             and now - self._round_start >= (self._min_latency or 0.0)
         ):
             self._end_round(now)
-        if self._window >= self._threshold and now - self._probed_at >= self._probe_every():
+        if self._window >= self._threshold and now - self._calm_since >= self._probe_every():
             self._probe(now)
 
     def on_busy(self) -> None:
@@ -250,12 +257,14 @@ class ConcurrencyController:
         # One decrease per round trip: answers to requests sent before it say nothing new.
         if now - self._last_decrease < max(0.05, self._smoothed or 0.0):
             return
-        if plateau:  # back to what the endpoint serves at once, with a little queue
-            self._window = max(1.0, min(self._window, math.ceil(level)))
+        if plateau:  # toward what the endpoint serves at once (x0.75 at most per step)
+            self._window = max(1.0, self._window * DECREASE, min(self._window, math.ceil(level)))
         else:
+            self._ceiling = self._window
             self._window = max(1.0, self._window * DECREASE)
         self._threshold = self._window
         self._last_decrease = now
+        self._calm_since = now
         self.decreases += 1
         self.plateaus += plateau
         self._reset_round()
@@ -300,6 +309,7 @@ class ConcurrencyController:
     def _probe(self, now: float) -> None:
         """Grow multiplicatively again, measuring afresh (the endpoint may have grown)."""
         self._threshold = math.inf
-        self._probed_at = now
+        self._calm_since = now
+        self._ceiling = None
         self._history.clear()
         self._reset_round()
