@@ -162,3 +162,30 @@ def test_the_default_cap_is_what_one_machine_affords() -> None:
     cap = default_max_in_flight()
     assert 8 <= cap <= ENDPOINT_CONNECTION_LIMIT
     assert default_max_in_flight(request_bytes=10**12) == 8  # memory bound, floor 8
+
+
+def test_the_workspace_tells_what_the_deployment_holds() -> None:
+    """deployment_capacity reads azure-ai-ml's own deployment entity."""
+    pytest.importorskip("azure.ai.ml")
+    from azure.ai.ml.entities import ManagedOnlineDeployment, OnlineRequestSettings
+
+    from cxr_widgets.workspace import deployment_capacity
+
+    deployment = ManagedOnlineDeployment(
+        name="blue",
+        endpoint_name="cxr",
+        instance_count=16,
+        request_settings=OnlineRequestSettings(max_concurrent_requests_per_instance=2),
+    )
+
+    class Deployments:
+        def get(self, name: str, endpoint_name: str) -> ManagedOnlineDeployment:
+            assert (name, endpoint_name) == ("blue", "cxr")
+            return deployment
+
+    class Workspace:
+        online_deployments = Deployments()
+
+    assert deployment_capacity(Workspace(), "cxr", "blue") == 32
+    assert deployment_capacity(Workspace(), "cxr", None) is None
+    assert deployment_capacity(object(), "cxr", "blue") is None  # not told: the run finds it
