@@ -380,6 +380,8 @@ def _print_summary(
         ("requests", result.requests),
         ("retries / 429 seen", f"{result.retries} / {result.busy}"),
         ("wall time", f"{result.wall_time:.1f} s"),
+        *([("in flight (peak)", result.peak_limit)] if result.requests else []),
+        *([("limited by", result.limited_by)] if result.requests and result.limited_by else []),
     ]
     if result.store_path:
         rows.append(("stored", f"{result.stored} in {result.store_path}"))
