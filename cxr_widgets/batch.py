@@ -37,7 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from .adaptive import AdaptiveLimit
+from .adaptive import ConcurrencyController, check_cap, default_max_in_flight
 from .backend import ReportGenerator
 from .batch_result import BatchResult, StudyFailure
 from .contract import (
@@ -45,7 +45,6 @@ from .contract import (
     EncodedStudy,
     PreparedRequest,
     assemble_request,
-    encode_study,
     request_size,
 )
 from .errors import (
@@ -63,6 +62,7 @@ from .errors import (
     ResponseFormatError,
     StoreError,
 )
+from .prepare_pool import PreparePool, default_workers
 from .report import Report
 from .store import ResultStore, content_fingerprint, study_key
 from .study import IMAGE_COLUMNS, Study
@@ -70,8 +70,8 @@ from .study import IMAGE_COLUMNS, Study
 __all__ = [
     "DEFAULT_MAX_IN_FLIGHT",
     "MAX_BUSY_REQUESTS",
-    "AdaptiveLimit",
     "BatchResult",
+    "ConcurrencyController",
     "StudyFailure",
     "prepared_key",
     "run_batch",
@@ -86,8 +86,9 @@ FATAL_ERRORS = (EndpointAuthError, EndpointNotFoundError, ConfigError, StoreErro
 SPLIT_ERRORS = (BadRequestError, ModelError, ResponseFormatError, RequestTooLargeError)
 #: Requests in a row that end in 429 after the client's own retries: then the run stops.
 MAX_BUSY_REQUESTS = 3
-#: Default number of requests in flight at most (the adaptive limit stays below it).
-DEFAULT_MAX_IN_FLIGHT = 8
+#: Default cap on requests in flight: what this machine affords (see
+#: :func:`~cxr_widgets.adaptive.default_max_in_flight`); the run finds the endpoint's level.
+DEFAULT_MAX_IN_FLIGHT = default_max_in_flight()
 #: How often the run looks at the client's 429 count between completions.
 POLL_SECONDS = 0.1
 
@@ -108,6 +109,7 @@ class _Item:
 class _Batch:
     items: list[_Item]
     sequence: int = -1
+    sent_at: float = 0.0
 
     def studies(self) -> list[EncodedStudy]:
         return [item.encoded for item in self.items]
@@ -220,8 +222,9 @@ def run_batch(
     retry_failed: bool = True,
     on_result: Callable[[int, Report | None, StudyFailure | None], None] | None = None,
     prepare_workers: int | None = None,
-    start_in_flight: int = 2,
+    start_in_flight: int | None = None,
     keep_images: bool = False,
+    prepare_processes: bool | None = None,
 ) -> BatchResult:
     """Send many studies, ``batch_size`` per request, several requests in flight.
 
@@ -230,11 +233,19 @@ def run_batch(
     request budget. ``store``: a SQLite file path (or :class:`ResultStore`)
     that makes the run resumable; studies already answered there are not sent
     again, failed ones are (unless ``retry_failed=False``); each study's image
-    paths are recorded with its result. ``max_in_flight``: requests in flight
-    at most (default :data:`DEFAULT_MAX_IN_FLIGHT`); the number actually in
-    flight adapts to 429 answers. ``on_result(index, report, failure)`` is
+    paths are recorded with its result. ``max_in_flight``: the user's cap on
+    requests in flight (default :data:`DEFAULT_MAX_IN_FLIGHT`, what this machine
+    affords); the number in flight is found from the endpoint's answers (see
+    :class:`~cxr_widgets.adaptive.ConcurrencyController`), starting from the
+    endpoint's size when the workspace tells it, else ``start_in_flight``.
+    ``prepare_workers``: processes preparing images ahead of sending (default:
+    the cores available; ``prepare_processes=False`` keeps them in threads).
+    ``on_result(index, report, failure)`` is
     called as each study finishes. ``keep_images=True`` keeps each report's
     prepared frontal image (``report.frontal_image``); off by default to bound memory.
+    ``studies`` is read into a list of :class:`Study` objects (paths and
+    texts, small); images are prepared a few requests ahead of the senders
+    only, so memory does not grow with the number of studies' images.
 
     Returns a :class:`BatchResult` with reports in input order (None where a
     study failed). Ctrl-C (or SIGTERM in the command line) stops the run
@@ -260,9 +271,8 @@ def run_batch(
             )
     if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_STUDIES_PER_REQUEST:
         raise ConfigError(f"batch_size must be 1 to {MAX_STUDIES_PER_REQUEST}, got {batch_size!r}")
-    maximum = DEFAULT_MAX_IN_FLIGHT if max_in_flight is None else max_in_flight
-    if not isinstance(maximum, int) or maximum < 1:
-        raise ConfigError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+    if max_in_flight is not None:
+        check_cap(max_in_flight)
 
     owned = store is not None and not isinstance(store, ResultStore)
     result_store = ResultStore(store) if owned else store  # type: ignore[arg-type]
@@ -270,18 +280,27 @@ def run_batch(
         studies,
         client,
         result_store,  # type: ignore[arg-type]
-        limit=AdaptiveLimit(maximum, start_in_flight),
+        limit=ConcurrencyController(
+            max_in_flight, start=start_in_flight, capacity_hint=_capacity_hint(client)
+        ),
         batch_size=batch_size,
         retry_failed=retry_failed,
         on_result=on_result,
-        prepare_workers=prepare_workers or min(4, os.cpu_count() or 2),
+        prepare_workers=prepare_workers or default_workers(),
         keep_images=keep_images,
+        processes=prepare_processes,
     )
     try:
         return runner.run(progress)
     finally:
         if owned and result_store is not None and not runner.abandoned:
             result_store.close()
+
+
+def _capacity_hint(client: ReportGenerator) -> int | None:
+    """Requests the endpoint serves at once, when the workspace told it (see workspace.py)."""
+    hint = getattr(getattr(client, "config", None), "capacity_hint", None)
+    return hint if isinstance(hint, int) and hint > 0 else None
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -299,12 +318,13 @@ class _Runner:
         client: ReportGenerator,
         store: ResultStore | None,
         *,
-        limit: AdaptiveLimit,
+        limit: ConcurrencyController,
         batch_size: int,
         retry_failed: bool,
         on_result: Callable[[int, Report | None, StudyFailure | None], None] | None,
         prepare_workers: int,
         keep_images: bool,
+        processes: bool | None = None,
     ) -> None:
         self.studies = studies
         self.client = client
@@ -342,6 +362,8 @@ class _Runner:
         self._digests: dict[str, str] = {}  # content fingerprint -> prepared-PNG digest
         self._new_digests: dict[str, str] = {}
         self._skip_keys: set[str] = set()  # keys whose stored result ends a study
+        self._observed_at = time.monotonic()
+        self._pool = PreparePool(self.options, workers=self.prepare_workers, processes=processes)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -354,11 +376,13 @@ class _Runner:
                 self._skip_keys |= {r.key for r in self.store.results("error")}
         self._bar = _progress_bar(len(self.studies), progress)
         todo: deque[int] = deque(range(len(self.studies)))
-        prepare_pool = ThreadPoolExecutor(self.prepare_workers, thread_name_prefix="cxr-prepare")
-        send_pool = ThreadPoolExecutor(self.limit.maximum, thread_name_prefix="cxr-send")
+        self._pool.start()  # worker processes start before this run's threads
+        # Threads hash files and wait; the pool's processes decode and encode (the GIL).
+        threads = self.prepare_workers * 2 if self._pool.processes else self.prepare_workers
+        prepare_pool = ThreadPoolExecutor(threads, thread_name_prefix="cxr-prepare")
+        send_pool = ThreadPoolExecutor(self.limit.cap, thread_name_prefix="cxr-send")
         preparing: dict[Future[Any], int] = {}
         sending: dict[Future[Any], _Batch] = self._sending
-        window = (self.limit.maximum + 1) * self.batch_size + self.prepare_workers
         try:
             while (
                 todo or self._reprepare or preparing or sending or self._queue or self._has_groups()
@@ -368,14 +392,16 @@ class _Runner:
                         index = self._reprepare.popleft()
                         preparing[prepare_pool.submit(self._prepare, index, True)] = index
                     # Prepare ahead, but only as far as the senders can use (bounded memory).
+                    window = (self.limit.limit + 2) * self.batch_size + self.prepare_workers
                     while todo and len(preparing) + self._prepared_count() < window:
                         index = todo.popleft()
                         preparing[prepare_pool.submit(self._prepare, index, False)] = index
                     if not todo and not preparing:
                         self._flush_groups()
-                    while self._queue and len(sending) < self.limit.limit:
+                    while self._queue and self.limit.may_send(len(sending)):
                         batch = self._queue.popleft()
                         batch.sequence = self._sequence
+                        batch.sent_at = time.monotonic()
                         self._sequence += 1
                         sending[send_pool.submit(self._send, batch)] = batch
                 else:
@@ -410,6 +436,7 @@ class _Runner:
             self._stop_after_interrupt(sending)
         finally:
             prepare_pool.shutdown(wait=not self.abandoned, cancel_futures=True)
+            self._pool.close(wait=not self.abandoned)
             send_pool.shutdown(wait=not self.abandoned, cancel_futures=True)
             self._finish(started)
         if self._fatal is not None:
@@ -424,13 +451,13 @@ class _Runner:
             self._fatal = exc
 
     def _watch_load(self) -> None:
-        """Between completions: react to 429s the client met, or ramp up while starved."""
-        sending = self._sending
-        if sending and self.stats.congestion():
-            newest = max(b.sequence for b in sending.values())
-            self.limit.on_busy(newest, self._sequence)
-        elif self._queue and len(sending) >= self.limit.limit:
-            self.limit.on_starved(time.monotonic())
+        """Between completions: tell the controller of 429s the client met, and what
+        held the run back since the last look (the endpoint, preparation or the cap)."""
+        now = time.monotonic()
+        if self._sending and self.stats.congestion():
+            self.limit.on_busy()
+        self.limit.observe(len(self._sending), bool(self._queue), now - self._observed_at)
+        self._observed_at = now
 
     def _stop_after_interrupt(self, sending: dict[Future[Any], _Batch]) -> None:
         where = self.result.store_path
@@ -472,6 +499,7 @@ class _Runner:
         result.final_limit = self.limit.limit
         result.peak_limit = self.limit.peak
         result.backoffs = self.limit.decreases
+        result.limited_by = self.limit.limited_by_text()
         result.failures.sort(key=lambda f: f.index)
         if self._bar is not None:
             self._update_bar()
@@ -523,19 +551,22 @@ class _Runner:
         """Runs in a preparation thread: the study's key, and its encoding when needed."""
         study = self.studies[index]
         fingerprints: dict[str, tuple[str | None, Any]] = {}
-        if self.store is not None:
-            for column in study.columns:
-                if column in IMAGE_COLUMNS:
-                    source = getattr(study, column)
-                    is_path = isinstance(source, (str, os.PathLike))
-                    signature = _stat_signature(source) if is_path else None
-                    fingerprints[column] = (content_fingerprint(source, self.options), signature)
-            if not force:
-                key = self._cached_key(study, fingerprints)
-                if key is not None and key in self._skip_keys:
-                    return _Prepared(key, None, 0.0, {})
+        for column in study.columns:
+            if column in IMAGE_COLUMNS:
+                source = getattr(study, column)
+                is_path = isinstance(source, (str, os.PathLike))
+                signature = _stat_signature(source) if is_path else None
+                fingerprints[column] = (content_fingerprint(source, self.options), signature)
+        if not force:
+            key = self._cached_key(study, fingerprints)
+            # Known content (stored, or answered or on its way in this run): not prepared again.
+            if key is not None and (
+                key in self._skip_keys or key in self._answered or key in self._waiting
+            ):
+                return _Prepared(key, None, 0.0, {})
         started = time.perf_counter()
-        encoded = encode_study(study, **self.options)
+        encoded = self._pool.encode(study, {c: fp for c, (fp, _) in fingerprints.items()})
+        encoded.size  # noqa: B018 - sized here, off the runner's thread (packing needs it)
         seconds = time.perf_counter() - started
         learned = {}
         for column, prepared in encoded.images.items():
@@ -572,8 +603,15 @@ class _Runner:
             self._fail([index], exc, store_keys=[])
             return
         if outcome.encoded is None:  # known from the digest cache
-            assert outcome.key is not None
-            if not self._from_store(index, outcome.key):
+            key = outcome.key
+            assert key is not None
+            if key in self._answered:
+                self.result.keys[index] = key
+                self._finish_study(index, self._twin_report(self._answered[key], index), None)
+            elif key in self._waiting:
+                self.result.keys[index] = key
+                self._waiting[key].append(index)
+            elif not self._from_store(index, key):
                 self._reprepare.append(index)
             return
         encoded = outcome.encoded
@@ -674,8 +712,8 @@ class _Runner:
         self.result.requests += 1
         # The client's own retries hide 429s from us; its counters do not. Any request in
         # flight may have met them, so the newest one decides whether this is news.
-        newest = max([batch.sequence, *(b.sequence for b in self._sending.values())])
-        if self.stats.congestion() and self.limit.on_busy(newest, self._sequence):
+        if self.stats.congestion():
+            self.limit.on_busy()
             logger.debug("batch: endpoint busy, %d requests in flight at most", self.limit.limit)
         try:
             reports, store_error = future.result()
@@ -690,7 +728,7 @@ class _Runner:
             self._failed_request(batch, exc, split)
             return
         self._busy_in_row = 0
-        self.limit.on_success()
+        self.limit.on_answer(time.monotonic() - batch.sent_at, len(batch.items))
         self.result.sent += len(batch.items)
         if store_error is None and self.store is not None:
             self.result.stored += len(batch.items)
@@ -712,7 +750,7 @@ class _Runner:
         here (the client owns retries); after a few in a row the run stops."""
         self._raised_busy += 1
         self._busy_in_row += 1
-        self.limit.on_busy(batch.sequence, self._sequence)
+        self.limit.on_busy()
         self._fail_batch(batch, exc)
         attempts = self.client.max_attempts
         tries = f" after {attempts} attempt{'s' if attempts != 1 else ''} each"
@@ -826,7 +864,7 @@ class _Runner:
         counters: dict[str, Any] = {"ok": self.result.ok, "failed": len(self.result.failures)}
         if self.store is not None:
             counters["stored"] = self.result.stored
-        counters["in flight"] = len(self._sending)
+        counters["in flight"] = f"{len(self._sending)}/{self.limit.limit}"
         busy = self.stats.delta("busy") if self.stats.counts_busy else self._raised_busy
         if busy:
             counters["429"] = busy

@@ -46,7 +46,9 @@ class BatchResult:
     prepare_time: float = 0.0  # summed over preparation threads
     final_limit: int = 0  # requests in flight allowed at the end (adaptive)
     peak_limit: int = 0
-    backoffs: int = 0  # times the limit was lowered after 429s
+    backoffs: int = 0  # times the limit was lowered (429s, or latency up with no throughput)
+    #: What held the run back most of the time: the endpoint, image preparation, or the cap.
+    limited_by: str | None = None
     interrupted: bool = False
     store_path: str | None = None
     stopped: str | None = None  # why the run stopped early (the error raised), if it did
@@ -80,6 +82,8 @@ class BatchResult:
             "429 seen": self.busy,
             "wall time (s)": round(self.wall_time, 2),
             "studies/min": round(self.sent / minutes, 1) if minutes and self.sent else 0.0,
+            "requests in flight (peak)": self.peak_limit,
+            "limited by": self.limited_by or "",
         }
 
     def to_records(self) -> list[dict[str, Any]]:

@@ -190,10 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     tuning.add_argument(
         "--max-in-flight",
         type=_positive_int,
-        default=DEFAULT_MAX_IN_FLIGHT,
+        default=None,
         metavar="N",
-        help="requests in flight at most; fewer are used while the endpoint answers 429 "
-        f"(default: {DEFAULT_MAX_IN_FLIGHT})",
+        help="a cap on requests in flight (default: none but this machine's, "
+        f"{DEFAULT_MAX_IN_FLIGHT}); the number in flight is found from the endpoint's answers",
     )
     tuning.add_argument(
         "--batch-size",
@@ -380,6 +380,8 @@ def _print_summary(
         ("requests", result.requests),
         ("retries / 429 seen", f"{result.retries} / {result.busy}"),
         ("wall time", f"{result.wall_time:.1f} s"),
+        *([("in flight (peak)", result.peak_limit)] if result.requests else []),
+        *([("limited by", result.limited_by)] if result.requests and result.limited_by else []),
     ]
     if result.store_path:
         rows.append(("stored", f"{result.stored} in {result.store_path}"))

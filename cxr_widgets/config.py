@@ -137,7 +137,7 @@ class EndpointConfig:
         backoff_factor: float = 0.5,
         backoff_max: float = 30.0,
         max_request_bytes: int | None = DEFAULT_REQUEST_BUDGET,
-        pool_size: int = 16,
+        pool_size: int | None = None,
         auth_mode: str | None = None,
         source: str | None = None,
         model: str | None = None,
@@ -185,6 +185,10 @@ class EndpointConfig:
         ):
             raise ConfigError("max_request_bytes must be a positive integer or None")
         self.max_request_bytes = max_request_bytes
+        if pool_size is None:  # a connection for every request a batch run may keep in flight
+            from .adaptive import default_max_in_flight
+
+            pool_size = default_max_in_flight(max_request_bytes or DEFAULT_REQUEST_BUDGET)
         self.pool_size = max(1, int(pool_size))
         if secret is not None:
             self.auth_mode = auth_mode or "key"

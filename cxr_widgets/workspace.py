@@ -162,6 +162,51 @@ def resolve_endpoint(
         )
     source = f"workspace {workspace}, endpoint {endpoint_name}"
     options.setdefault("key_env", None)
+    config = _resolve_auth(
+        config_cls,
+        ml_client,
+        endpoint_name,
+        workspace,
+        scoring_uri,
+        auth_mode,
+        deployment,
+        credential,
+        source,
+        options,
+    )
+    # What the deployment can hold at once: where a batch run starts (see adaptive.py).
+    pinned = deployment or (max(traffic, key=lambda k: traffic[k]) if traffic else None)
+    config.capacity_hint = deployment_capacity(ml_client, endpoint_name, pinned)
+    return config
+
+
+def deployment_capacity(ml_client: Any, endpoint_name: str, deployment: str | None) -> int | None:
+    """``instance_count x max_concurrent_requests_per_instance`` of a deployment, or None
+    when the workspace does not tell it (no permission, no such deployment)."""
+    if not deployment:
+        return None
+    try:
+        found = ml_client.online_deployments.get(name=deployment, endpoint_name=endpoint_name)
+        count = int(getattr(found, "instance_count", None) or 0)
+        settings = getattr(found, "request_settings", None)
+        per_instance = int(getattr(settings, "max_concurrent_requests_per_instance", None) or 1)
+    except Exception:  # only a starting point: the run finds the level anyway
+        return None
+    return count * per_instance if count > 0 else None
+
+
+def _resolve_auth(
+    config_cls: Any,
+    ml_client: Any,
+    endpoint_name: str,
+    workspace: str,
+    scoring_uri: str,
+    auth_mode: str,
+    deployment: str | None,
+    credential: Any,
+    source: str,
+    options: dict[str, Any],
+) -> Any:
     if auth_mode == "key":
         try:
             keys = ml_client.online_endpoints.get_keys(endpoint_name)

@@ -355,7 +355,7 @@ def manifest_cases(work: Path) -> list[Case]:
 def batch_cases(work: Path) -> list[Case]:
     import sqlite3
 
-    from cxr_widgets import Study, run_batch
+    from cxr_widgets import DemoBackend, Study, run_batch
     from cxr_widgets.cli import check_outputs, write_sample
     from cxr_widgets.client import EndpointConfig, ReportGenClient
     from cxr_widgets.local.faults import FaultConfig
@@ -431,6 +431,16 @@ def batch_cases(work: Path) -> list[Case]:
             lambda: write_sample(sample),
         ),
         attempt("Batch runs and result stores", "every request answered 429", storm),
+        attempt(
+            "Batch runs and result stores",
+            "`max_in_flight=0` (a cap of no requests)",
+            lambda: run_batch([Study(_png(64, 64))], DemoBackend(), max_in_flight=0),
+        ),
+        attempt(
+            "Batch runs and result stores",
+            "`max_in_flight=-4`",
+            lambda: run_batch([Study(_png(64, 64))], DemoBackend(), max_in_flight=-4),
+        ),
     ]
 
 

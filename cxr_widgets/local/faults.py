@@ -32,9 +32,12 @@ ENV: dict[str, str] = {
     "rate_503": "CXR_FAULT_RATE_503",
     "rate_drop": "CXR_FAULT_RATE_DROP",
     "seed": "CXR_FAULT_SEED",
+    "instances_file": "CXR_FAULT_INSTANCES_FILE",
 }
 
 Fault = Literal["drop", "429", "503"]
+#: Seconds between reads of ``instances_file``.
+INSTANCES_REREAD = 0.2
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class FaultConfig:
       scored at once, and beyond ``pending_per_instance * instances`` pending
       requests the endpoint answers 429 with ``Retry-After: retry_after``, as
       Azure ML does past 2 pending requests per instance. None: no cap.
+    - ``instances_file``: a file holding a whole number of instances, read again
+      every :data:`INSTANCES_REREAD` seconds; while it holds one, it replaces
+      ``instances`` (an endpoint that autoscales mid-run: write 16 over 4).
     - ``rate_429``, ``rate_503``, ``rate_drop``: fractions of requests answered
       429 (with ``Retry-After``), 503, or dropped (connection closed, no answer),
       drawn from a RNG seeded with ``seed``.
@@ -63,6 +69,7 @@ class FaultConfig:
     rate_503: float = 0.0
     rate_drop: float = 0.0
     seed: int | None = 0
+    instances_file: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("latency", "latency_per_study", "retry_after"):
@@ -106,6 +113,9 @@ class FaultConfig:
                 continue
             if text.lower() == "none" and f.name in ("bandwidth", "instances", "seed"):
                 values[f.name] = None
+                continue
+            if f.name == "instances_file":
+                values[f.name] = None if text.lower() == "none" else text
                 continue
             integer = f.name in ("instances", "pending_per_instance", "seed")
             try:
@@ -183,7 +193,10 @@ class FaultState:
         self._rng = random.Random(config.seed)
         self._lock = threading.Lock()
         self._pending = 0
-        self._instances = threading.BoundedSemaphore(config.instances) if config.instances else None
+        self._scoring = 0
+        self._free = threading.Condition(self._lock)
+        self._instances = config.instances
+        self._read_at = -1.0
         self._bandwidth = Bandwidth(config.bandwidth) if config.bandwidth else None
 
     def draw(self) -> Fault | None:
@@ -206,10 +219,25 @@ class FaultState:
         if self._bandwidth is not None:
             time.sleep(self._bandwidth.delay(nbytes))
 
+    def instances(self) -> int | None:
+        """Instances now: ``instances``, or what ``instances_file`` says (call with the lock)."""
+        path = self.config.instances_file
+        now = time.monotonic()
+        if path and now - self._read_at >= INSTANCES_REREAD:
+            self._read_at = now
+            try:
+                with open(path, encoding="ascii") as file:
+                    self._instances = max(1, int(file.read().strip()))
+            except (OSError, ValueError):
+                pass  # keep the last count
+            self._free.notify_all()
+        return self._instances
+
     def admit(self) -> bool:
         """Count a pending request; False (do not count) when the cap is reached."""
-        cap = self.config.max_pending
         with self._lock:
+            instances = self.instances()
+            cap = None if instances is None else instances * self.config.pending_per_instance
             if cap is not None and self._pending >= cap:
                 return False
             self._pending += 1
@@ -226,8 +254,16 @@ class FaultState:
     def score(self, n_studies: int) -> None:
         """Hold an instance for the model's simulated time."""
         seconds = self.config.latency + self.config.latency_per_study * n_studies
-        if self._instances is None:
+        with self._lock:
+            while True:
+                instances = self.instances()
+                if instances is None or self._scoring < instances:
+                    break
+                self._free.wait(INSTANCES_REREAD)
+            self._scoring += 1
+        try:
             time.sleep(seconds)
-            return
-        with self._instances:
-            time.sleep(seconds)
+        finally:
+            with self._lock:
+                self._scoring -= 1
+                self._free.notify()
