@@ -420,9 +420,14 @@ def test_key_typed_in_panel_drives_local_endpoint_and_is_not_saved(
         # The right key: the local endpoint answers and its boxes are drawn.
         use_key(endpoint_key)
         click(page, "cxr-generate")
+        # Wait for the kernel to hold the local endpoint's report (the error line was already
+        # cleared when the endpoint changed, so the page alone cannot tell the run is over).
+        deadline = time.monotonic() + 60
+        while str(kernel_json(page, "w.report.request_id")).startswith("demo-"):
+            assert time.monotonic() < deadline, "the local endpoint's report never arrived"
+            time.sleep(0.5)
         page.wait_for_function(
-            "() => !document.querySelector('.cxr-widget .cxr-run-error:not([hidden])')"
-            " && document.querySelector('.cxr-widget button.cxr-generate').disabled === false"
+            "() => document.querySelector('.cxr-widget button.cxr-generate').disabled === false"
         )
         per_finding = expected_boxes(page)
         wait_boxes(page, per_finding)
@@ -716,7 +721,7 @@ def test_themes_contrast_axe_and_keyboard(demo_page, axe_script: Path, tmp_path:
     # Keyboard only: Tab to "Load sample study" and Generate, press Enter / Space.
     page.locator(f"{ROOT} button.cxr-load-sample").focus()
     page.keyboard.press("Enter")
-    page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]', has_text="RG1_UNCR").wait_for()
+    page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]', has_text="cxr_frontal.jpg").wait_for()
     focus = page.locator(f"{ROOT} button.cxr-generate")
     focus.focus()
     page.keyboard.press("Space")
@@ -837,7 +842,7 @@ def test_voila_generates_and_downloads_exports(page, voila_app) -> None:
     assert page.locator(f"{ROOT} .cxr-path").count() == 0
     assert page.locator(f"{ROOT} .cxr-upload").count() == 3
     click(page, "cxr-load-sample")
-    page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]', has_text="RG1_UNCR").wait_for(
+    page.locator(f'{ROOT} .cxr-prep[data-slot="frontal"]', has_text="cxr_frontal.jpg").wait_for(
         timeout=60_000
     )
     click(page, "cxr-generate")
