@@ -531,8 +531,7 @@ class _Runner:
         study = self.studies[index]
         if stored.report is not None:
             self.result.stored += 1
-            stored.report.study_id = study.study_id
-            self._finish_study(index, stored.report, None)
+            self._finish_study(index, stored.report.replace(study_id=study.study_id), None)
         else:
             failure = StudyFailure(
                 index,

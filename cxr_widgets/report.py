@@ -458,7 +458,11 @@ class Report:
     def _repr_html_(self) -> str:
         return report_html(self)
 
-    def _repr_png_(self) -> bytes | None:
+    def annotated_png(self) -> bytes | None:
+        """The frontal image with the boxes drawn (768 px), when the image is known.
+
+        Not a ``_repr_png_``: the notebook shows the HTML, which embeds this picture,
+        and a second PNG output would store the same image twice in the ``.ipynb``."""
         if self.frontal_image is None:
             return None
         from .render import render_findings
@@ -565,7 +569,7 @@ def report_html(report: Report) -> str:
         for w in report.warnings
     )
     picture = ""
-    png = report._repr_png_()
+    png = report.annotated_png()
     if png is not None:
         import base64
 

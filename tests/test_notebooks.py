@@ -350,6 +350,7 @@ def check_batch_endpoint(nb: Any, workdir: Path) -> None:
     assert "submit these shards again: batch_input_00003.csv" in text
     assert "complete: True" in text
     assert "12 reports;" in text
+    assert "12 studies in the browser" in text  # the batch job's store opens in StudyBrowser
     out = workdir / "tutorial-outputs" / "08_batch_endpoint"
     assert sorted(p.name for p in (out / "shards" / "inputs").iterdir()) == [
         f"batch_input_0000{i}.csv" for i in (1, 2, 3)

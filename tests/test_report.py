@@ -280,12 +280,23 @@ def test_colours_repeat_after_the_palette():
 def test_html_and_png_show_the_image_when_known():
     report = make_report()
     report.frontal_image = Image.new("L", (1841 // 2, 1955 // 2), 90)
-    png = report._repr_png_()
+    png = report.annotated_png()
     assert png is not None and png.startswith(b"\x89PNG")
     with Image.open(io.BytesIO(png)) as shown:
         assert max(shown.size) == 768
     assert "<img" in report._repr_html_()
-    assert make_report()._repr_png_() is None
+    assert make_report().annotated_png() is None
+
+
+def test_a_notebook_stores_the_reports_image_once():
+    """IPython's display formatter: HTML (with the picture inside) and plain text, no PNG."""
+    from IPython.core.formatters import DisplayFormatter
+
+    report = make_report()
+    report.frontal_image = Image.new("L", (400, 300), 90)
+    data, _metadata = DisplayFormatter().format(report)
+    assert set(data) == {"text/plain", "text/html"}
+    assert data["text/html"].count("data:image/png;base64,") == 1
 
 
 def test_repr_has_no_finding_text():
