@@ -56,6 +56,7 @@ class Filters:
     reviewed: bool | None = None
     reviewer: str | None = None
     finding: str | None = None  # a normalised finding text (a bar of the chart)
+    only: frozenset[str] | None = None  # these study ids only (e.g. Evaluation.disagreements)
 
 
 @dataclass
@@ -213,6 +214,10 @@ class StudyTable:
             wanted = filters.finding
             keep &= np.fromiter(
                 (wanted in found for found in self._normalised), dtype=bool, count=len(self)
+            )
+        if filters.only is not None:
+            keep &= np.fromiter(
+                (sid in filters.only for sid in self.study_ids), dtype=bool, count=len(self)
             )
         if filters.search.strip():
             keep &= self._search(filters.search, filters.regex, keep)

@@ -706,3 +706,28 @@ def test_failed_generations_are_problems_not_missing(tmp_path: Path) -> None:
     ]
     assert from_store.counts["problems"] == 1
     assert from_store.missing["reference_only"] == ["broken"]  # never reached the store
+
+
+def test_the_study_browser_shows_where_model_and_reference_disagree(demo_run: tuple) -> None:
+    """References equal to the model's answer for all but three studies (one finding dropped
+    from the reference): exactly those three are disagreements, and the browser shows them."""
+    pytest.importorskip("anywidget")
+    from cxr_widgets import StudyBrowser
+
+    result, store = demo_run
+    references = as_references(result.reports)
+    changed = {references[i]["study_id"] for i in (1, 4, 7)}
+    for reference in references:
+        if reference["study_id"] in changed:
+            reference["findings"] = reference["findings"][1:]
+    evaluation = evaluate(result, references, bootstrap=0)
+    assert sorted(evaluation.disagreements) == sorted(changed)
+    browser = StudyBrowser(store)
+    try:
+        assert browser.filter(only=evaluation.disagreements) == [
+            s for s in browser.filter(only=None) if s in changed
+        ]
+        assert sorted(browser.filter(only=evaluation.disagreements)) == sorted(changed)
+        assert len(browser.filter(only=None)) == 12
+    finally:
+        browser.close()

@@ -116,7 +116,7 @@ class Evaluation:
     def disagreements(self) -> list[str]:
         """Studies where model and reference disagree: a sentence on either side not entailed.
 
-        Give them to the study browser to look at them (e.g. ``browser.select(ids[0])``).
+        Give them to the study browser: ``browser.filter(only=evaluation.disagreements)``.
         """
         return [
             r["study_id"]

@@ -165,6 +165,7 @@ class StudyBrowser(widgets.VBox):
         self._sources_future: Future[StudySources] | None = None
         self.client: Any = None
         self._filters = Filters()
+        self._only: frozenset[str] | None = None
         self._order = np.arange(len(self.table), dtype=np.int32)
         self._images: OrderedDict[str, Future[dict[str, Any]]] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxr-browser")
@@ -294,15 +295,18 @@ class StudyBrowser(widgets.VBox):
 
     def filter(self, **filters: Any) -> list[str]:
         """Set filters: ``has_boxes``, ``no_findings``, ``failed``, ``reviewed`` (True/False/None),
-        ``reviewer`` (a name or None), ``finding`` (a normalised finding text or None)."""
-        names = {"has_boxes", "no_findings", "failed", "reviewed", "reviewer", "finding"}
+        ``reviewer`` (a name or None), ``finding`` (a normalised finding text or None),
+        ``only`` (study ids, e.g. ``Evaluation.disagreements``, or None for all)."""
+        names = {"has_boxes", "no_findings", "failed", "reviewed", "reviewer", "finding", "only"}
         unknown = set(filters) - names
         if unknown:
             raise TypeError(f"unknown filter {sorted(unknown)}; use {', '.join(sorted(names))}")
         flags = dict(self._table.filters)
         with self._quiet():
             for name, value in filters.items():
-                if name == "reviewer":
+                if name == "only":
+                    self._only = None if value is None else frozenset(map(str, value))
+                elif name == "reviewer":
                     self._table.reviewer_filter = value or ""
                 elif name == "finding":
                     self._table.finding = value or ""
@@ -463,6 +467,7 @@ class StudyBrowser(widgets.VBox):
             reviewed=flags.get("reviewed"),
             reviewer=t.reviewer_filter or None,
             finding=t.finding or None,
+            only=self._only,
         )
         self._update_order()
 
