@@ -203,21 +203,18 @@ class EndpointPanel:
 
     def build_client(self) -> ReportGenerator:
         """The backend for the demo or scoring-URI form (no network call)."""
-        from ..client import EndpointConfig, ReportGenClient
-        from ..demo import DemoBackend
+        from ..backends import backend_from_choice
 
-        if self.mode.value == "demo":
-            return DemoBackend(latency=self.demo_latency)
-        if self.mode.value == "uri":
-            deployment = self.uri_deployment.value.strip() or None
-            config = EndpointConfig(
-                self.scoring_uri.value.strip(),
-                deployment,
-                key=self._key,
-                key_env=self.key_env.value.strip() or None,
-            )
-            return ReportGenClient(config)
-        raise ConfigError("the workspace form signs in first: use use()")
+        if self.mode.value not in ("demo", "uri"):
+            raise ConfigError("the workspace form signs in first: use use()")
+        return backend_from_choice(
+            self.mode.value,
+            scoring_uri=self.scoring_uri.value,
+            deployment=self.uri_deployment.value,
+            key=self._key,
+            key_env=self.key_env.value,
+            demo_latency=self.demo_latency,
+        )
 
     def _credential(self) -> Any:
         from azure import identity
@@ -239,7 +236,7 @@ class EndpointPanel:
             )
 
     def _use_workspace(self) -> None:
-        from ..client import EndpointConfig, ReportGenClient
+        from ..backends import backend_from_choice
 
         name = self.endpoint_name.value.strip()
         if not name:
@@ -248,10 +245,13 @@ class EndpointPanel:
         config_path = self.config_path.value.strip() or None
 
         def work() -> ReportGenerator:
-            config = EndpointConfig.from_workspace(
-                name, deployment=deployment, credential=self._credential(), config_path=config_path
+            return backend_from_choice(
+                "workspace",
+                endpoint_name=name,
+                deployment=deployment,
+                workspace_config=config_path,
+                credential=self._credential(),
             )
-            return ReportGenClient(config)
 
         def done(client: ReportGenerator, _job: Any) -> None:
             self.device_code.clear()

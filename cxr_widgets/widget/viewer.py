@@ -33,7 +33,7 @@ from ..errors import CxrWidgetsError
 from ..images import load_pixels
 from ..local.demo_findings import demo_notice
 from ..render import FRAME_CAPTIONS
-from ..report import DEMO_NOTICE, Report, center_square
+from ..report import DEFAULT_FRAME, DEMO_NOTICE, Report, center_square, frame_options
 from . import viewer_pixels as vp
 
 STATIC = Path(__file__).parent / "static"
@@ -129,7 +129,9 @@ class ReportViewer(anywidget.AnyWidget):
     selected = traitlets.Int(-1).tag(sync=True)
     show_boxes = traitlets.Bool(True).tag(sync=True)
     show_crop = traitlets.Bool(False).tag(sync=True)
-    frame = traitlets.Unicode("center_crop").tag(sync=True)
+    frame = traitlets.Unicode(DEFAULT_FRAME).tag(sync=True)
+    #: The box frames the page offers (value, caption, warning, help), from report.FRAMES.
+    frame_choices = traitlets.List(frame_options()).tag(sync=True)
     frame_caption = traitlets.Unicode(FRAME_CAPTIONS["center_crop"]).tag(sync=True)
     has_report = traitlets.Bool(False).tag(sync=True)
     demo = traitlets.Bool(False).tag(sync=True)

@@ -198,8 +198,8 @@ function render({ model, el }) {
     },
   );
   const frameSelect = select(
-    "cxr-frame-select", "How box coordinates map to the image",
-    () => [["center_crop", "boxes in center crop"], ["full", "boxes on full image"]],
+    "cxr-frame-select", "How box coordinates map to the image (see docs/geometry.md)",
+    () => model.get("frame_choices").map((f) => [f.value, f.caption]),
     () => model.get("frame"),
     (v) => { model.set("frame", v); model.save_changes(); },
   );
