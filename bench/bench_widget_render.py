@@ -145,7 +145,8 @@ TWO_REPORTS = """
 import asyncio
 a = w.report
 b = dataclasses.replace(a, findings=[f for f in a.findings if f.boxes][:-1])
-base = w.studypanel.prepared["frontal_image"].image  # the image on screen
+from PIL import Image
+base = Image.open(w.studypanel.slots["frontal"].source).convert("L")  # the frontal on screen
 shown = base  # "same image" reports reuse it
 stamps = []
 
@@ -310,7 +311,7 @@ def measure(
         mark = frames.mark()
         since = time.time() * 1000 + offset
         page.click(".cxr-widget button.cxr-load-sample")
-        page.locator('.cxr-widget .cxr-prep[data-slot="frontal"]', has_text="RG1_UNCR").wait_for()
+        page.locator('.cxr-widget .cxr-prep[data-slot="frontal"]', has_text="cxr_frontal.jpg").wait_for()
         page.click(".cxr-widget button.cxr-generate")
         wait_logged(page, "viewer", n, since)
         page.wait_for_function(
