@@ -311,7 +311,9 @@ def measure(
         mark = frames.mark()
         since = time.time() * 1000 + offset
         page.click(".cxr-widget button.cxr-load-sample")
-        page.locator('.cxr-widget .cxr-prep[data-slot="frontal"]', has_text="cxr_frontal.jpg").wait_for()
+        page.locator(
+            '.cxr-widget .cxr-prep[data-slot="frontal"]', has_text="cxr_frontal.jpg"
+        ).wait_for()
         page.click(".cxr-widget button.cxr-generate")
         wait_logged(page, "viewer", n, since)
         page.wait_for_function(

@@ -292,6 +292,10 @@ def check_widget(nb: Any, workdir: Path) -> None:
     assert "run 2:" in text  # the history lists both generations
     assert "label: recorded CXRReportGen answer (Microsoft's sample)" in text
     assert "label: DEMO: canned example findings" in text
+    assert "views: ['frontal', 'prior'] - arrangement: views" in text
+    assert re.search(r"with the prior: \d+ findings; without: \d+", text)
+    assert "compared: run 2" in text  # the run with the prior beside the one without
+    assert viewer["arrangement"] == "runs" and viewer["compare"] == 1 and viewer["compare_boxes"]
     exported = sorted(p.suffix for p in (workdir / "tutorial-outputs/04_widget/exports").iterdir())
     assert exported == [".csv", ".json", ".png"]
 
