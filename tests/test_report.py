@@ -293,7 +293,7 @@ def test_a_notebook_stores_the_reports_image_once():
     from IPython.core.formatters import DisplayFormatter
 
     report = make_report()
-    report.frontal_image = Image.new("L", (400, 300), 90)
+    report.frontal_image = Image.new("L", (1841 // 2, 1955 // 2), 90)
     data, _metadata = DisplayFormatter().format(report)
     assert set(data) == {"text/plain", "text/html"}
     assert data["text/html"].count("data:image/png;base64,") == 1
