@@ -49,3 +49,20 @@ def rg1_j2k_path() -> Path:
     if path is None:
         pytest.fail("pydicom-data is not installed: pip install pydicom-data")
     return Path(path)
+
+
+@pytest.fixture
+def images(tmp_path: Path, rg1_path: Path) -> Path:
+    """A folder holding a copy of the NEMA radiograph as ``rg1.dcm`` (for manifests)."""
+    import shutil
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copyfile(rg1_path, folder / "rg1.dcm")
+    return folder
+
+
+def write(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` and return it."""
+    path.write_text(text, encoding="utf-8")
+    return path

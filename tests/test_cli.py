@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -12,25 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import write
 
 from cxr_widgets.cli import main
 from cxr_widgets.manifest import read_manifest
 from cxr_widgets.store import ResultStore, load_jsonl
 
 CLI = [sys.executable, "-m", "cxr_widgets.cli"]
-
-
-@pytest.fixture
-def images(tmp_path: Path, rg1_path: Path) -> Path:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    shutil.copyfile(rg1_path, folder / "rg1.dcm")
-    return folder
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 # --- help and usage errors ---------------------------------------------------------------

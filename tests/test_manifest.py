@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import write
 
 from cxr_widgets.errors import ManifestError
 from cxr_widgets.manifest import MANIFEST_COLUMNS, format_manifest, read_manifest, write_manifest
-
-
-@pytest.fixture
-def images(tmp_path: Path, rg1_path: Path) -> Path:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    shutil.copyfile(rg1_path, folder / "rg1.dcm")
-    return folder
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
-
 
 # --- manifests -------------------------------------------------------------------------
 
