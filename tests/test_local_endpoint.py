@@ -543,26 +543,30 @@ def test_busy_port_gives_a_clear_error_and_stop_releases_everything() -> None:
     assert [e["status"] for e in server.received()] == [200]  # kept after stop
 
 
+def _serve_in_a_process(
+    code: str, env: dict[str, str], *, until: str, stderr: int
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """Run ``code`` in a new Python and read its output up to the line containing ``until``."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr, env=env, text=True
+    )
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        lines.append(line)
+        if until in line or not line:
+            break
+    return process, lines
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
 def test_serve_runs_in_the_foreground_until_stopped(isolated_home: Path, stop: int) -> None:
     port = free_port()
     code = f"from cxr_widgets.local.server import serve; serve(port={port})"
     env = {**os.environ, "HOME": str(isolated_home)}
-    process = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        text=True,
-    )
+    process, lines = _serve_in_a_process(code, env, until="scoring URI", stderr=subprocess.DEVNULL)
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()  # type: ignore[union-attr]
-            lines.append(line)
-            if "scoring URI" in line or not line:
-                break
         assert f"scoring URI: http://127.0.0.1:{port}/score" in "".join(lines)
         server = LocalEndpoint(port)
         server.port = port
@@ -636,21 +640,10 @@ def test_serve_prints_its_banner_and_not_the_server_logs(isolated_home: Path) ->
     outputs = {}
     for verbose in (False, True):
         code = f"from cxr_widgets.local.server import serve; serve(port={port}, verbose={verbose})"
-        process = subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            text=True,
+        process, lines = _serve_in_a_process(
+            code, env, until="Press Ctrl-C", stderr=subprocess.STDOUT
         )
         try:
-            lines = []
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                line = process.stdout.readline()  # type: ignore[union-attr]
-                lines.append(line)
-                if "Press Ctrl-C" in line or not line:
-                    break
             process.send_signal(signal.SIGTERM)
             rest, _ = process.communicate(timeout=30)
             outputs[verbose] = "".join(lines) + rest
