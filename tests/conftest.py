@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,20 +12,6 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A temporary HOME with Jupyter, IPython and matplotlib dirs inside it."""
     home = tmp_path_factory.mktemp("home")
     return home
-
-
-def isolated_env(home: Path) -> dict[str, str]:
-    """Environment variables that keep Jupyter, Chromium and gunicorn out of the real home."""
-    env = dict(os.environ)
-    env.update(
-        HOME=str(home),
-        JUPYTER_CONFIG_DIR=str(home / ".jupyter"),
-        JUPYTER_DATA_DIR=str(home / ".local/share/jupyter"),
-        JUPYTER_RUNTIME_DIR=str(home / ".local/share/jupyter/runtime"),
-        IPYTHONDIR=str(home / ".ipython"),
-        MPLCONFIGDIR=str(home / ".matplotlib"),
-    )
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -60,9 +45,3 @@ def images(tmp_path: Path, rg1_path: Path) -> Path:
     folder.mkdir()
     shutil.copyfile(rg1_path, folder / "rg1.dcm")
     return folder
-
-
-def write(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` and return it."""
-    path.write_text(text, encoding="utf-8")
-    return path

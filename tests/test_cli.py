@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write
+from text_files import write
 
 from cxr_widgets.cli import main
 from cxr_widgets.manifest import read_manifest
@@ -212,6 +212,7 @@ def test_serve_starts_answers_and_stops_on_sigterm(tmp_path: Path, images: Path)
         if server.poll() is None:
             server.kill()
             server.wait(10)
+        server.stdout.close()  # type: ignore[union-attr]
     with pytest.raises(ConnectionRefusedError):  # the gunicorn child is gone too
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 

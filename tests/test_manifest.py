@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write
+from text_files import write
 
 from cxr_widgets.errors import ManifestError
 from cxr_widgets.manifest import MANIFEST_COLUMNS, format_manifest, read_manifest, write_manifest

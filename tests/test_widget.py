@@ -564,7 +564,7 @@ def test_notebook_saved_with_widget_state_holds_no_key(
 ) -> None:
     """nbclient executes a notebook that types a key into the panel, saving widget state."""
     import nbformat
-    from conftest import isolated_env
+    from browser.jupyter_harness import isolated_env
     from nbclient import NotebookClient
 
     key = "typed-in-notebook-" + "q" * 20
@@ -843,7 +843,7 @@ def test_saved_notebook_shows_the_report_without_widgets(
 ) -> None:
     """Executed and exported to HTML without widget state, the findings are still there."""
     import nbformat
-    from conftest import isolated_env
+    from browser.jupyter_harness import isolated_env
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
 
