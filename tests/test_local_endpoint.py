@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import io
 import json
@@ -543,21 +544,27 @@ def test_busy_port_gives_a_clear_error_and_stop_releases_everything() -> None:
     assert [e["status"] for e in server.received()] == [200]  # kept after stop
 
 
+@contextlib.contextmanager
 def _serve_in_a_process(
     code: str, env: dict[str, str], *, until: str, stderr: int
-) -> tuple[subprocess.Popen[str], list[str]]:
-    """Run ``code`` in a new Python and read its output up to the line containing ``until``."""
-    process = subprocess.Popen(
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """Run ``code`` in a new Python, read its output up to the line containing ``until``;
+    on leaving, kill the process if it still runs and close its pipe."""
+    with subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr, env=env, text=True
-    )
-    lines = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()  # type: ignore[union-attr]
-        lines.append(line)
-        if until in line or not line:
-            break
-    return process, lines
+    ) as process:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()  # type: ignore[union-attr]
+            lines.append(line)
+            if until in line or not line:
+                break
+        try:
+            yield process, lines
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
@@ -565,8 +572,10 @@ def test_serve_runs_in_the_foreground_until_stopped(isolated_home: Path, stop: i
     port = free_port()
     code = f"from cxr_widgets.local.server import serve; serve(port={port})"
     env = {**os.environ, "HOME": str(isolated_home)}
-    process, lines = _serve_in_a_process(code, env, until="scoring URI", stderr=subprocess.DEVNULL)
-    try:
+    with _serve_in_a_process(code, env, until="scoring URI", stderr=subprocess.DEVNULL) as (
+        process,
+        lines,
+    ):
         assert f"scoring URI: http://127.0.0.1:{port}/score" in "".join(lines)
         server = LocalEndpoint(port)
         server.port = port
@@ -575,10 +584,6 @@ def test_serve_runs_in_the_foreground_until_stopped(isolated_home: Path, stop: i
         assert process.wait(timeout=30) == 0
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_server_goes_when_the_process_that_started_it_is_killed(isolated_home: Path) -> None:
@@ -590,10 +595,9 @@ def test_server_goes_when_the_process_that_started_it_is_killed(isolated_home: P
         "time.sleep(120)\n"
     )
     env = {**os.environ, "HOME": str(isolated_home)}
-    parent = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
-    )
-    try:
+    ) as parent:
         pid, port = map(int, parent.stdout.readline().split())  # type: ignore[union-attr]
         parent.kill()  # SIGKILL: no cleanup code runs in the parent
         parent.wait(timeout=10)
@@ -608,9 +612,6 @@ def test_server_goes_when_the_process_that_started_it_is_killed(isolated_home: P
             os.killpg(pid, 0)
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    finally:
-        if parent.poll() is None:
-            parent.kill()
 
 
 # --- slow clients, quiet serve, demo marker ------------------------------------------
@@ -640,17 +641,13 @@ def test_serve_prints_its_banner_and_not_the_server_logs(isolated_home: Path) ->
     outputs = {}
     for verbose in (False, True):
         code = f"from cxr_widgets.local.server import serve; serve(port={port}, verbose={verbose})"
-        process, lines = _serve_in_a_process(
-            code, env, until="Press Ctrl-C", stderr=subprocess.STDOUT
-        )
-        try:
+        with _serve_in_a_process(code, env, until="Press Ctrl-C", stderr=subprocess.STDOUT) as (
+            process,
+            lines,
+        ):
             process.send_signal(signal.SIGTERM)
             rest, _ = process.communicate(timeout=30)
             outputs[verbose] = "".join(lines) + rest
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
     quiet, verbose_output = outputs[False], outputs[True]
     assert quiet.startswith("CXRReportGen-compatible local endpoint (DEMO")
     assert "scoring URI" in quiet and "--verbose" in quiet

@@ -271,6 +271,7 @@ def test_sigkill_mid_session_keeps_every_acknowledged_edit(synthetic, tmp_path: 
         acks.append(line.split())
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
+    proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
     with ReviewStore(synthetic.store, reviewer="crash") as reviews:
         last_verdict: dict[str, str] = {}

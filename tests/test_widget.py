@@ -448,7 +448,8 @@ def test_exports_written_and_parse_back(
     rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
     assert len(rows) == len(report.to_records())
     assert {row["demo"] for row in rows} == {"True"}  # canned findings say so in the CSV too
-    assert Image.open(paths["png"]).size == (1841, 1955)  # full resolution
+    with Image.open(paths["png"]) as png:
+        assert png.size == (1841, 1955)  # full resolution
     assert widget.export_list.written == [
         {"kind": kind, "path": str(path)} for kind, path in paths.items()
     ]

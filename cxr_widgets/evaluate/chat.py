@@ -275,6 +275,7 @@ class ChatJudge:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the connection open
             hint = " (check the key)" if exc.code in (401, 403) else ""
             raise JudgeError(f"the chat judge answered HTTP {exc.code}{hint}") from None
         except TimeoutError:

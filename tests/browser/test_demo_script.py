@@ -73,6 +73,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[s
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        process.stdout.close()
 
 
 def test_demo_prints_one_link_that_opens_the_widget_notebook(
