@@ -8,11 +8,14 @@ grow-mid-run case, latency without 429, and bounded memory for a long manifest.
 from __future__ import annotations
 
 import io
+import sqlite3
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cxr_widgets.batch import run_batch
@@ -194,3 +197,75 @@ def test_ctrl_c_with_hundreds_in_flight_waits_for_them_nothing_lost_or_stored_tw
     second = run_batch(sent, backend, store=store, progress=False, batch_size=1)
     assert second.ok == 1200 and second.skipped == stored
     assert len(backend.sent) == len(set(backend.sent)) == 1200  # each study sent once in all
+
+
+class _HeldDemo(_CountingDemo):
+    """Answers the first request at once; later ones wait until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(latency=0.0)
+        self.release = threading.Event()
+
+    def send(self, request):  # type: ignore[no-untyped-def]
+        with self._lock:
+            first = not self.sent
+        if not first:
+            self.release.wait(60)
+        return super().send(request)
+
+
+class _Announcer(io.StringIO):
+    """stderr that sets ``seen`` once ``text`` has been written to it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.seen = text, threading.Event()
+
+    def write(self, s: str) -> int:
+        written = super().write(s)
+        if self.text in self.getvalue():
+            self.seen.set()
+        return written
+
+
+def test_second_ctrl_c_abandons_requests_in_flight_and_the_next_run_sends_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    from cxr_widgets.store import ResultStore
+
+    sent = studies(24)
+    store = tmp_path / "r.sqlite"
+    backend = _HeldDemo()
+    stderr = _Announcer("Ctrl-C again to abandon")
+    monkeypatch.setattr("sys.stderr", stderr)
+
+    def first_ctrl_c(index: int, report: object, failure: object) -> None:
+        raise KeyboardInterrupt  # at the first answer; the other requests are held
+
+    def second_ctrl_c() -> None:
+        if stderr.seen.wait(60):
+            time.sleep(0.3)  # the run is waiting for the held requests by now
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+
+    presser = threading.Thread(target=second_ctrl_c)
+    presser.start()
+    try:
+        first = run_batch(
+            sent, backend, store=store, progress=False, batch_size=1, start_in_flight=8,
+            on_result=first_ctrl_c,
+        )  # fmt: skip
+    finally:
+        presser.join(70)
+        backend.release.set()  # the abandoned requests end; their answers go nowhere
+    assert stderr.seen.is_set(), stderr.getvalue()
+    assert first.interrupted and first.ok == 1
+    assert "Stopped. Everything answered is kept in" in stderr.getvalue()
+    with ResultStore(store) as opened:
+        assert opened.counts()["ok"] == 1  # the held requests were not waited for
+    connection = sqlite3.connect(store)
+    assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    connection.close()
+    second = run_batch(sent, DemoBackend(), store=store, progress=False, batch_size=1)
+    assert second.ok == 24 and second.skipped == 1 and not second.interrupted
