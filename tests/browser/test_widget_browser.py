@@ -269,7 +269,6 @@ def test_demo_sample_study_boxes_highlight_and_screenshot(demo_page, tmp_path: P
 
     # Narrower windows: nothing inside the panel is cut off (no element whose content is
     # wider than its clipping box; form fields, whose text may scroll, excepted).
-    # (800 px is clipped today: see SELECTORS_NEEDED.md.)
     for width in (1400, 1000, 800):
         page.set_viewport_size({"width": width, "height": 1000})
         page.wait_for_timeout(300)
