@@ -245,7 +245,9 @@ def test_normal_size_with_file_browser_layout_unchanged(layout_page, tmp_path: P
     screenshot(page, tmp_path / "widget-100.png", WINDOW[1], f"{PANEL} .cxr-results")
 
 
-def test_dicom_viewer_at_200_percent_zoom(page, jupyter_lab: JupyterLab, rg1_path: Path) -> None:
+def test_dicom_viewer_at_200_percent_zoom(
+    page, jupyter_lab: JupyterLab, rg1_path: Path, tmp_path: Path
+) -> None:
     """The extension's document viewer beside the file browser at 200 %: its header,
     toolbar and status wrap inside the tab."""
     shutil.copy(rg1_path, jupyter_lab.root_dir / "zoom_rg1.dcm")
@@ -263,3 +265,4 @@ def test_dicom_viewer_at_200_percent_zoom(page, jupyter_lab: JupyterLab, rg1_pat
     # The image keeps a usable stage below the wrapped toolbar.
     stage = viewer.locator(".cxr-Viewer-stage").bounding_box()
     assert stage["height"] >= 100 and stage["width"] > 200, stage
+    page.screenshot(path=str(tmp_path / "dicom-zoom200.png"), animations="disabled")
