@@ -144,7 +144,8 @@ def layout_page(page, jupyter_lab: JupyterLab, lab_root: Path):
     open_and_run_notebook(page, jupyter_lab, "layout.ipynb", timeout=180)
     page.wait_for_selector(f"{PANEL} .cxr-row", timeout=60_000)
     page.wait_for_selector(f"{BROWSER} .cxr-b-row", timeout=60_000)
-    page.wait_for_selector(f"{BROWSER} .cxr-b-verdict", timeout=60_000)
+    # Review mode drawn: the verdict buttons of the selected study's findings.
+    page.locator(BROWSER).get_by_role("button", name="agree").first.wait_for(timeout=60_000)
     if not page.locator("#filebrowser").is_visible():
         page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[title^="File Browser"]').click()
     page.locator("#filebrowser").wait_for(state="visible")
