@@ -46,6 +46,18 @@ CELLS = [
     "w.endpoint_toggle.value = True\n"
     "w.endpoint.mode.value = 'uri'\n"
     "w",
+    # A second panel in the states with the longest texts: a connection error beside
+    # Generate and the workspace form with a sign-in code.
+    "from cxr_widgets import EndpointConfig, ReportGenClient\n"
+    "w2 = ReportGenWidget(demo_latency=0)\n"
+    "w2.load_study(sample_study())\n"
+    "w2.client = ReportGenClient(EndpointConfig('http://127.0.0.1:9/score', max_retries=0,"
+    " key_env=None))\n"
+    "try:\n    w2.generate()\nexcept Exception as exc:\n    print(type(exc).__name__)\n"
+    "w2.endpoint_toggle.value = True\n"
+    "w2.endpoint.mode.value = 'workspace'\n"
+    "w2.endpoint._device_code_prompt('https://microsoft.com/devicelogin', 'ABCD-1234', None)\n"
+    "w2",
     # The study browser on a small run, in review mode (verdict buttons, notes).
     "import sys\n"
     f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
@@ -143,6 +155,8 @@ def layout_page(page, jupyter_lab: JupyterLab, lab_root: Path):
     write_notebook(lab_root / "layout.ipynb", CELLS)
     open_and_run_notebook(page, jupyter_lab, "layout.ipynb", timeout=180)
     page.wait_for_selector(f"{PANEL} .cxr-row", timeout=60_000)
+    page.locator(f"{PANEL} .cxr-run-error:visible").wait_for(timeout=60_000)
+    page.locator(f"{PANEL} .cxr-device-code:visible").wait_for(timeout=60_000)
     page.wait_for_selector(f"{BROWSER} .cxr-b-row", timeout=60_000)
     # Review mode drawn: the verdict buttons of the selected study's findings.
     page.locator(BROWSER).get_by_role("button", name="agree").first.wait_for(timeout=60_000)
@@ -165,8 +179,8 @@ def layout_problems(page) -> dict[str, list[str]]:
     """What is cut off, sticks out or scrolls sideways, per output area (empty when fine)."""
     problems: dict[str, list[str]] = {}
     outputs = page.locator(OUTPUTS)
-    assert outputs.count() == 2
-    for i in range(2):
+    assert outputs.count() == len(CELLS)
+    for i in range(len(CELLS)):
         output = outputs.nth(i)
         found = output.evaluate(CUT_TEXT) + output.evaluate(OVERFLOW)
         found += output.evaluate(TINY_CONTROLS)
