@@ -193,7 +193,8 @@ class StudyBrowser(widgets.VBox):
         self.viewer.widget.observe(self._viewer_selected, "selected")
         self._right = right = widgets.VBox(
             [self.viewer.widget, self._panel],
-            layout=widgets.Layout(flex="1 1 520px", min_width="420px"),
+            # min_width 0: below the table when narrow, and then as narrow as the notebook.
+            layout=widgets.Layout(flex="1 1 520px", min_width="0"),
         )
         self._body = body = widgets.HBox(
             [self._table, right],
@@ -201,7 +202,7 @@ class StudyBrowser(widgets.VBox):
         )
         super().__init__([body])
         self.add_class("cxr-browser")
-        self._table.layout = widgets.Layout(flex="1 1 440px", min_width="380px")
+        self._table.layout = widgets.Layout(flex="1 1 440px", min_width="0")
         self._refresh_reviews()
         self._send_table()
         self._update_order()

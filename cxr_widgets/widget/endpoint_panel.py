@@ -48,7 +48,11 @@ def _field(description: str, widget: widgets.Widget) -> widgets.Widget:
     control = widget.children[0] if isinstance(widget, widgets.HBox) else widget
     control.description = description
     control.style.description_width = "130px"
-    control.layout = widgets.Layout(width="490px", max_width="100%")
+    # Wraps (the field below its label) when the notebook is narrower than both; 4 px
+    # are the widget's own margins.
+    control.layout = widgets.Layout(
+        width="490px", max_width="calc(100% - 4px)", flex_flow="row wrap"
+    )
     return widget
 
 
@@ -140,7 +144,10 @@ class EndpointPanel:
             [
                 self.mode,
                 self.form,
-                widgets.HBox([self.use_button, self.test_button]),
+                widgets.HBox(
+                    [self.use_button, self.test_button],
+                    layout=widgets.Layout(flex_flow="row wrap"),
+                ),
                 self.result,
             ],
         ).add_class("cxr-endpoint-box")

@@ -130,7 +130,7 @@ class ReportGenWidget(widgets.VBox):
             description="History",
             options=[("no runs yet", CURRENT)],
             value=CURRENT,
-            layout=widgets.Layout(width="auto"),
+            layout=widgets.Layout(width="auto", min_width="0"),
             style={"description_width": "initial"},
         ).add_class("cxr-history")
         self.history_select.observe(self._pick_history, "value")

@@ -134,7 +134,10 @@ class ImageSlot:
             placeholder="or a server path, then Enter",
             continuous_update=False,
             layout=widgets.Layout(
-                width="auto", flex="1 1 auto", display="" if server_paths else "none"
+                width="auto",
+                flex="1 1 auto",
+                min_width="0",
+                display="" if server_paths else "none",
             ),
         ).add_class("cxr-path")
         self.path.observe(self._from_path, "value")

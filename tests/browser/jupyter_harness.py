@@ -179,8 +179,16 @@ class JupyterLab:
             self.process.wait(timeout=5)
 
 
-def launch_chromium(playwright: Any, user_data_dir: Path, executable: str | None = None) -> Any:
-    """A headless Chromium context with a fresh profile in ``user_data_dir``."""
+def launch_chromium(
+    playwright: Any,
+    user_data_dir: Path,
+    executable: str | None = None,
+    *,
+    viewport: tuple[int, int] = (1400, 1000),
+    device_scale_factor: float = 1,
+) -> Any:
+    """A headless Chromium context with a fresh profile in ``user_data_dir``; ``viewport``
+    in CSS pixels, ``device_scale_factor`` device pixels per CSS pixel (2 at 200 % zoom)."""
     executable = executable or find_chromium()
     if executable is None:
         raise HarnessError("Chromium not found: apt-get install -y chromium")
@@ -189,8 +197,8 @@ def launch_chromium(playwright: Any, user_data_dir: Path, executable: str | None
         executable_path=executable,
         headless=True,
         args=CHROMIUM_FLAGS,
-        viewport={"width": 1400, "height": 1000},
-        device_scale_factor=1,
+        viewport={"width": viewport[0], "height": viewport[1]},
+        device_scale_factor=device_scale_factor,
     )
 
 
