@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CxrWidgetsError, StoreError
+from .folders import writable_file
 from .report import Report, records_to_csv
 
 __all__ = [
@@ -268,21 +269,13 @@ class ResultStore:
                 f"the result store {path} is not a regular file (a device, FIFO or socket); "
                 "give the name of a new or existing .sqlite file."
             )
-        folder = path.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create the folder {folder} for the result store {path.name} "
-                f"({exc.strerror or exc}); give --store a path in a folder you can write to."
-            ) from None
-        if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            where = f"the folder {folder}" if not os.access(folder, os.W_OK) else f"{path}"
-            raise StoreError(
-                f"the result store {path} cannot be written: {where} is read-only (SQLite "
-                "also keeps journal files beside the store). Give --store a path in a "
-                "folder you can write to."
-            )
+        writable_file(
+            path,
+            purpose="the result store",
+            fix="give --store a path in a folder you can write to.",
+            error=StoreError,
+            note=" (SQLite also keeps journal files beside the store)",
+        )
 
     def _identify(self) -> int | None:
         """The schema of an existing file, after checking (read only) that it is ours."""
