@@ -16,6 +16,7 @@ from cxr_widgets.images.sniff import (
     header_size,
     is_animated_png,
     is_png_or_jpeg,
+    not_an_image,
     png_pixel_data_short,
     what_is,
 )
@@ -56,8 +57,7 @@ def test_a_dicom_file_named_without_an_extension_loads(rg1_path: Path, tmp_path:
     bare = tmp_path / "1.2.840.10008.5.1.4.1.1.1"  # dots, but no image extension
     bare.write_bytes(rg1_path.read_bytes()[128:])  # no preamble at all
     for path in (named, bare):
-        with open(path, "rb") as handle:
-            assert detect_format(handle.read(512)) == "dicom"
+        assert not_an_image(path) is None
         sent = prepare_image(path)
         assert sent.source_kind == "dicom" and sent.original_size == (1841, 1955)
         assert sent.png == prepare_image(rg1_path).png  # the same pixels as the .dcm
@@ -67,6 +67,10 @@ def test_a_dicom_file_named_without_an_extension_loads(rg1_path: Path, tmp_path:
     report = DemoBackend().generate(study)
     assert report.image_size == (1841, 1955) and report.study_id == "s1"
     assert DemoBackend().generate(Study(bare)).image_size == (1841, 1955)
+    (tmp_path / "NOTES").write_text("hello\n")
+    assert not_an_image(tmp_path / "NOTES") == "text, not an image"
+    with pytest.raises(FileNotFoundError):
+        not_an_image(tmp_path / "missing")
 
 
 def test_png_chunks_walk_what_pillow_writes() -> None:
