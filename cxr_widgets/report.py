@@ -226,9 +226,10 @@ class Finding:
         return [self.text, [b.as_list() for b in self.boxes] if self.boxes else None]
 
 
-def utc_now() -> str:
-    """Now, in UTC, as ISO 8601 to the second (the time stamp of reports and provenance)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def utc_now(timespec: str = "seconds") -> str:
+    """Now, in UTC, as ISO 8601 (to the second: the time stamp of reports and provenance;
+    stores that order rows by it ask for ``"milliseconds"``)."""
+    return datetime.now(timezone.utc).isoformat(timespec=timespec)
 
 
 def _json_safe(value: Any) -> Any:
