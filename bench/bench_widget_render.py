@@ -169,8 +169,7 @@ SHOW = """
 if {fresh}:
     shown = base.point(lambda v: min(255, v + 1 + {run} % 2))
 _r = dataclasses.replace({which})
-_r.frontal_image = shown  # the display image the panel shows it on
-trigger(lambda r=_r: w.show_report(r), {delay})
+trigger(lambda r=_r, i=shown: w.show_report(r, image=i), {delay})  # the image it is shown on
 print('@@', 0)
 """
 

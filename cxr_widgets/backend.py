@@ -17,7 +17,7 @@ from typing import Any, overload
 
 from .contract import DEFAULT_REQUEST_BUDGET, PreparedRequest, prepare_request, request_size
 from .errors import ConfigError, RequestTooLargeError
-from .report import Provenance, Report, _now
+from .report import Provenance, Report, utc_now
 from .study import Study
 
 SIZE_ADVICE = "lower the image size (image option shortest_side) or send fewer studies per request"
@@ -137,7 +137,7 @@ class ReportGenerator(ABC):
         if body is None:
             body = request.body
         digest = hashlib.sha256(body).hexdigest()
-        created = _now()
+        created = utc_now()
         fields = {**self.provenance_fields(), **provenance}
         reports = []
         for encoded, parsed_report in zip(request.studies, parsed, strict=True):
@@ -149,22 +149,19 @@ class ReportGenerator(ABC):
                 created=created,
                 **fields,
             )
-            report = Report(
-                findings=list(parsed_report.findings),
-                image_size=encoded.frontal.original_size,
-                warnings=[*parsed_report.warnings, *encoded.warnings],
-                demo=demo or parsed_report.demo or self.is_demo,
-                source=self.label,
-                study_id=encoded.study.study_id,
-                request_id=request_id,
-                created=created,
-                provenance=origin,
+            reports.append(
+                Report(
+                    findings=parsed_report.findings,
+                    image_size=encoded.frontal.original_size,
+                    warnings=[*parsed_report.warnings, *encoded.warnings],
+                    demo=demo or parsed_report.demo or self.is_demo,
+                    source=self.label,
+                    study_id=encoded.study.study_id,
+                    request_id=request_id,
+                    created=created,
+                    provenance=origin,
+                )
             )
-            # Transition only (not a field: never serialised, compared or shown in repr):
-            # the widget's history still reads the display image here until it keeps it
-            # with its run record. Remove with Report.frontal_image.
-            report.frontal_image = encoded.frontal.image
-            reports.append(report)
         return reports
 
     def close(self) -> None:

@@ -241,8 +241,9 @@ def run_batch(
     ``prepare_workers``: processes preparing images ahead of sending (default:
     the cores available; ``prepare_processes=False`` keeps them in threads).
     ``on_result(index, report, failure)`` is
-    called as each study finishes. ``keep_images=True`` keeps each report's
-    prepared frontal image (``report.frontal_image``); off by default to bound memory.
+    called as each study finishes. ``keep_images=True`` keeps each study's
+    prepared frontal image (the one its boxes were drawn for) in the result's
+    ``images``; off by default to bound memory.
     ``studies`` is read into a list of :class:`Study` objects (paths and
     texts, small); images are prepared a few requests ahead of the senders
     only, so memory does not grow with the number of studies' images.
@@ -343,6 +344,7 @@ class _Runner:
             reports=[None] * n,
             failures=[],
             keys=[None] * n,
+            images=[None] * n,
             studies=n,
             store_path=str(store.path) if store is not None else None,
         )
@@ -606,7 +608,9 @@ class _Runner:
             assert key is not None
             if key in self._answered:
                 self.result.keys[index] = key
-                self._finish_study(index, self._twin_report(self._answered[key], index), None)
+                twin = self._answered[key]
+                self._keep_image(index, self.result.images[twin] if self.keep_images else None)
+                self._finish_study(index, self._twin_report(twin, index), None)
             elif key in self._waiting:
                 self.result.keys[index] = key
                 self._waiting[key].append(index)
@@ -631,6 +635,7 @@ class _Runner:
         self.result.keys[index] = key
         twin = self._answered.get(key)
         if twin is not None:  # the same content as a study already answered in this run
+            self._keep_image(index, encoded.frontal.image)
             self._finish_study(index, self._twin_report(twin, index), None)
             return
         if self._from_store(index, key):
@@ -660,10 +665,13 @@ class _Runner:
         """A copy of study ``twin``'s report for study ``index`` (same content)."""
         report = self.result.reports[twin]
         assert report is not None
-        copy = Report.from_dict(report.to_dict())
-        copy.study_id = self.studies[index].study_id
         self.result.duplicates += 1
-        return copy
+        return report.replace(study_id=self.studies[index].study_id)
+
+    def _keep_image(self, index: int, image: Any) -> None:
+        """Keep study ``index``'s display image with the run's result (``keep_images``)."""
+        if self.keep_images:
+            self.result.images[index] = image
 
     def _save_digests(self) -> None:
         if self.store is not None and self._new_digests:
@@ -736,6 +744,7 @@ class _Runner:
             self.result.reports[item.index] = report
             self._answered[item.key] = item.index
             for index in self._waiting.pop(item.key, [item.index]):
+                self._keep_image(index, item.encoded.frontal.image)
                 if index != item.index:  # a duplicate of the study sent: its own copy
                     finished.append((index, self._twin_report(item.index, index), None))
                 else:
@@ -845,8 +854,6 @@ class _Runner:
         KeyboardInterrupt: nothing recorded is lost then)."""
         for index, report, failure in finished:
             if report is not None:
-                if not self.keep_images:
-                    report.frontal_image = None
                 self.result.reports[index] = report
             if failure is not None:
                 self.result.failures.append(failure)

@@ -54,6 +54,10 @@ class BatchResult:
     stopped: str | None = None  # why the run stopped early (the error raised), if it did
     #: Study ids whose DICOM says BurnedInAnnotation YES: the pixels may show a name.
     burned_in: list[str] = field(default_factory=list)
+    #: Each study's prepared frontal image (the image its boxes were made for), in input
+    #: order, with ``run_batch(keep_images=True)``; None where not kept (the default, to
+    #: bound memory), not prepared in this run (answered from the store) or failed.
+    images: list[Any] = field(default_factory=list)
 
     @property
     def ok(self) -> int:

@@ -29,6 +29,7 @@ from .errors import (
     RequestError,
     StoreError,
 )
+from .folders import make_folder, writable_file
 from .images import DEFAULT_SHORTEST_SIDE
 from .signals import stop_signals_as_interrupt
 
@@ -344,16 +345,12 @@ def check_outputs(outs: Sequence[str], inputs: set[Path], store: Path | None, fo
                 f"--out {out} already exists and was not written by cxr-widgets; give another "
                 "file name, or add --force to overwrite it. Nothing was sent."
             )
-        folder = resolved.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"--out {out}: cannot create the folder {folder} ({exc.strerror or exc}). "
-                "Nothing was sent."
-            ) from None
-        if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise ConfigError(f"--out {out}: {folder} is not writable. Nothing was sent.")
+        writable_file(
+            resolved,
+            purpose=f"--out {out}",
+            fix="choose another --out path. Nothing was sent.",
+            error=ConfigError,
+        )
 
 
 def _write_outputs(result: Any, outs: Sequence[str]) -> list[str]:
@@ -533,7 +530,7 @@ def write_sample(folder: Path, *, force: bool = False) -> Path:
     manifest = folder / "manifest.csv"
     text = format_manifest(rows, folder)
     _refuse_to_replace(manifest, text.encode("utf-8"), force)
-    images.mkdir(parents=True, exist_ok=True)
+    make_folder(images, purpose="the sample's images", fix="choose another folder.")
     for source, target in copies:
         shutil.copyfile(source, target)
     manifest.write_text(text, encoding="utf-8", newline="")

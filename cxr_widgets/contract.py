@@ -126,11 +126,13 @@ def assemble_request(encoded: Sequence[EncodedStudy]) -> PreparedRequest:
                 f"{list(columns)}; studies in one request must fill the same columns. "
                 "Use run_batch(), which groups studies by their columns."
             )
-    payload = _payload(columns, [item.row for item in encoded])
+    payload = request_payload(columns, [item.row for item in encoded])
     return PreparedRequest(payload=payload, studies=list(encoded))
 
 
-def _payload(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> dict[str, Any]:
+def request_payload(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """The request's JSON object for ``rows`` of values in ``columns`` (no checks: build
+    studies' requests with :func:`build_request`; this is the frame they share)."""
     return {
         "input_data": {
             "columns": list(columns),
@@ -161,7 +163,7 @@ def frame_bytes(columns: Sequence[str], n_rows: int) -> int:
     (the commas between rows included)."""
     if n_rows < 0:
         raise ValueError(f"n_rows must be >= 0, got {n_rows}")
-    return len(_dumps(_payload(columns, [[]] * n_rows))) - 2 * n_rows
+    return len(_dumps(request_payload(columns, [[]] * n_rows))) - 2 * n_rows
 
 
 def request_size(encoded: Sequence[EncodedStudy]) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CxrWidgetsError
+from .folders import make_folder
 from .report import Report
 
 EXPORT_KINDS: tuple[str, ...] = ("json", "csv", "png")
@@ -53,6 +54,11 @@ def safe_stem(study_id: str, *, max_length: int = MAX_STEM, default: str = "stud
     return stem[:max_length]
 
 
+NO_FRONTAL = (
+    "the PNG export needs the study's frontal image (a report holds none): pass it as `frontal`"
+)
+
+
 def _unique_stem(folder: Path, stem: str, kinds: tuple[str, ...]) -> str:
     """``stem``, or ``stem-2``, ``stem-3``... so that no ``stem.<kind>`` exists yet."""
     candidate, number = stem, 1
@@ -88,19 +94,10 @@ def export_report(
     if unknown:
         raise ValueError(f"unknown export kinds {sorted(unknown)}; choose from {EXPORT_KINDS}")
     if "png" in kinds and frontal is None:
-        frontal = getattr(report, "frontal_image", None)
-        if frontal is None:
-            raise CxrWidgetsError(
-                "the PNG export needs the study's frontal image: pass it as `frontal`"
-            )
-    folder = Path(directory)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CxrWidgetsError(
-            f"cannot create the export folder {folder}: {exc.strerror or exc}. "
-            "Choose another folder (export_dir=...)."
-        ) from None
+        raise CxrWidgetsError(NO_FRONTAL)
+    folder = make_folder(
+        directory, purpose="the exports", fix="choose another folder (export_dir=...)."
+    )
     name = _unique_stem(folder, safe_stem(stem, max_length=MAX_FILE_STEM), kinds)
     paths: dict[str, Path] = {}
     for kind in EXPORT_KINDS:
@@ -131,11 +128,7 @@ def export_bytes(report: Report, frontal: Any, kind: str, **render_options: Any)
     if kind != "png":
         raise ValueError(f"unknown export kind {kind!r}; choose from {EXPORT_KINDS}")
     if frontal is None:
-        frontal = getattr(report, "frontal_image", None)
-    if frontal is None:
-        raise CxrWidgetsError(
-            "the PNG export needs the study's frontal image: pass it as `frontal`"
-        )
+        raise CxrWidgetsError(NO_FRONTAL)
     from io import BytesIO
 
     from .render import render_findings
@@ -175,7 +168,7 @@ def static_view(report: Report | None, image: Any = None, caption: str = "") -> 
     else:
         if caption:
             parts.append(f"<p>{html.escape(caption)}</p>")
-        if image is not None and getattr(report, "frontal_image", None) is None:
+        if image is not None:
             from .render import render_findings
 
             buffer = BytesIO()

@@ -52,8 +52,8 @@ def to_pil(image: Any) -> Image.Image:
     """A PIL image from a PIL image, a PreparedImage or any source prepare_image reads."""
     if image is None:
         raise ImageError(
-            "no image to draw the findings on: pass the frontal image "
-            "(or set report.frontal_image)."
+            "no image to draw the findings on: pass the frontal image the report was "
+            "made for (a report holds no image)."
         )
     if isinstance(image, Image.Image) and image.mode in _DRAWABLE_MODES:
         return image
@@ -312,7 +312,7 @@ def annotated_png(image: Any, report: Report, **options: Any) -> bytes:
 
 def plot_findings(
     report: Report,
-    image: Any = None,
+    image: Any,
     *,
     ax: Axes | None = None,
     frame: Frame = "center_crop",
@@ -321,7 +321,7 @@ def plot_findings(
 ) -> Axes:
     """Draw the image and the findings' boxes on a matplotlib axis; return the axis.
 
-    ``image`` defaults to ``report.frontal_image``. Colours and numbers match
+    ``image`` is the frontal image the report was made for. Colours and numbers match
     :func:`render_findings` and the report's HTML table.
     """
     import matplotlib.pyplot as plt
@@ -329,7 +329,7 @@ def plot_findings(
     from matplotlib.patches import Patch, Rectangle
 
     _check_frame(frame)
-    base = to_pil(report.frontal_image if image is None else image)
+    base = to_pil(image)
     _warn_on_aspect(report, base.size)
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 7 * base.height / max(base.width, 1)))

@@ -203,12 +203,19 @@ def repair_box(values: Any) -> tuple[Box | None, str | None]:
     return Box(*clamped), reason
 
 
-@dataclass
+@dataclass(frozen=True)
 class Finding:
-    """One sentence of the report and the boxes that ground it (maybe none)."""
+    """One sentence of the report and the boxes that ground it (maybe none).
+
+    Frozen: ``boxes`` is kept as a tuple (any iterable of boxes is accepted);
+    use ``dataclasses.replace(finding, boxes=...)`` for a changed copy.
+    """
 
     text: str
-    boxes: list[Box] = field(default_factory=list)
+    boxes: tuple[Box, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "boxes", tuple(self.boxes))
 
     @property
     def grounded(self) -> bool:
@@ -219,8 +226,10 @@ class Finding:
         return [self.text, [b.as_list() for b in self.boxes] if self.boxes else None]
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def utc_now(timespec: str = "seconds") -> str:
+    """Now, in UTC, as ISO 8601 (to the second: the time stamp of reports and provenance;
+    stores that order rows by it ask for ``"milliseconds"``)."""
+    return datetime.now(timezone.utc).isoformat(timespec=timespec)
 
 
 def _json_safe(value: Any) -> Any:
@@ -254,7 +263,7 @@ class Provenance:
     package_version: str = ""
     request_digest: str = ""
     study_digest: str = ""
-    created: str = field(default_factory=_now)
+    created: str = field(default_factory=utc_now)
 
     def __post_init__(self) -> None:
         # Frozen all the way down: a read-only copy of the options.
@@ -296,7 +305,7 @@ class Provenance:
         )
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class Report:
     """The findings generated for one study, with where they came from.
 
@@ -305,35 +314,32 @@ class Report:
     or local endpoint. ``warnings`` says what the reader should know (boxes
     repaired or dropped, a prior report without a prior image, burned-in
     annotations). ``provenance`` records backend, endpoint, model, image
-    options, package version and request digest. Backends build a report once,
-    complete; use :meth:`replace` for a changed copy. No image is part of a
-    report's data (fields, JSON, equality): draw with ``render_findings(image, report)``.
+    options, package version and request digest. A report is built once,
+    complete, and is frozen (``findings`` and ``warnings`` are tuples; any
+    iterable is accepted): use :meth:`replace` for a changed copy. It holds no
+    image: the image a report was made for stays with its run (the widget's
+    ``RunRecord``, ``BatchResult.images``); draw with ``render_findings(image, report)``.
     """
 
-    findings: list[Finding] = field(default_factory=list)
+    findings: tuple[Finding, ...] = ()
     image_size: tuple[int, int] | None = None
-    warnings: list[str] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
     demo: bool = False
     source: str = ""
     study_id: str = ""
     request_id: str | None = None
-    created: str = field(default_factory=_now)
+    created: str = field(default_factory=utc_now)
     provenance: Provenance | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "findings", tuple(self.findings))
+        object.__setattr__(self, "warnings", tuple(self.warnings))
+        if self.image_size is not None:
+            object.__setattr__(self, "image_size", tuple(self.image_size))
 
     def replace(self, **changes: Any) -> Report:
         """A copy with some fields changed (the report itself stays as built)."""
         return dataclasses.replace(self, **changes)
-
-    @property
-    def frontal_image(self) -> Any:
-        """Transition only, to be removed: the prepared frontal image a backend answered
-        for (None after a JSON round trip). Not a field: never serialised or compared.
-        New code keeps the display image with its run (``request.studies[i].frontal``)."""
-        return self.__dict__.get("_display_image")
-
-    @frontal_image.setter
-    def frontal_image(self, image: Any) -> None:
-        self.__dict__["_display_image"] = image
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Report):
@@ -387,7 +393,7 @@ class Report:
                 source=str(data.get("source") or ""),
                 study_id=str(data.get("study_id") or ""),
                 request_id=data.get("request_id"),
-                created=str(data.get("created") or _now()),
+                created=str(data.get("created") or utc_now()),
                 provenance=Provenance.from_dict(provenance) if provenance else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -458,19 +464,6 @@ class Report:
     def _repr_html_(self) -> str:
         return report_html(self)
 
-    def annotated_png(self) -> bytes | None:
-        """The frontal image with the boxes drawn (768 px), when the image is known.
-
-        Not a ``_repr_png_``: the notebook shows the HTML, which embeds this picture,
-        and a second PNG output would store the same image twice in the ``.ipynb``."""
-        if self.frontal_image is None:
-            return None
-        from .render import render_findings
-
-        buffer = io.BytesIO()
-        render_findings(self.frontal_image, self, max_side=768).save(buffer, format="PNG")
-        return buffer.getvalue()
-
     def __repr__(self) -> str:
         flag = " demo" if self.demo else ""
         return (
@@ -536,7 +529,8 @@ def describe_provenance(provenance: Provenance) -> str:
 
 
 def report_html(report: Report) -> str:
-    """The report as an HTML table with colour swatches, plus the image when known."""
+    """The report as an HTML table with colour swatches (no image: a report holds none;
+    :func:`cxr_widgets.exports.static_view` adds the annotated picture)."""
     rows = []
     for index, finding in enumerate(report.findings):
         color = report.color(index)
@@ -568,15 +562,6 @@ def report_html(report: Report) -> str:
         f"padding-left:6px'>warning: {html.escape(w)}</div>"
         for w in report.warnings
     )
-    picture = ""
-    png = report.annotated_png()
-    if png is not None:
-        import base64
-
-        picture = (
-            "<img style='max-width:420px;float:left;margin-right:12px' "
-            f"src='data:image/png;base64,{base64.b64encode(png).decode()}'/>"
-        )
     source = html.escape(report.source or "unknown endpoint")
     origin = ""
     if report.provenance is not None:
@@ -586,7 +571,7 @@ def report_html(report: Report) -> str:
         )
     return (
         "<div class='cxr-report'>"
-        f"{banner}{picture}"
+        f"{banner}"
         f"<div style='font-size:90%;color:var(--jp-ui-font-color2,#555)'>{source} · {len(report.findings)} findings · "
         f"{report.n_boxes} boxes · {RESEARCH_NOTICE}</div>"
         "<table><thead><tr><th>#</th><th></th><th style='text-align:left'>finding</th>"

@@ -12,7 +12,8 @@ Routes (under the server's base URL, all behind the server's own authentication)
     shape and scale travel in ``X-Cxr-*`` headers.
 ``POST /cxr-widgets/api/notebook``  ``{"paths": [frontal, lateral?, prior?]}``
     A new notebook beside the first file, one cell that opens ``ReportGenWidget``
-    on that study; never overwrites.
+    on that study; never overwrites. Each file must be a PNG, JPEG or DICOM image
+    by its content, whatever its name (``IM0001`` is a DICOM file's usual name).
 ``POST /cxr-widgets/api/tutorials``  ``{"dir": D}``
     Copies the bundled tutorial notebooks into D; never overwrites.
 ``GET|POST /cxr-widgets/api/local-endpoint``  ``{"action": "start" | "stop"}``
@@ -42,6 +43,8 @@ from tornado import web
 
 from .errors import CxrWidgetsError, ImageError
 from .images import DEFAULT_CODEC, DEFAULT_OVERVIEW_SIDE, PixelData, load_pixels
+from .images.sniff import not_an_image
+from .study import IMAGE_COLUMNS
 
 #: The largest overview or region side a request may ask for.
 MAX_SIDE = 4096
@@ -51,8 +54,6 @@ DECODE_SECONDS = 30.0
 MAX_FILE_BYTES = 512 * 1024 * 1024
 #: Decoded images kept for the next request (the overview, then regions when zooming).
 CACHE_ENTRIES = 4
-#: The image columns a study notebook fills, in the order of the selection.
-STUDY_COLUMNS = ("frontal_image", "lateral_image", "prior_image")
 
 _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cxr-decode")
 
@@ -239,7 +240,7 @@ def study_notebook(paths: list[str]) -> dict[str, Any]:
         return _notebook(source)
     arguments = "".join(
         f"    {column}={Path(path).name!r},\n"
-        for column, path in zip(STUDY_COLUMNS, paths, strict=False)
+        for column, path in zip(IMAGE_COLUMNS, paths, strict=False)
     )
     source = (
         "# A study opened from the file browser. For research only, not for clinical use.\n"
@@ -287,12 +288,18 @@ class NotebookHandler(APIHandler):
     def post(self) -> None:
         body = self.get_json_body() or {}
         paths = body.get("paths") or []
-        if not isinstance(paths, list) or len(paths) > len(STUDY_COLUMNS):
+        if not isinstance(paths, list) or len(paths) > len(IMAGE_COLUMNS):
             raise web.HTTPError(400, "paths: up to 3 image files (frontal, lateral, prior)")
         root = self.settings["server_root_dir"]
         base = Path(os.path.realpath(root))
         if paths:
             real = [resolve_under_root(root, str(p)) for p in paths]
+            for relative, path in zip(paths, real, strict=True):
+                why = _why_not_an_image(path)
+                if why:
+                    raise web.HTTPError(
+                        400, f"{relative} is {why}; a study takes PNG, JPEG or DICOM images"
+                    )
             folder = real[0].parent
             if any(p.parent != folder for p in real):
                 raise web.HTTPError(400, "the images of one study must be in the same folder")
@@ -305,6 +312,13 @@ class NotebookHandler(APIHandler):
         with open(target, "x", encoding="utf-8") as handle:
             json.dump(notebook, handle, indent=1)
         self.finish(json.dumps({"path": target.relative_to(base).as_posix()}))
+
+
+def _why_not_an_image(path: Path) -> str | None:
+    try:
+        return not_an_image(path)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc.__class__.__name__})"
 
 
 def _folder_under_root(root: str, relative: str) -> Path:

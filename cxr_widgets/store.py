@@ -31,12 +31,12 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .errors import CxrWidgetsError, StoreError
-from .report import Report, records_to_csv
+from .folders import writable_file
+from .report import Report, records_to_csv, utc_now
 
 __all__ = [
     "ResultStore",
@@ -108,10 +108,6 @@ _UPSERT_ERROR = (
 
 #: What a damaged report row is turned into, so the study is sent again.
 DAMAGED_ROW = "the stored report could not be read (a damaged row); the study is sent again"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _options_text(image_options: Mapping[str, Any] | None) -> str:
@@ -268,21 +264,13 @@ class ResultStore:
                 f"the result store {path} is not a regular file (a device, FIFO or socket); "
                 "give the name of a new or existing .sqlite file."
             )
-        folder = path.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create the folder {folder} for the result store {path.name} "
-                f"({exc.strerror or exc}); give --store a path in a folder you can write to."
-            ) from None
-        if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            where = f"the folder {folder}" if not os.access(folder, os.W_OK) else f"{path}"
-            raise StoreError(
-                f"the result store {path} cannot be written: {where} is read-only (SQLite "
-                "also keeps journal files beside the store). Give --store a path in a "
-                "folder you can write to."
-            )
+        writable_file(
+            path,
+            purpose="the result store",
+            fix="give --store a path in a folder you can write to.",
+            error=StoreError,
+            note=" (SQLite also keeps journal files beside the store)",
+        )
 
     def _identify(self) -> int | None:
         """The schema of an existing file, after checking (read only) that it is ours."""
@@ -390,7 +378,7 @@ class ResultStore:
 
         A stored report is never overwritten; an earlier error for the key is.
         """
-        now = _now()
+        now = utc_now("milliseconds")
         rows = [
             (key, study_id or report.study_id, report.to_json(indent=None), report.request_id, now)
             for key, report, study_id in items
@@ -417,7 +405,7 @@ class ResultStore:
             request_id = request_id or getattr(error, "request_id", None)
         else:
             error_type, message = error
-        now = _now()
+        now = utc_now("milliseconds")
         rows = [(key, study_id, error_type, message, request_id, now) for key, study_id in items]
         with self._transaction("record failures") as conn:
             conn.executemany(_UPSERT_ERROR, rows)
@@ -505,7 +493,7 @@ class ResultStore:
                 conn.execute(
                     "UPDATE results SET status='error', report=NULL, error_type='StoreError', "
                     "error_message=?, updated=? WHERE key=?",
-                    (DAMAGED_ROW, _now(), key),
+                    (DAMAGED_ROW, utc_now("milliseconds"), key),
                 )
         except StoreError:  # a read-only store: the row stays, the study is still resent
             logger.warning("result store %s: could not set aside a damaged row", self.path)

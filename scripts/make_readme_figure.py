@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     frontal = prepare_image(sample_path(), full_resolution=True)
-    (report,) = parse_response(DOCUMENTED_RESPONSE, n_studies=1)
-    report.image_size = frontal.original_size
-    report.demo = True
-    report.source = "model documentation example"
+    (parsed,) = parse_response(DOCUMENTED_RESPONSE, n_studies=1)
+    report = parsed.replace(
+        image_size=frontal.original_size, demo=True, source="model documentation example"
+    )
 
     picture = render_findings(frontal, report, show_crop=True, max_side=args.height, legend=True)
     data = encode(picture)

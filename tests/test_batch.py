@@ -168,6 +168,26 @@ def test_duplicate_studies_are_sent_once() -> None:
     assert [r.study_id for r in result.reports] == [s.study_id for s in many]
 
 
+def test_display_images_stay_with_the_result_not_the_reports(tmp_path: Path) -> None:
+    from cxr_widgets import prepare_image
+
+    study = small_studies(1)[0]
+    studies = [study, study.replace(study_id="twin"), *small_studies(2, 5)]
+    store = tmp_path / "r.sqlite"
+    kept = run_batch(studies, DemoBackend(), store=store, keep_images=True, progress=False)
+    assert kept.ok == 4 and len(kept.images) == 4
+    for s, image, report in zip(studies, kept.images, kept.reports, strict=True):
+        expected = prepare_image(s.frontal_image).image  # what was sent, at the sent size
+        assert image is not None and image.size == expected.size
+        assert image.tobytes() == expected.tobytes()
+        assert report is not None and not hasattr(report, "frontal_image")
+    assert kept.images[0] is kept.images[1]  # the twin shares its original's image
+    again = run_batch(studies, DemoBackend(), store=store, keep_images=True, progress=False)
+    assert again.skipped == 4 and again.images == [None] * 4  # answered from the store
+    plain = run_batch(small_studies(3), DemoBackend(), progress=False)
+    assert plain.ok == 3 and plain.images == [None] * 3  # off by default: memory stays bounded
+
+
 def test_unreadable_image_fails_alone(tmp_path: Path) -> None:
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)

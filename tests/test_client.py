@@ -1019,9 +1019,9 @@ def test_a_bad_box_costs_the_box_not_the_report(
     with make_client(scripted.uri) as client:
         (report,) = client.send(one_study)
     assert [f.text for f in report.findings] == [f[0] for f in findings]
-    assert report.findings[0].boxes == [Box(0.2, 0.3, 0.6, 0.7)]
-    assert report.findings[1].boxes == [Box(0.0, 0.2, 1.0, 0.4)]
-    assert report.findings[2].boxes == [Box(0.1, 0.1, 0.2, 0.2)]
+    assert report.findings[0].boxes == (Box(0.2, 0.3, 0.6, 0.7),)
+    assert report.findings[1].boxes == (Box(0.0, 0.2, 1.0, 0.4),)
+    assert report.findings[2].boxes == (Box(0.1, 0.1, 0.2, 0.2),)
     assert len(report.warnings) == 3
     assert "box repaired" in report.warnings[0] and "box dropped" in report.warnings[2]
     assert Report.from_json(report.to_json()).warnings == report.warnings

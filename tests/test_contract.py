@@ -123,9 +123,9 @@ def test_full_request_is_reproduced():
 def test_documented_response_parses():
     (report,) = parse_response(DOC_RESPONSE, n_studies=1)
     assert wire(report.findings) == DOC_FINDINGS
-    assert report.findings[0].boxes == [] and not report.findings[0].grounded
-    assert report.findings[1].boxes == [Box(0.005, 0.555, 0.965, 0.865)]
-    assert report.warnings == []
+    assert report.findings[0].boxes == () and not report.findings[0].grounded
+    assert report.findings[1].boxes == (Box(0.005, 0.555, 0.965, 0.865),)
+    assert report.warnings == ()
 
 
 def documented_output() -> list:
@@ -185,7 +185,7 @@ def test_documented_shape_with_several_studies(n_studies, encode):
 
 def test_empty_output_is_one_report_without_findings():
     (report,) = parse_response({"output": []}, n_studies=1)
-    assert report.findings == []
+    assert report.findings == ()
     assert parse_response([], n_studies=0) == []
 
 
@@ -210,7 +210,7 @@ def test_format_response_round_trips():
     records = format_response([findings, []])
     assert isinstance(records, list) and isinstance(records[0]["output"], str)
     first, second = parse_response(json.dumps(records), n_studies=2)
-    assert wire(first.findings) == DOC_FINDINGS and second.findings == []
+    assert wire(first.findings) == DOC_FINDINGS and second.findings == ()
     documented = format_response([findings], shape="documented")
     assert documented == json.loads(DOC_RESPONSE)
     with pytest.raises(ValueError):
@@ -261,7 +261,7 @@ def test_strict_mode_names_study_and_finding(bad):
 @pytest.mark.parametrize("bad", BAD_FINDINGS.values(), ids=BAD_FINDINGS.keys())
 def test_lenient_mode_keeps_the_valid_parts(bad):
     first, second = parse_response(body_with(bad), n_studies=2, strict=False)
-    assert first.warnings == []
+    assert first.warnings == ()
     assert wire(first.findings) == [["Fine.", [[0.1, 0.1, 0.2, 0.2]]]]
     assert wire(second.findings)[0] == ["Fine.", [[0.1, 0.1, 0.2, 0.2]]]
     assert len(second.warnings) == 1 and second.warnings[0].startswith("finding 2")
@@ -278,15 +278,15 @@ def test_lenient_mode_keeps_the_valid_boxes_of_a_finding():
     body = {"output": [["x", [[0.1, 0.1, 0.2, 0.2], [0.5, 0.5, 0.1, 0.1], [0, 0, 1, 1]]]]}
     (report,) = parse_response(body, strict=False)
     assert wire(report.findings) == [["x", [[0.1, 0.1, 0.2, 0.2], [0.0, 0.0, 1.0, 1.0]]]]
-    assert report.warnings == [
-        "finding 1, box 2: box has min > max (expected x_min, y_min, x_max, y_max); box dropped"
-    ]
+    assert report.warnings == (
+        "finding 1, box 2: box has min > max (expected x_min, y_min, x_max, y_max); box dropped",
+    )
 
 
 def test_integer_coordinates_and_empty_box_lists_are_valid():
     (report,) = parse_response({"output": [["a", [[0, 0, 1, 1]]], ["b", []]]})
-    assert report.findings[0].boxes == [Box(0.0, 0.0, 1.0, 1.0)]
-    assert report.findings[1].boxes == []
+    assert report.findings[0].boxes == (Box(0.0, 0.0, 1.0, 1.0),)
+    assert report.findings[1].boxes == ()
 
 
 @pytest.mark.parametrize(
@@ -319,7 +319,7 @@ def test_lenient_mode_turns_a_non_list_output_into_a_warning():
         strict=False,
     )
     assert wire(first.findings) == DOC_FINDINGS
-    assert second.findings == [] and "must be a list" in second.warnings[0]
+    assert second.findings == () and "must be a list" in second.warnings[0]
 
 
 def test_missing_output_names_the_keys():
@@ -579,7 +579,7 @@ def test_plain_text_findings_are_not_mistaken_for_studies():
     with pytest.raises(ResponseFormatError, match="study 0, finding 1: expected \\[text, boxes\\]"):
         parse_response(body)
     (report,) = parse_response(body, strict=False)
-    assert report.findings == [] and len(report.warnings) == 2
+    assert report.findings == () and len(report.warnings) == 2
 
 
 def test_request_bytes_is_the_exact_body_size(rg1_path) -> None:
@@ -600,7 +600,7 @@ def test_lenient_mode_turns_a_plain_text_answer_into_one_ungrounded_finding(body
     (report,) = parse_response(body, strict=False)
     text = body.decode() if isinstance(body, bytes) else body
     assert wire(report.findings) == [[text.strip(), None]]
-    assert report.warnings == [PLAIN_TEXT_WARNING]
+    assert report.warnings == (PLAIN_TEXT_WARNING,)
     with pytest.raises(ResponseFormatError, match="not valid JSON"):
         parse_response(body)  # strict: refused
     with pytest.raises(ResponseFormatError):

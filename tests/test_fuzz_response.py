@@ -104,7 +104,7 @@ def test_valid_bodies_parse_exactly(output, shape, encoding):
     assert [f.to_wire() for f in report.findings] == [
         [text, boxes if boxes else None] for text, boxes in output
     ]
-    assert report.warnings == []
+    assert report.warnings == ()
 
 
 @FUZZ

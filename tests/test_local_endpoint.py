@@ -30,7 +30,7 @@ import pytest
 from doc_examples import DOC_REQUEST_FRONTAL, DOC_REQUEST_FULL, DOC_RESPONSE
 from PIL import Image
 
-from cxr_widgets.contract import build_request, parse_response, validate_request
+from cxr_widgets.contract import build_request, parse_response, request_payload, validate_request
 from cxr_widgets.demo import DemoBackend
 from cxr_widgets.errors import ConfigError, LocalEndpointError
 from cxr_widgets.local.demo_findings import (
@@ -187,37 +187,42 @@ def test_same_answers_as_demo_backend(endpoint: LocalEndpoint, rg1_path: Path) -
     assert report.findings == backend.generate(sample).findings
 
 
-def _payload(columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
-    return {"input_data": {"columns": columns, "index": list(range(len(rows))), "data": rows}}
-
-
 PNG64 = base64.b64encode(png(1)).decode()
 GIF64 = base64.b64encode(b"GIF89a" + bytes(40)).decode()
 
 BAD_REQUESTS = {
     "not JSON": (b"{'input_data': ", "not valid JSON"),
-    "truncated JSON": (json.dumps(_payload(["frontal_image"], [[PNG64]]))[:-3], "not valid JSON"),
+    "truncated JSON": (
+        json.dumps(request_payload(["frontal_image"], [[PNG64]]))[:-3],
+        "not valid JSON",
+    ),
     "not UTF-8": (b'{"input_data": "\xff\xfe"}', "not valid JSON"),
     "no input_data": ({"data": [[PNG64]]}, "input_data"),
-    "unknown column": (_payload(["frontal_image", "age"], [[PNG64, "70"]]), "unknown column"),
-    "short row": (_payload(["frontal_image", "indication"], [[PNG64]]), "row 0 has 1 values"),
-    "long row": (_payload(["frontal_image"], [[PNG64, "x"]]), "row 0 has 2 values"),
-    "eleven rows": (_payload(["frontal_image"], [[PNG64]] * 11), "at most 10"),
-    "GIF image": (_payload(["frontal_image"], [[GIF64]]), "not PNG or JPEG"),
-    "text as image": (_payload(["frontal_image"], [["hello world"]]), "not base64"),
+    "unknown column": (
+        request_payload(["frontal_image", "age"], [[PNG64, "70"]]),
+        "unknown column",
+    ),
+    "short row": (
+        request_payload(["frontal_image", "indication"], [[PNG64]]),
+        "row 0 has 1 values",
+    ),
+    "long row": (request_payload(["frontal_image"], [[PNG64, "x"]]), "row 0 has 2 values"),
+    "eleven rows": (request_payload(["frontal_image"], [[PNG64]] * 11), "at most 10"),
+    "GIF image": (request_payload(["frontal_image"], [[GIF64]]), "not PNG or JPEG"),
+    "text as image": (request_payload(["frontal_image"], [["hello world"]]), "not base64"),
     "base64 text as image": (
-        _payload(["frontal_image"], [[base64.b64encode(b"hello world").decode()]]),
+        request_payload(["frontal_image"], [[base64.b64encode(b"hello world").decode()]]),
         "not PNG or JPEG",
     ),
-    "number value": (_payload(["frontal_image", "indication"], [[PNG64, 5]]), "strings"),
-    "no frontal image": (_payload(["indication"], [["cough"]]), "frontal_image"),
+    "number value": (request_payload(["frontal_image", "indication"], [[PNG64, 5]]), "strings"),
+    "no frontal image": (request_payload(["indication"], [["cough"]]), "frontal_image"),
     # A base64 string cut right after the PNG signature: an image in name only.
     "truncated base64 PNG": (
-        _payload(["frontal_image"], [[base64.b64encode(png(1)[:8]).decode()]]),
+        request_payload(["frontal_image"], [[base64.b64encode(png(1)[:8]).decode()]]),
         "cut short or damaged",
     ),
     "PNG cut in its pixel data": (
-        _payload(["frontal_image"], [[base64.b64encode(png(1)[:-40]).decode()]]),
+        request_payload(["frontal_image"], [[base64.b64encode(png(1)[:-40]).decode()]]),
         "cut short or damaged",
     ),
 }
@@ -238,7 +243,7 @@ def test_413_above_the_size_limit(endpoint: LocalEndpoint) -> None:
     noise = Image.frombytes("L", (1000, 1000), os.urandom(1_000_000))
     out = io.BytesIO()
     noise.save(out, format="PNG")
-    big = _payload(["frontal_image"], [[base64.b64encode(out.getvalue()).decode()]])
+    big = request_payload(["frontal_image"], [[base64.b64encode(out.getvalue()).decode()]])
     body = json.dumps(big).encode()
     assert len(body) > MAX_BYTES
     answer = post(endpoint, body)
@@ -345,7 +350,7 @@ def test_documented_response_shape() -> None:
         assert one.status == 200
         assert isinstance(one.json(), dict) and isinstance(one.json()["output"], list)
         [report] = parse_response(one.body, n_studies=1)
-        assert report.findings == demo_findings(validate_request(json.loads(DOC_SIMPLE))[0])
+        assert report.findings == tuple(demo_findings(validate_request(json.loads(DOC_SIMPLE))[0]))
         three = post(server, build_request([study(s) for s in range(3)]), key=None)
         assert three.status == 200
         assert len(parse_response(three.body, n_studies=3)) == 3

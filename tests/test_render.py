@@ -286,7 +286,7 @@ def test_plot_findings_makes_its_own_axis_and_marks_demo(plt):
 
 def test_plot_findings_without_an_image_says_so(plt):
     with pytest.raises(ImageError, match="no image"):
-        plot_findings(make_report((100, 100)))
+        plot_findings(make_report((100, 100)), None)
 
 
 def test_render_module_does_not_import_matplotlib():

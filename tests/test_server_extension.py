@@ -75,6 +75,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, rg1_path: Path) -> Iterator
     root = tmp_path_factory.mktemp("root")
     outside = tmp_path_factory.mktemp("outside")
     shutil.copy(rg1_path, root / "rg1.dcm")
+    shutil.copy(rg1_path, root / "IM0001")  # a DICOM file named as PACS exports name them
+    (root / "NOTES").write_text("not an image\n")
     (root / "study").mkdir()
     _dicom_with_patient(root / "study" / "tagged.dcm")
     _huge_png(root / "huge.png")
@@ -201,6 +203,21 @@ def test_report_notebook_beside_the_files_never_overwrites(server):
     assert "frontal_image='tagged.dcm'" in source and "ReportGenWidget()" in source
     code, _h, body = _call(server, "POST", "notebook", {"paths": ["../outside/secret.dcm"]})
     assert code == 400
+
+
+def test_a_dicom_file_without_an_extension_is_recognised_by_its_content(server, rg1_path):
+    code, _h, body = _call(server, "GET", "image?path=IM0001")
+    assert code == 200 and (json.loads(body)["width"], json.loads(body)["height"]) == (1841, 1955)
+    code, _h, body = _call(server, "POST", "notebook", {"paths": ["IM0001"]})
+    assert code == 200 and json.loads(body)["path"] == "IM0001-report.ipynb"
+    source = json.loads((server.root_dir / "IM0001-report.ipynb").read_text())["cells"][0]
+    assert "frontal_image='IM0001'" in source["source"]
+    code, _h, body = _call(server, "POST", "notebook", {"paths": ["IM0001", "NOTES"]})
+    assert code == 400
+    assert json.loads(body)["message"] == (
+        "NOTES is text, not an image; a study takes PNG, JPEG or DICOM images"
+    )
+    assert not (server.root_dir / "IM0001-report-2.ipynb").exists()  # nothing was written
 
 
 def test_tutorials_are_copied_without_overwriting(server):

@@ -16,6 +16,7 @@ from cxr_widgets.images.sniff import (
     header_size,
     is_animated_png,
     is_png_or_jpeg,
+    not_an_image,
     png_pixel_data_short,
     what_is,
 )
@@ -40,6 +41,36 @@ def test_detect_format(rg1_path: Path) -> None:
     assert what_is(b"GIF89a") == "a GIF image"
     assert what_is(b"") == "empty (0 bytes)"
     assert what_is(b"hello\n") == "text, not an image"
+
+
+def test_a_dicom_file_named_without_an_extension_loads(rg1_path: Path, tmp_path: Path) -> None:
+    """PACS exports name files IM0001, 1.2.840...: the content says DICOM (the "DICM"
+    after the 128-byte preamble, or a bare group 0002/0008 tag), never the name."""
+    import shutil
+
+    from cxr_widgets import DemoBackend, Study, prepare_image
+    from cxr_widgets.images import load_pixels
+    from cxr_widgets.manifest import read_manifest
+
+    named = tmp_path / "IM0001"
+    shutil.copyfile(rg1_path, named)
+    bare = tmp_path / "1.2.840.10008.5.1.4.1.1.1"  # dots, but no image extension
+    bare.write_bytes(rg1_path.read_bytes()[128:])  # no preamble at all
+    for path in (named, bare):
+        assert not_an_image(path) is None
+        sent = prepare_image(path)
+        assert sent.source_kind == "dicom" and sent.original_size == (1841, 1955)
+        assert sent.png == prepare_image(rg1_path).png  # the same pixels as the .dcm
+        assert load_pixels(path).size == (1841, 1955)
+    (tmp_path / "m.csv").write_text("frontal,study_id\nIM0001,s1\n")
+    (study,) = read_manifest(tmp_path / "m.csv")
+    report = DemoBackend().generate(study)
+    assert report.image_size == (1841, 1955) and report.study_id == "s1"
+    assert DemoBackend().generate(Study(bare)).image_size == (1841, 1955)
+    (tmp_path / "NOTES").write_text("hello\n")
+    assert not_an_image(tmp_path / "NOTES") == "text, not an image"
+    with pytest.raises(FileNotFoundError):
+        not_an_image(tmp_path / "missing")
 
 
 def test_png_chunks_walk_what_pillow_writes() -> None:

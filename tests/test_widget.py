@@ -605,7 +605,7 @@ def test_show_report_with_warnings_over_the_loaded_image(widget: ReportGenWidget
     )
     widget.show_report(report)
     viewer = widget.viewer
-    assert widget.report is report and viewer.warnings == report.warnings
+    assert widget.report is report and viewer.warnings == list(report.warnings)
     assert viewer.width > 0 and len(viewer.boxes) == 1
     corners = report.findings[0].boxes[0].to_pixels(viewer.width, viewer.height)
     assert tuple(viewer.boxes[0][k] for k in ("x0", "y0", "x1", "y1")) == corners
@@ -615,6 +615,31 @@ def test_show_report_with_warnings_over_the_loaded_image(widget: ReportGenWidget
     widget.show_report(Report(findings=report.findings, image_size=(2000, 1000)))
     assert "boxes may be misplaced" in viewer.warnings[-1]
     assert repr(widget) == "<ReportGenWidget endpoint='demo (offline)', 0 runs, demo>"
+
+
+def test_show_report_over_the_image_given_with_it(widget: ReportGenWidget, tmp_path: Path) -> None:
+    """A report holds no image: show_report(image=...) shows it, exports and the static
+    view draw it on that image, not on the loaded study's."""
+    from cxr_widgets import Box, Finding
+
+    widget.load_study(sample_study("nema"))  # 1841x1955 loaded in the form
+    given = Image.new("L", (400, 300), 200)
+    report = Report(
+        findings=[Finding("Opacity.", [Box(0.1, 0.2, 0.3, 0.4)])], image_size=(400, 300)
+    )
+    widget.show_report(report, image=given)
+    viewer = widget.viewer
+    assert (viewer.width, viewer.height) == (400, 300) and viewer.frontal_source is given
+    assert not any("misplaced" in w for w in viewer.warnings)
+    assert widget._export_what()[1] is given and widget._static_view().count("<img") == 1
+    widget.export_dir = tmp_path
+    png = widget.export(("png",))["png"]
+    with Image.open(png) as drawn:
+        assert drawn.size[0] >= 400 and drawn.getpixel((5, 5))[:3] == (200, 200, 200)
+    # Without an image it is shown over the loaded study's frontal image.
+    widget.show_report(report.replace(image_size=(1841, 1955)))
+    assert (viewer.width, viewer.height) == (1841, 1955)
+    assert widget._export_what()[1] == widget.studypanel.slots["frontal"].source
 
 
 def test_workspace_sign_in_runs_in_background_and_explains_errors(

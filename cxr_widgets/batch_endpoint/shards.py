@@ -32,6 +32,7 @@ from ..contract import (
     encode_study,
 )
 from ..errors import ConfigError, CxrWidgetsError, RequestError
+from ..folders import make_folder
 from ..study import Study
 
 #: The deployment reads every file of the input folder; this prefix and a
@@ -240,7 +241,7 @@ def write_shards(
             "folder, so each run needs a folder of its own; choose another folder or pass "
             "overwrite=True to replace them"
         )
-    inputs.mkdir(parents=True, exist_ok=True)
+    make_folder(inputs, purpose="the shards", fix="choose another folder.", error=ConfigError)
     for old in inputs.iterdir():
         if old.is_file() and old.name.startswith(SHARD_PREFIX):
             old.unlink()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..folders import make_folder
 from .shards import ShardSet
 
 #: The official deployment's settings (see :mod:`.azure`): one file per mini-batch, 3 retries.
@@ -51,7 +52,7 @@ def simulate_job(
     from .azure import OUTPUT_FILE_NAME
 
     output_folder = Path(output_folder)
-    output_folder.mkdir(parents=True, exist_ok=True)
+    make_folder(output_folder, purpose="the job's output", fix="choose another output folder.")
     output = output_folder / OUTPUT_FILE_NAME
     paths = [str(p) for p in shard_set.paths(names)]
     scoring.init()

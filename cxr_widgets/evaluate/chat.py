@@ -36,6 +36,7 @@ from .. import __version__
 from ..auth import Secret, as_secret, redact
 from ..config import _is_loopback
 from ..errors import ConfigError, JudgeError
+from ..folders import make_folder
 from .model import Judgement, StudyPair
 
 __all__ = ["DEFAULT_JUDGE_KEY_ENV", "PROMPT_VERSION", "SYSTEM_PROMPT", "ChatJudge"]
@@ -113,7 +114,12 @@ class AnswerCache:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(
+            self.path.parent,
+            purpose=f"the judge cache {self.path.name}",
+            fix="give another cache= file.",
+            error=ConfigError,
+        )
         self._lock = threading.Lock()
         try:
             self._conn = sqlite3.connect(

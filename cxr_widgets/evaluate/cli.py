@@ -112,12 +112,16 @@ def _write_csv(frame: Any, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     """Carry out ``cxr-widgets evaluate``; returns the exit code."""
     from ..errors import ConfigError, EvaluationError, StoreError
+    from ..folders import make_folder
     from .api import evaluate
 
     if args.bootstrap < 0:
         print("cxr-widgets evaluate: error: --bootstrap must be >= 0", file=sys.stderr)
         return 2
+    out = Path(args.out) if args.out else None
     try:
+        if out is not None:  # before the (maybe long) evaluation, not after it
+            make_folder(out, purpose="--out", fix="choose another --out folder.", error=ConfigError)
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
             result = evaluate(
@@ -152,9 +156,7 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"  {problem.side} {problem.study_id!r}{where}: {problem.reason}", file=sys.stderr
             )
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         result.to_json(out / "summary.json")
         _write_csv(result.per_study, out / "per_study.csv")
         _write_csv(result.per_finding, out / "per_finding.csv")

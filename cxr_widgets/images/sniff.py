@@ -6,6 +6,7 @@ reads an image's size from its header (before any decoder runs).
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -62,6 +63,15 @@ _OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
     (b"RIFF", "a RIFF (e.g. WebP) file"),
     (b"\x93NUMPY", "a numpy .npy file (load it with numpy.load and pass the array)"),
 )
+
+
+def not_an_image(path: str | os.PathLike[str]) -> str | None:
+    """Why the file at ``path`` is not a PNG, JPEG or DICOM image, from its first bytes
+    (never its name: DICOM files are often named ``IM0001`` or by a UID), or None when
+    it is one. Raises ``OSError`` when the file cannot be read."""
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    return None if detect_format(head) != "unknown" else what_is(head)
 
 
 def what_is(data: bytes) -> str:

@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from ..batch_endpoint.shards import read_shard
-from ..contract import _payload
+from ..contract import request_payload
 from .demo_findings import score_payload
 
 _ready = False
@@ -35,7 +35,7 @@ def run(mini_batch: list[str]) -> list[list[Any]]:
     rows: list[list[Any]] = []
     for path in mini_batch:
         _ids, columns, values = read_shard(path)
-        answers = score_payload(_payload(columns, values))
+        answers = score_payload(request_payload(columns, values))
         for number, record in enumerate(answers):
             rows.append([number, record["output"], os.path.basename(path)])
     return rows

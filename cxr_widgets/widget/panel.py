@@ -85,6 +85,8 @@ class ReportGenWidget(widgets.VBox):
         self._client: ReportGenerator | None = None
         self._history: list[RunRecord] = []
         self._shown: int | None = None  # index into history of what the viewer shows
+        # The report given to show_report() and the image given with it (reports hold none).
+        self._given: tuple[Report, Any] | None = None
         self._draft: StudyState | None = None  # the form's own study while a run is shown
         self._fallback: Any = None  # the display handle of the static view, once displayed
         self._static_shown: tuple[int, str] | None = None  # what the static view shows
@@ -208,7 +210,9 @@ class ReportGenWidget(widgets.VBox):
         if record is not None:
             image = getattr(record.images.get("frontal_image"), "image", None)
         elif self.report is not None:
-            image = getattr(self.studypanel.prepared.get("frontal_image"), "image", None)
+            image = self._given_image(self.report)
+            if image is None:
+                image = getattr(self.studypanel.prepared.get("frontal_image"), "image", None)
         return static_view(self.report, image, self.viewer.caption)
 
     def _update_static_view(self) -> None:
@@ -422,11 +426,12 @@ class ReportGenWidget(widgets.VBox):
     def selected_finding(self) -> int | None:
         return None if self.viewer.selected < 0 else self.viewer.selected
 
-    def show_report(self, report: Report, caption: str = "") -> None:
-        """Show any report (e.g. loaded from JSON) over its own or the loaded frontal image."""
-        frontal = getattr(report, "frontal_image", None)
-        if frontal is None:
-            frontal = self.studypanel.slots["frontal"].source
+    def show_report(self, report: Report, caption: str = "", *, image: Any = None) -> None:
+        """Show any report (e.g. loaded from JSON) over ``image``, the frontal image it was
+        made for (a path, bytes, a PIL image, ...; a report holds none), or, without one,
+        over the loaded study's frontal image. Exports of it are drawn on the same image."""
+        frontal = image if image is not None else self.studypanel.slots["frontal"].source
+        self._given = (report, image) if image is not None else None
         self._shown = None
         self.export_list.clear()
         with self.viewer.hold_sync():
@@ -568,8 +573,16 @@ class ReportGenWidget(widgets.VBox):
         if self._shown is not None:
             frontal = self._history[self._shown].study.frontal_image
         else:
-            frontal = self.studypanel.slots["frontal"].source
+            frontal = self._given_image(report)
+            if frontal is None:
+                frontal = self.studypanel.slots["frontal"].source
         return report, frontal, stem
+
+    def _given_image(self, report: Report) -> Any:
+        """The image given to :meth:`show_report` with ``report``, if it is the one shown."""
+        if self._given is not None and self._given[0] is report:
+            return self._given[1]
+        return None
 
     def _export_now(self, kinds: tuple[str, ...]) -> dict[str, Path]:
         report, frontal, stem = self._export_what()

@@ -1,6 +1,7 @@
 /**
  * cxr-widgets in JupyterLab: "Open With → Chest X-ray viewer" for DICOM, PNG and JPEG
- * files (the default for .dcm), "Report…" from a file or a selection of up to three,
+ * files (the default for .dcm), "Report…" from a file or a selection of up to three
+ * (DICOM files named without an extension too: the server checks their content),
  * a launcher card and command-palette entries. Decoding happens on the server
  * (the cxr-widgets server extension), so no kernel is needed to look at a file.
  */
@@ -22,6 +23,15 @@ import { CxrViewer } from './viewer';
 const FACTORY = 'Chest X-ray viewer';
 const IMAGE_TYPES = ['dicom', 'png', 'jpg'];
 const IMAGE_EXTENSIONS = ['.dcm', '.dicom', '.png', '.jpg', '.jpeg'];
+/** DICOM files are often named without an extension (IM0001) or by a UID (1.2.840...);
+ * the server checks every file's content before it makes a study of it. */
+const MAYBE_DICOM = /^([^.]+|\d+(\.\d+)+)$/;
+
+/** Whether a file may be an image of a study: by its extension, or a DICOM-like name. */
+function maybeImage(path: string): boolean {
+  const name = PathExt.basename(path);
+  return IMAGE_EXTENSIONS.includes(PathExt.extname(name).toLowerCase()) || MAYBE_DICOM.test(name);
+}
 
 namespace CommandIDs {
   export const newPanel = 'cxr-widgets:new-panel';
@@ -122,7 +132,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return [];
       }
       return Array.from(browser.selectedItems())
-        .filter(item => IMAGE_EXTENSIONS.includes(PathExt.extname(item.path).toLowerCase()))
+        .filter(item => item.type !== 'directory' && maybeImage(item.path))
         .map(item => item.path);
     };
 

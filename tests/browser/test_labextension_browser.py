@@ -132,6 +132,29 @@ def test_report_button_opens_a_notebook_with_the_study_on_the_demo_backend(
     assert page.locator(".jp-NotebookPanel .cxr-widget .cxr-box").count() > 0
 
 
+@pytest.fixture(scope="module")
+def extensionless(jupyter_lab: JupyterLab, rg1_path: Path) -> str:
+    """A DICOM file named as PACS exports name them (copied before the page loads)."""
+    shutil.copy(rg1_path, jupyter_lab.root_dir / "IM0001")
+    return "IM0001"
+
+
+def test_report_on_a_dicom_named_without_an_extension(
+    extensionless: str, lab_page, jupyter_lab: JupyterLab
+) -> None:
+    """ "Report…" offers a file without an extension; the server checks it by content."""
+    page = lab_page
+    item = page.locator(".jp-DirListing-item", has_text=extensionless).first
+    item.wait_for(timeout=30_000)
+    item.click(button="right")
+    page.locator(".lm-Menu-itemLabel", has_text="Report… (CXRReportGen").first.click()
+    page.wait_for_selector(".jp-NotebookPanel .cxr-widget", timeout=120_000)
+    assert (jupyter_lab.root_dir / f"{extensionless}-report.ipynb").exists()
+    widget = page.locator(".jp-NotebookPanel .cxr-widget").first
+    widget.locator("button", has_text="Generate").first.click()
+    page.wait_for_selector(".jp-NotebookPanel .cxr-widget .cxr-box", timeout=60_000)
+
+
 def test_launcher_card_and_palette_command(lab_page, jupyter_lab: JupyterLab) -> None:
     page = lab_page
     page.locator(".jp-LauncherCard", has_text="CXRReportGen").first.click()
