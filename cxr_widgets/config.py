@@ -21,7 +21,8 @@ from .retry import MAX_RETRY_AFTER
 DEFAULT_KEY_ENV = "CXR_ENDPOINT_KEY"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
     if host.lower() == "localhost":
         return True
     try:
@@ -55,7 +56,7 @@ def _check_uri(scoring_uri: Any, has_secret: bool, allow_insecure_http: bool = F
         parts.port  # noqa: B018  (raises ValueError for a bad port)
     except ValueError:
         raise ConfigError("scoring_uri has an invalid port number") from None
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         if has_secret and not allow_insecure_http:
             raise ConfigError(
                 f"scoring_uri uses plain http to {parts.hostname}: the key or token would "
@@ -268,7 +269,7 @@ class EndpointConfig:
 
     @property
     def is_loopback(self) -> bool:
-        return _is_loopback(urlsplit(self.scoring_uri).hostname or "")
+        return is_loopback(urlsplit(self.scoring_uri).hostname or "")
 
     def auth_description(self) -> str:
         if self.auth_mode == "none":

@@ -136,3 +136,11 @@ class EvaluationError(CxrWidgetsError, ValueError):
 
 class JudgeError(CxrWidgetsError):
     """An entailment judge could not judge a study (timeout, refusal, nonsense answer)."""
+
+
+def user_message(exc: BaseException) -> str:
+    """The package's own message, or a short one for anything else (never a traceback)."""
+    if isinstance(exc, CxrWidgetsError):
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return f"{type(exc).__name__}: {first}"

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from .. import __version__
 from ..auth import Secret, as_secret, redact
-from ..config import _is_loopback
+from ..config import is_loopback
 from ..errors import ConfigError, JudgeError
 from ..folders import make_folder
 from .model import Judgement, StudyPair
@@ -331,7 +331,7 @@ def _check_url(url: Any, *, has_key: bool) -> str:
         raise ConfigError("url must be an http(s) URL with a host")
     if parts.username or parts.password:
         raise ConfigError(f"url must not carry a user or password; use {DEFAULT_JUDGE_KEY_ENV}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(
             f"url uses plain http to {parts.hostname}: report text (patient data)"
             f"{' and the key' if has_key else ''} would travel in clear text. Use https; "

@@ -16,7 +16,7 @@ import traitlets
 
 from ..backend import ReportGenerator
 from ..config import DEFAULT_KEY_ENV
-from ..errors import ConfigError, CxrWidgetsError
+from ..errors import ConfigError, CxrWidgetsError, user_message
 from .parts import DeviceCode, Message
 from .runner import Runner
 
@@ -267,15 +267,7 @@ class EndpointPanel:
 
         def failed(exc: BaseException, _job: Any) -> None:
             self.device_code.clear()
-            self.show_result(_message(exc), ok=False)
+            self.show_result(user_message(exc), ok=False)
 
         self.result.show("")
         self._runner.start(f"Signing in and looking up {name}", work, done, failed)
-
-
-def _message(exc: BaseException) -> str:
-    """The package's own message, or a short one for anything else (never a traceback)."""
-    if isinstance(exc, CxrWidgetsError):
-        return str(exc)
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    return f"{type(exc).__name__}: {first}"

@@ -18,7 +18,7 @@ import traitlets
 
 from ..backend import ReportGenerator
 from ..contract import PreparedRequest, assemble_request
-from ..errors import CxrWidgetsError, StudyError
+from ..errors import CxrWidgetsError, StudyError, user_message
 from ..exports import (
     MAX_FILE_STEM,
     MEDIA_TYPES,
@@ -30,7 +30,7 @@ from ..exports import (
 from ..report import FRAMES, Report
 from ..study import Study
 from ..summary import study_summary
-from .endpoint_panel import EndpointPanel, _message
+from .endpoint_panel import EndpointPanel
 from .history import RunRecord, run_label
 from .parts import DEMO_BADGE, ExportList, Header
 from .runner import Job, Runner
@@ -281,7 +281,7 @@ class ReportGenWidget(widgets.VBox):
             )
 
         def failed(exc: BaseException, _job: Job) -> None:
-            self.endpoint.show_result(f"Test failed: {_message(exc)}", ok=False)
+            self.endpoint.show_result(f"Test failed: {user_message(exc)}", ok=False)
 
         self.endpoint.result.show("")
         try:
@@ -387,7 +387,7 @@ class ReportGenWidget(widgets.VBox):
 
     def _show_error(self, exc: BaseException) -> None:
         kept = " The last report stays shown." if self.viewer.has_report else ""
-        self.runner.status.show_error("Generation failed.", f"{_message(exc)}{kept}")
+        self.runner.status.show_error("Generation failed.", f"{user_message(exc)}{kept}")
 
     def _record(
         self, request: PreparedRequest, state: StudyState, report: Report, seconds: float
@@ -543,7 +543,7 @@ class ReportGenWidget(widgets.VBox):
                 self.export_list.show(names, downloaded=True)
 
         def failed(exc: BaseException, _job: Job) -> None:
-            self.export_list.error = _message(exc)
+            self.export_list.error = user_message(exc)
 
         label = f"Exporting {', '.join(k.upper() for k in kinds)}"
         if self.download_exports:
