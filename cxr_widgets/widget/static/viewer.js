@@ -803,17 +803,16 @@ function render({ model, el }) {
     const inside = mine.find((b) => ix >= b.x0 && ix <= b.x1 && iy >= b.y0 && iy <= b.y1);
     return inside ? { kind: "move", shape: inside } : { kind: "draw", finding: sel };
   }
-  // The rectangle of an edit with the pointer at image point (ix, iy); it started at (e.ix, e.iy).
+  // The rectangle of an edit with the pointer at image point (ix, iy); it started at
+  // (e.ix, e.iy). A move follows the pointer's motion; a handle goes where the pointer is.
   function editRect(e, ix, iy) {
     if (e.kind === "draw") return clampRect([e.ix, e.iy, ix, iy]);
-    const dx = ix - e.ix;
-    const dy = iy - e.iy;
-    if (e.kind === "move") return shiftRect(e.orig, dx, dy);
+    if (e.kind === "move") return shiftRect(e.orig, ix - e.ix, iy - e.iy);
     const [x0, y0, x1, y1] = e.orig;
     const h = e.handle;
     return clampRect([
-      h.includes("w") ? x0 + dx : x0, h.startsWith("n") ? y0 + dy : y0,
-      h.includes("e") ? x1 + dx : x1, h.startsWith("s") ? y1 + dy : y1,
+      h.includes("w") ? ix : x0, h.startsWith("n") ? iy : y0,
+      h.includes("e") ? ix : x1, h.startsWith("s") ? iy : y1,
     ]);
   }
   function finishEdit(p, e, rect) {
