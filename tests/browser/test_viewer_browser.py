@@ -562,6 +562,10 @@ def test_two_runs_side_by_side_with_their_boxes(lab_page) -> None:
     assert colors == [kernel(page, "out(OTHER.color(0))")]
     labels = page.locator(f"{VIEWER} >> .cxr-pane-label").all_inner_texts()
     assert "run 1" in labels[1]
+    # Both panes show the same frontal image: its notes are listed once.
+    notes = page.locator(f"{VIEWER} >> .cxr-note-line").all_inner_texts()
+    want = kernel(page, "out(v.images['frontal']['notes'])")
+    assert notes == want
 
 
 # --- clicks, keys, bad input --------------------------------------------------------------
@@ -867,6 +871,17 @@ def test_edit_only_on_the_frontal_pane_side_by_side(lab_page) -> None:
     dx, dy = 30 / st["s"], 20 / st["s"]
     assert edit[:2] == [0, 0]
     assert_px(edit[2], [x0 + dx, y0 + dy, x1 + dx, y1 + dy])
+    # Space+drag pans, even from inside the selected box.
+    x0, y0, x1, y1 = boxes_px(page)[(0, 0)]
+    st = pane_state(page, 0)
+    a = tuple(round(c) for c in to_page(st, (x0 + x1) / 2, (y0 + y1) / 2))
+    focus_viewer(page)
+    page.keyboard.down("Space")
+    drag(page, a, (a[0] - 25, a[1] + 15))
+    page.keyboard.up("Space")
+    panned = pane_state(page, 0)
+    assert panned["tx"] - st["tx"] == pytest.approx(-25, abs=1.5)
+    assert panned["ty"] - st["ty"] == pytest.approx(15, abs=1.5)
     # On the lateral pane a drag is window/level, never an edit.
     window = kernel(page, "out(list(v.window))")
     lateral = pane_state(page, 1)
