@@ -40,7 +40,7 @@ REPORT = Report(
 
 @pytest.fixture
 def viewer(rg1_path: Path) -> ReportViewer:
-    v = ReportViewer()
+    v = ReportViewer(editable=True)
     v.set_images(str(rg1_path))
     v.set_report(REPORT)
     return v
@@ -405,8 +405,18 @@ def test_bad_box_edit_messages_are_ignored(viewer: ReportViewer, message: dict) 
     assert viewer.edit_ack == 5  # answered, so the browser drops its copy of the edit
 
 
+def test_box_edit_while_editing_is_off_is_ignored(viewer: ReportViewer) -> None:
+    got: list[BoxEdit] = []
+    viewer.on_box_edit(got.append)
+    viewer.editable = False
+    edit(viewer, 1, finding=0, box=0, rect=None)
+    viewer.editable = True
+    edit(viewer, 2, finding=0, box=0, rect=None)
+    assert got == [BoxEdit(0, 0, None)] and viewer.edit_ack == 2
+
+
 def test_box_edit_without_report_or_image_is_ignored(rg1_path: Path) -> None:
-    v = ReportViewer()
+    v = ReportViewer(editable=True)
     got: list[BoxEdit] = []
     v.on_box_edit(got.append)
     edit(v, finding=0, box=-1, rect=[0, 0, 10, 10])
@@ -479,7 +489,6 @@ def test_set_report_keep_view_keeps_selection_and_compared_run(viewer: ReportVie
 
 
 def test_viewer_without_an_owner_edits_its_own_report(viewer: ReportViewer) -> None:
-    viewer.editable = True
     edit(viewer, 1, finding=1, box=0, rect=[400, 500, 600, 700])
     box = viewer.report.findings[1].boxes[0]  # type: ignore[union-attr]
     assert box == Box.from_pixels(400, 500, 600, 700, viewer.width, viewer.height)

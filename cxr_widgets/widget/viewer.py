@@ -349,9 +349,14 @@ class ReportViewer(anywidget.AnyWidget):
 
     def on_box_edit(self, callback: Callable[[BoxEdit], Any], remove: bool = False) -> None:
         """Call ``callback(edit)`` with a :class:`BoxEdit` after each box edit made in the
-        browser (``remove=True`` unregisters it). A callback's exception is shown in the
-        notebook and does not stop the others. With no callback the viewer applies the
-        edit to its own :attr:`report`."""
+        browser (``remove=True`` unregisters it).
+
+        The callback saves the edit and shows the saved report with
+        ``set_report(report, caption, keep_view=True)`` before it returns: the browser
+        keeps drawing its own copy of the edit until then, and afterwards shows the
+        viewer's boxes (the old ones, when nothing was saved). A callback's exception is
+        shown in the notebook and does not stop the others. With no callback the viewer
+        applies the edit to its own :attr:`report`."""
         self._box_edit_handlers.register_callback(callback, remove=remove)
 
     def set_runs(self, runs: list[tuple[str, Report]]) -> None:
@@ -470,7 +475,9 @@ class ReportViewer(anywidget.AnyWidget):
             return isinstance(value, int) and not isinstance(value, bool)
 
         problem = None
-        if pixels is None or not findings:
+        if not self.editable:
+            problem = "editing is off"
+        elif pixels is None or not findings:
             problem = "no report or frontal image is shown"
         elif not whole(finding) or not 0 <= finding < len(findings):
             problem = f"finding {finding!r} is not in the report"

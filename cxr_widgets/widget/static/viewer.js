@@ -33,7 +33,8 @@ const EDIT_HINT =
 const EDIT = [
   ["drag inside a box", "moves it (the boxes of the selected finding)"],
   ["drag a handle", "resizes the box"],
-  ["drag outside its boxes", "draws a new box for the selected finding"],
+  ["drag outside its boxes", "draws a new box for the selected finding (also over other findings' boxes)"],
+  ["click outside every box", "deselects the finding: drags change the window again"],
   ["Shift, Space or middle drag", "pans while editing"],
   ["Delete / Backspace", "removes the focused box (the one last clicked, moved or drawn)"],
   ["arrow keys", "move the focused box by one image pixel (Shift: 10)"],
