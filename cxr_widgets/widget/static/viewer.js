@@ -12,7 +12,6 @@ const HANDLE_PX = 4; // half the side of a box's resize handle, screen px
 const HANDLE_HIT = 9; // screen px around a handle that still grabs it
 const MIN_BOX_SCREEN = 6; // a drawn box smaller than this (screen px) is a click, not a box
 const MIN_BOX_PX = 1; // nor is one under one image pixel
-const HANDLES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
 const KEYS = [
   ["r", "reset view and window"],
   ["i", "invert"],
@@ -1054,7 +1053,8 @@ function render({ model, el }) {
       if (d.mode === "edit") {
         const live = p.edit;
         p.edit = null;
-        if (d.moved && live) finishEdit(p, d.edit, live.rect);
+        if (e.type === "pointercancel") redrawEdits(p); // the browser took the pointer: no edit
+        else if (d.moved && live) finishEdit(p, d.edit, live.rect);
         else { clickAt(p, d.x0, d.y0, d.target); redrawEdits(p); }
         return;
       }
