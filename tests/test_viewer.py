@@ -501,3 +501,19 @@ def test_an_unreadable_image_is_warned_about_once(rg1_path: Path) -> None:
     for _ in range(3):
         v.set_images(str(rg1_path), lateral=b"not an image")
     assert len([w for w in v.warnings if w.startswith("lateral image not shown")]) == 1
+
+
+def test_saved_boxes_and_the_edits_answer_travel_in_one_update(viewer: ReportViewer) -> None:
+    # The browser drops its own copy of an edit when edit_ack arrives: the saved boxes
+    # must come in the same message, or the box would jump back for a moment.
+    viewer.on_box_edit(
+        lambda e: viewer.set_report(apply_box_edit(viewer.report, e), keep_view=True)  # type: ignore[arg-type]
+    )
+    sent: list[dict] = []
+    viewer._send = lambda msg, buffers=None: sent.append(msg)  # type: ignore[method-assign]
+    edit(viewer, 9, finding=1, box=0, rect=[400, 500, 600, 700])
+    updates = [m["state"] for m in sent if m.get("method") == "update"]
+    assert len(updates) == 1
+    assert updates[0]["edit_ack"] == 9
+    moved = next(b for b in updates[0]["boxes"] if b["finding"] == 1)
+    assert moved["x0"] == pytest.approx(400, abs=0.02)
