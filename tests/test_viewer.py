@@ -386,6 +386,8 @@ def test_box_edit_messages_become_box_edits(viewer: ReportViewer) -> None:
         {"finding": 0, "box": 0, "rect": [0, 0, 100]},
         {"finding": 0, "box": 0, "rect": [0, 0, 100, float("nan")]},
         {"finding": 0, "box": 0, "rect": [0, 0, True, 100]},
+        {"finding": 0, "box": 0, "rect": [0, 0, 10**400, 100]},
+        {"finding": 0, "box": 0, "rect": [0, 0, float("inf"), 100]},
         {"finding": 0, "box": 0, "rect": "0 0 100 100"},
         {"finding": "0", "box": 0, "rect": None},
         {"finding": True, "box": 0, "rect": None},

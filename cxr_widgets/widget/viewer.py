@@ -137,6 +137,19 @@ def finding_rows(report: Report) -> list[dict[str, Any]]:
     ]
 
 
+def _corners(rect: Any) -> list[float] | None:
+    """Four finite floats from a message's ``rect``, or None."""
+    if not isinstance(rect, list) or len(rect) != 4:
+        return None
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in rect):
+        return None
+    try:
+        corners = [float(v) for v in rect]
+    except OverflowError:  # an int beyond any float
+        return None
+    return corners if all(math.isfinite(v) for v in corners) else None
+
+
 def _same(a: Any, b: Any) -> bool:
     """The same image source: the same object, or the same path (a study rebuilt with
     ``Study.replace`` names its files again)."""
@@ -456,7 +469,7 @@ class ReportViewer(anywidget.AnyWidget):
                 if self._box_edit_handlers.callbacks:
                     self._box_edit_handlers(edit)
                 elif self.report is not None:
-                    self.set_report(apply_box_edit(self.report, edit), self.caption, True)
+                    self.set_report(apply_box_edit(self.report, edit), self.caption, keep_view=True)
             seq = content.get("seq")
             if isinstance(seq, int) and not isinstance(seq, bool):
                 # Sent after the owner's set_report, in the same update: the browser
@@ -470,6 +483,7 @@ class ReportViewer(anywidget.AnyWidget):
         pixels = self._pixels.get("frontal")
         finding, box, rect = content.get("finding"), content.get("box"), content.get("rect")
         findings = self.report.findings if self.report else []
+        corners = None if rect is None else _corners(rect)
 
         def whole(value: Any) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
@@ -485,22 +499,15 @@ class ReportViewer(anywidget.AnyWidget):
             problem = f"box {box!r} is not a box of finding {finding}"
         elif rect is None and box == -1:
             problem = "a new box needs a rectangle"
-        elif rect is not None and not (
-            isinstance(rect, list)
-            and len(rect) == 4
-            and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                for v in rect
-            )
-        ):
-            problem = f"rect {rect!r} is not four finite numbers"
+        elif rect is not None and corners is None:
+            problem = f"rect {str(rect)[:80]} is not four finite numbers"
         if problem is not None:
             log.debug("box edit ignored: %s", problem)
             return None
         new = None
-        if rect is not None:
+        if corners is not None:
             width, height = pixels.size
-            new = Box.from_pixels(*rect, width, height, self.frame)  # type: ignore[arg-type]
+            new = Box.from_pixels(*corners, width, height, self.frame)  # type: ignore[arg-type]
             if new.width <= 0 or new.height <= 0:
                 log.debug("box edit ignored: the box has no area inside the frame")
                 return None
