@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -841,7 +842,19 @@ def test_edit_boxes_by_dragging_zoomed_and_panned_and_with_keys(lab_page) -> Non
     assert [e[:2] for e in edits[3:]] == [[3, 0], [3, 0]]
     new = edits[2][2]
     assert_px(edits[4][2], [new[0] + 10, new[1] + 1, new[2] + 10, new[3] + 1], 0.01)
+    readout = page.locator(f"{VIEWER} >> .cxr-edit-readout")
+    moved = edits[4][2]
+    text = readout.inner_text()
+    assert text.startswith("Finding 4, box 1: x ") and text.endswith(" px)")
+    numbers = [float(n) for n in re.findall(r"\d+", text)[2:]]  # after "4" and "1"
+    want = [moved[0], moved[2], moved[1], moved[3], moved[2] - moved[0], moved[3] - moved[1]]
+    assert_px(numbers, want)
     focus_viewer(page)
+    page.keyboard.press("Escape")  # unfocus: Delete then has nothing to remove
+    assert readout.inner_text() == ""
+    page.keyboard.press("Delete")
+    page.keyboard.press("e")  # focus the selected finding's (only) box again
+    assert readout.inner_text().startswith("Finding 4, box 1:")
     before = cells.count()
     page.keyboard.press("Delete")
     page.wait_for_timeout(300)

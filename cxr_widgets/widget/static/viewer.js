@@ -37,6 +37,7 @@ const EDIT = [
   ["Shift, Space or middle drag", "pans while editing"],
   ["Delete / Backspace", "removes the focused box (the one last clicked, moved or drawn)"],
   ["arrow keys", "move the focused box by one image pixel (Shift: 10)"],
+  ["e", "focus the next box of the selected finding"],
   ["Esc", "unfocuses the box"],
 ];
 const MOUSE = [
@@ -295,7 +296,9 @@ function render({ model, el }) {
   const readouts = html("div", "cxr-readouts");
   const probe = html("span", "cxr-probe", "");
   const measureOut = html("span", "cxr-measure", "");
-  readouts.append(probe, measureOut);
+  const editOut = html("span", "cxr-edit-readout", "");
+  editOut.setAttribute("aria-live", "polite");
+  readouts.append(probe, measureOut, editOut);
   const notesBox = html("div", "cxr-notes");
   const caption = html("div", "cxr-caption");
   main.append(toolbar, tools, demoBanner, stage, readouts, notesBox, caption);
@@ -696,6 +699,7 @@ function render({ model, el }) {
         o.append(handles);
       }
       p.el.dataset.editable = String(canEdit);
+      if (!compare) showEditReadout(canEdit ? p : null);
       applyHighlight();
     }
     const m = p.measure;
@@ -865,6 +869,26 @@ function render({ model, el }) {
       e.seq = nextSeq();
       model.send({ kind: "box_edit", finding: e.finding, box: e.box, rect: e.rect, seq: e.seq });
     }
+  }
+  // The box being edited or focused, in image pixels: what the arrow keys act on.
+  function showEditReadout(p) {
+    const live = p && p.edit;
+    const b = live ? null : p && focusedShape();
+    if (!live && !b) { editOut.textContent = ""; return; }
+    const [x0, y0, x1, y1] = live ? live.rect : [b.x0, b.y0, b.x1, b.y1];
+    const finding = live ? (live.shape ? live.shape.finding : live.finding) : b.finding;
+    const which = live && live.kind === "draw" ? "new box" : `box ${(live ? live.shape.box : b.box) + 1}`;
+    editOut.textContent = `Finding ${finding + 1}, ${which}: x ${Math.round(x0)}–${Math.round(x1)}, ` +
+      `y ${Math.round(y0)}–${Math.round(y1)} (${Math.round(x1 - x0)} × ${Math.round(y1 - y0)} px)`;
+  }
+  // Keyboard: focus the next box of the selected finding.
+  function focusNextBox() {
+    const sel = model.get("selected");
+    const mine = shownBoxes().filter((b) => b.finding === sel).sort((a, b) => a.box - b.box);
+    if (!mine.length) return;
+    const at = focused && focused.finding === sel ? mine.findIndex((b) => b.box === focused.box) : -1;
+    focused = { finding: sel, box: mine[(at + 1) % mine.length].box };
+    redrawEdits(frontalPane());
   }
   function deleteFocused() {
     const b = focusedShape();
@@ -1205,6 +1229,7 @@ function render({ model, el }) {
     const presets = model.get("presets_order");
     const k = e.key;
     if (k === " ") { spaceHeld = true; e.preventDefault(); return; }
+    if (k === "e" && model.get("editable")) { focusNextBox(); e.preventDefault(); return; }
     if (model.get("editable") && focusedShape()) {
       const by = e.shiftKey ? 10 : 1;
       const moves = { ArrowLeft: [-by, 0], ArrowRight: [by, 0], ArrowUp: [0, -by], ArrowDown: [0, by] };
