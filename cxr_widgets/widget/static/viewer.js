@@ -291,7 +291,7 @@ function render({ model, el }) {
     tr.append(html("td", "cxr-help-key", k), html("td", "", d));
     editTable.append(tr);
   }
-  help.append(editHelp);
+  help.insertBefore(editHelp, helpTable); // on top: while editing these matter most
   stage.append(help);
   const readouts = html("div", "cxr-readouts");
   const probe = html("span", "cxr-probe", "");
