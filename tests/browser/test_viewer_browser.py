@@ -612,6 +612,7 @@ def test_keys_only_while_focused_and_help_lists_them(lab_page) -> None:
     help_text = page.locator(f"{VIEWER} >> .cxr-help").inner_text()
     for word in ("reset", "invert", "presets", "next / previous finding"):
         assert word in help_text
+    assert not page.locator(f"{VIEWER} >> .cxr-help-edit").is_visible()  # editing is off
     page.keyboard.press("Escape")
     assert not page.locator(f"{VIEWER} >> .cxr-help").is_visible()
     page.keyboard.press("n")
@@ -762,6 +763,11 @@ def test_edit_boxes_by_dragging_zoomed_and_panned_and_with_keys(lab_page) -> Non
     page.wait_for_timeout(400)
     hint = page.locator(f"{VIEWER} >> .cxr-findings-hint").inner_text()
     assert "drag a handle to resize" in hint and "pan while editing, hold Shift or Space" in hint
+    focus_viewer(page)
+    page.keyboard.press("?")
+    editing = page.locator(f"{VIEWER} >> .cxr-help-edit")
+    assert editing.is_visible() and "pans while editing" in editing.inner_text()
+    page.keyboard.press("?")
 
     # Pan while editing: Shift+drag moves the picture and edits nothing.
     st = pane_state(page)
