@@ -1228,7 +1228,8 @@ function render({ model, el }) {
     if (inField || e.altKey || e.metaKey || e.ctrlKey) return;
     const presets = model.get("presets_order");
     const k = e.key;
-    if (k === " ") { spaceHeld = true; e.preventDefault(); return; }
+    // Space held pans (not on a toolbar button, which Space presses).
+    if (k === " " && e.target.tagName !== "BUTTON") { spaceHeld = true; e.preventDefault(); return; }
     if (k === "e" && model.get("editable")) { focusNextBox(); e.preventDefault(); return; }
     if (model.get("editable") && focusedShape()) {
       const by = e.shiftKey ? 10 : 1;
