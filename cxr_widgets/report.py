@@ -150,6 +150,38 @@ class Box:
             )
         raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
 
+    @classmethod
+    def from_pixels(
+        cls,
+        x0: float,
+        y0: float,
+        x1: float,
+        y1: float,
+        width: int,
+        height: int,
+        frame: Frame = "center_crop",
+    ) -> Box:
+        """The box of the pixel rectangle ``(x0, y0)``-``(x1, y1)`` on a ``width`` x
+        ``height`` image: the inverse of :meth:`to_pixels`.
+
+        Corners may come in any order; what lies outside the frame (the central
+        square for ``"center_crop"``, the image for ``"full"``) is clamped to its
+        edge, and coordinates are rounded to 5 decimals (a hundred-thousandth of the
+        frame, finer than any image's pixels).
+        """
+        if width <= 0 or height <= 0:
+            raise ValueError(f"image size must be positive, got {width} x {height}")
+        if frame == "center_crop":
+            dx, dy, side = center_square(width, height)
+            sx = sy = side
+        elif frame == "full":
+            dx, dy, sx, sy = 0, 0, width, height
+        else:
+            raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
+        xs = sorted(min(1.0, max(0.0, (v - dx) / sx)) for v in (x0, x1))
+        ys = sorted(min(1.0, max(0.0, (v - dy) / sy)) for v in (y0, y1))
+        return cls(round(xs[0], 5), round(ys[0], 5), round(xs[1], 5), round(ys[1], 5))
+
 
 def validate_box(values: Any) -> str | None:
     """Why ``values`` is not a valid box, or None when it is."""

@@ -5,6 +5,7 @@ The browser side (drawing, dragging, zoom) is tested in tests/browser/test_viewe
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from pathlib import Path
@@ -12,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from cxr_widgets import Box, Finding, Report
 from cxr_widgets.errors import CxrWidgetsError
 from cxr_widgets.images import decode_uint16, load_pixels
-from cxr_widgets.widget.viewer import ReportViewer
+from cxr_widgets.widget.viewer import BoxEdit, ReportViewer, apply_box_edit, box_shapes
 from cxr_widgets.widget.viewer_pixels import (
     OVERVIEW_LEVELS,
     PRESETS,
@@ -37,7 +40,7 @@ REPORT = Report(
 
 @pytest.fixture
 def viewer(rg1_path: Path) -> ReportViewer:
-    v = ReportViewer()
+    v = ReportViewer(editable=True)
     v.set_images(str(rg1_path))
     v.set_report(REPORT)
     return v
@@ -283,3 +286,236 @@ def test_new_frontal_shows_a_preview_then_the_overview_and_keeps_the_lateral(
     v.set_images(np.full((50, 60), 3, np.uint16), lateral=lateral)
     assert [type(c).__name__ for c in calls] == ["str", "ndarray", "ndarray"]  # lateral once
     assert v.views == ["frontal", "lateral"]
+
+
+# --- box editing ------------------------------------------------------------------------
+
+FRAMES = ("center_crop", "full")
+
+
+def _unit_box(a: float, b: float, c: float, d: float) -> Box:
+    (x0, x1), (y0, y1) = sorted((a, c)), sorted((b, d))
+    return Box(x0, y0, x1, y1)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    coords=st.tuples(*[st.floats(0, 1, allow_nan=False)] * 4),
+    width=st.integers(1, 5000),
+    height=st.integers(1, 5000),
+    frame=st.sampled_from(FRAMES),
+)
+def test_from_pixels_inverts_box_shapes(
+    coords: tuple[float, ...], width: int, height: int, frame: str
+) -> None:
+    box = _unit_box(*coords)
+    [shape] = box_shapes(Report(findings=[Finding("x", [box])]), width, height, frame)
+    back = Box.from_pixels(shape["x0"], shape["y0"], shape["x1"], shape["y1"], width, height, frame)
+    # Rounded to 5 decimals: within half a hundred-thousandth of the frame.
+    assert back.as_list() == pytest.approx(box.as_list(), abs=5e-6 + 1e-12)
+    # And the other way: the pixels of the box found are the pixels given.
+    side = min(width, height) if frame == "center_crop" else max(width, height)
+    again = back.to_pixels(width, height, frame)  # type: ignore[arg-type]
+    got = (shape["x0"], shape["y0"], shape["x1"], shape["y1"])
+    assert again == pytest.approx(got, abs=side * 5e-6 + 1e-9)
+
+
+@pytest.mark.parametrize("frame", FRAMES)
+@pytest.mark.parametrize("size", [(1841, 1955), (1955, 1841), (1, 4000), (4000, 3), (513, 513)])
+def test_from_pixels_gives_back_the_models_bin_centres_exactly(
+    frame: str, size: tuple[int, int]
+) -> None:
+    rng = np.random.default_rng(sum(size))
+    for _ in range(200):
+        (i0, i1), (j0, j1) = np.sort(rng.integers(0, 100, 2)), np.sort(rng.integers(0, 100, 2))
+        box = Box((i0 + 0.5) / 100, (j0 + 0.5) / 100, (i1 + 0.5) / 100, (j1 + 0.5) / 100)
+        [shape] = box_shapes(Report(findings=[Finding("x", [box])]), *size, frame)
+        corners = (shape["x0"], shape["y0"], shape["x1"], shape["y1"])
+        assert Box.from_pixels(*corners, *size, frame) == box  # type: ignore[arg-type]
+
+
+def test_from_pixels_clamps_to_the_frame_and_orders_corners() -> None:
+    # 600 x 512: the central square is x 44..556, the whole image y 0..512.
+    assert Box.from_pixels(-50, 10, 20, 600, 600, 512).as_list() == [0.0, 0.01953, 0.0, 1.0]
+    assert Box.from_pixels(556, 512, 44, 0, 600, 512).as_list() == [0.0, 0.0, 1.0, 1.0]
+    assert Box.from_pixels(0, 0, 300, 256, 600, 512, "full").as_list() == [0.0, 0.0, 0.5, 0.5]
+    with pytest.raises(ValueError, match="frame must be one of"):
+        Box.from_pixels(0, 0, 1, 1, 10, 10, "middle")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="image size must be positive"):
+        Box.from_pixels(0, 0, 1, 1, 0, 10)
+
+
+def edit(v: ReportViewer, seq: int | None = None, **message: object) -> None:
+    """Send a ``box_edit`` message as the browser does."""
+    content = {"kind": "box_edit", **message}
+    if seq is not None:
+        content["seq"] = seq
+    v._on_custom_msg(v, content, [])
+
+
+def test_box_edit_messages_become_box_edits(viewer: ReportViewer) -> None:
+    got: list[BoxEdit] = []
+    viewer.on_box_edit(got.append)
+    w, h = viewer.width, viewer.height
+    edit(viewer, 1, finding=2, box=-1, rect=[300.5, 700, 900, 1200.25])
+    edit(viewer, 2, finding=0, box=0, rect=[200, 400, 800, 950])
+    edit(viewer, 3, finding=1, box=0, rect=None)
+    assert got == [
+        BoxEdit(2, None, Box.from_pixels(300.5, 700, 900, 1200.25, w, h)),
+        BoxEdit(0, 0, Box.from_pixels(200, 400, 800, 950, w, h)),
+        BoxEdit(1, 0, None),
+    ]
+    assert viewer.edit_ack == 3
+    # In the full frame the same pixels are another box.
+    viewer.frame = "full"
+    edit(viewer, 4, finding=0, box=0, rect=[200, 400, 800, 950])
+    assert got[-1].new == Box.from_pixels(200, 400, 800, 950, w, h, "full")
+    assert got[-1].new != got[1].new
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got[0].finding = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"finding": 3, "box": -1, "rect": [0, 0, 100, 100]},  # no such finding
+        {"finding": -1, "box": 0, "rect": [0, 0, 100, 100]},
+        {"finding": 0, "box": 1, "rect": [0, 0, 100, 100]},  # finding 0 has one box
+        {"finding": 0, "box": -2, "rect": None},
+        {"finding": 0, "box": -1, "rect": None},  # a new box with no rectangle
+        {"finding": 0, "box": 0, "rect": [0, 0, 100]},
+        {"finding": 0, "box": 0, "rect": [0, 0, 100, float("nan")]},
+        {"finding": 0, "box": 0, "rect": [0, 0, True, 100]},
+        {"finding": 0, "box": 0, "rect": [0, 0, 10**400, 100]},
+        {"finding": 0, "box": 0, "rect": [0, 0, float("inf"), 100]},
+        {"finding": 0, "box": 0, "rect": "0 0 100 100"},
+        {"finding": "0", "box": 0, "rect": None},
+        {"finding": True, "box": 0, "rect": None},
+        {"finding": 0, "box": 0.0, "rect": None},
+        {"box": 0, "rect": None},
+        {},
+        # Wholly above RG1's central square (it starts at y = 57): no area left in the frame.
+        {"finding": 0, "box": 0, "rect": [100, 0, 900, 50]},
+    ],
+)
+def test_bad_box_edit_messages_are_ignored(viewer: ReportViewer, message: dict) -> None:
+    got: list[BoxEdit] = []
+    viewer.on_box_edit(got.append)
+    boxes = list(viewer.boxes)
+    edit(viewer, 5, **message)
+    assert got == [] and viewer.boxes == boxes
+    assert viewer.edit_ack == 5  # answered, so the browser drops its copy of the edit
+
+
+def test_box_edit_while_editing_is_off_is_ignored(viewer: ReportViewer) -> None:
+    got: list[BoxEdit] = []
+    viewer.on_box_edit(got.append)
+    viewer.editable = False
+    edit(viewer, 1, finding=0, box=0, rect=None)
+    viewer.editable = True
+    edit(viewer, 2, finding=0, box=0, rect=None)
+    assert got == [BoxEdit(0, 0, None)] and viewer.edit_ack == 2
+
+
+def test_box_edit_without_report_or_image_is_ignored(rg1_path: Path) -> None:
+    v = ReportViewer(editable=True)
+    got: list[BoxEdit] = []
+    v.on_box_edit(got.append)
+    edit(v, finding=0, box=-1, rect=[0, 0, 10, 10])
+    v.set_images(str(rg1_path))
+    edit(v, finding=0, box=-1, rect=[0, 0, 10, 10])
+    edit(v, seq=True, finding=0, box=-1, rect=[0, 0, 10, 10])  # type: ignore[arg-type]
+    assert got == [] and v.edit_ack == 0
+
+
+def test_box_edit_callbacks_all_run_and_can_be_removed(
+    viewer: ReportViewer, caplog: pytest.LogCaptureFixture
+) -> None:
+    first: list[BoxEdit] = []
+    second: list[BoxEdit] = []
+
+    def broken(_edit: BoxEdit) -> None:
+        raise RuntimeError("the owner could not save")
+
+    viewer.on_box_edit(first.append)
+    viewer.on_box_edit(broken)
+    viewer.on_box_edit(second.append)
+    boxes = list(viewer.boxes)
+    edit(viewer, 1, finding=1, box=0, rect=None)
+    assert len(first) == len(second) == 1  # one callback failing does not stop the others
+    assert "the owner could not save" in caplog.text
+    assert viewer.boxes == boxes  # with callbacks, only the owner changes the report
+    viewer.on_box_edit(first.append, remove=True)
+    edit(viewer, 2, finding=1, box=0, rect=None)
+    assert len(first) == 1 and len(second) == 2 and viewer.edit_ack == 2
+
+
+def test_owner_saves_and_shows_the_edit_keeping_the_view(viewer: ReportViewer) -> None:
+    saved: list[Report] = []
+
+    def owner(e: BoxEdit) -> None:
+        report = apply_box_edit(viewer.report, e)  # type: ignore[arg-type]
+        saved.append(report)
+        viewer.set_report(report, "reviewed", keep_view=True)
+
+    viewer.on_box_edit(owner)
+    viewer.camera = {"zoom": 2.0, "x": 700.0, "y": 900.0}
+    viewer.window = (9000.0, 4000.0)
+    viewer.select(0)
+    rect = [250.0, 500.0, 810.0, 1111.0]
+    edit(viewer, 1, finding=0, box=-1, rect=rect)
+    assert [len(f.boxes) for f in viewer.report.findings] == [2, 1, 0]  # type: ignore[union-attr]
+    new = next(b for b in viewer.boxes if (b["finding"], b["box"]) == (0, 1))
+    assert [new["x0"], new["y0"], new["x1"], new["y1"]] == pytest.approx(rect, abs=0.02)
+    edit(viewer, 2, finding=0, box=0, rect=None)
+    assert viewer.report.findings[0].boxes == saved[0].findings[0].boxes[1:]  # type: ignore[union-attr]
+    assert [(b["finding"], b["box"]) for b in viewer.boxes] == [(0, 0), (1, 0)]
+    assert viewer.selected == 0 and viewer.caption == "reviewed"
+    assert viewer.camera == {"zoom": 2.0, "x": 700.0, "y": 900.0}
+    assert viewer.window == (9000.0, 4000.0)
+    assert REPORT.findings[0].boxes == [Box(0.105, 0.205, 0.405, 0.455)]  # not mutated
+
+
+def test_set_report_keep_view_keeps_selection_and_compared_run(viewer: ReportViewer) -> None:
+    viewer.set_runs([("run 1", REPORT), ("run 2", REPORT)])
+    viewer.compare = 0
+    viewer.select(2)
+    viewer.set_report(REPORT, keep_view=True)
+    assert viewer.selected == 2 and viewer.compare == 0
+    shorter = Report(findings=REPORT.findings[:2], image_size=REPORT.image_size)
+    viewer.set_report(shorter, keep_view=True)
+    assert viewer.selected == -1  # the selected finding is gone
+    viewer.select(1)
+    viewer.set_report(REPORT)
+    assert viewer.selected == -1 and viewer.compare == -1  # another report: view reset
+
+
+def test_viewer_without_an_owner_edits_its_own_report(viewer: ReportViewer) -> None:
+    edit(viewer, 1, finding=1, box=0, rect=[400, 500, 600, 700])
+    box = viewer.report.findings[1].boxes[0]  # type: ignore[union-attr]
+    assert box == Box.from_pixels(400, 500, 600, 700, viewer.width, viewer.height)
+    shape = next(b for b in viewer.boxes if b["finding"] == 1)
+    assert (shape["x0"], shape["y1"]) == pytest.approx((400, 700), abs=0.02)
+
+
+def test_an_unreadable_image_is_warned_about_once(rg1_path: Path) -> None:
+    v = ReportViewer()
+    for _ in range(3):
+        v.set_images(str(rg1_path), lateral=b"not an image")
+    assert len([w for w in v.warnings if w.startswith("lateral image not shown")]) == 1
+
+
+def test_saved_boxes_and_the_edits_answer_travel_in_one_update(viewer: ReportViewer) -> None:
+    # The browser drops its own copy of an edit when edit_ack arrives: the saved boxes
+    # must come in the same message, or the box would jump back for a moment.
+    viewer.on_box_edit(
+        lambda e: viewer.set_report(apply_box_edit(viewer.report, e), keep_view=True)  # type: ignore[arg-type]
+    )
+    sent: list[dict] = []
+    viewer._send = lambda msg, buffers=None: sent.append(msg)  # type: ignore[method-assign]
+    edit(viewer, 9, finding=1, box=0, rect=[400, 500, 600, 700])
+    updates = [m["state"] for m in sent if m.get("method") == "update"]
+    assert len(updates) == 1
+    assert updates[0]["edit_ack"] == 9
+    moved = next(b for b in updates[0]["boxes"] if b["finding"] == 1)
+    assert moved["x0"] == pytest.approx(400, abs=0.02)

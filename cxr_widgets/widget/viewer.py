@@ -16,24 +16,42 @@ takes them from :mod:`cxr_widgets.palette`).
 Python drives the same state: ``window`` ``(level, width)`` in the image's own
 values, ``preset``, ``invert``, ``camera``, :meth:`zoom_to_finding`,
 :meth:`reset_view`. The browser writes its changes back once a drag ends.
+
+With ``editable`` on, the boxes of the selected finding can be moved, resized,
+deleted and drawn on the frontal image. The browser draws each edit at once and
+sends one ``box_edit`` message when it is finished; the viewer turns it into a
+:class:`BoxEdit` (the box in the model's frame, :meth:`Box.from_pixels`) for the
+callbacks given to :meth:`ReportViewer.on_box_edit`, whose owner saves it and
+shows the updated report with ``set_report(report, caption, keep_view=True)``.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import anywidget
 import traitlets
+from ipywidgets import CallbackDispatcher
 
 from ..errors import CxrWidgetsError
 from ..images import load_pixels
 from ..local.demo_findings import demo_notice
 from ..render import FRAME_CAPTIONS
-from ..report import DEFAULT_FRAME, DEMO_NOTICE, Report, center_square, frame_options
+from ..report import (
+    DEFAULT_FRAME,
+    DEMO_NOTICE,
+    Box,
+    Report,
+    center_square,
+    frame_options,
+)
 from . import viewer_pixels as vp
 
 STATIC = Path(__file__).parent / "static"
@@ -48,6 +66,36 @@ ARRANGEMENTS: tuple[str, ...] = ("single", "views", "runs")
 FINDING_MARGIN = 0.35
 #: The camera that shows the whole image (zoom is relative to "fit").
 FIT = {"zoom": 1.0, "x": None, "y": None}
+
+
+@dataclass(frozen=True)
+class BoxEdit:
+    """One finished box edit from the viewer.
+
+    ``finding``: the finding's index; ``box``: the index of the box in
+    ``finding.boxes``, or None for a new box (appended); ``new``: the box in the
+    model's 0..1 frame, or None when the box was deleted.
+    """
+
+    finding: int
+    box: int | None
+    new: Box | None
+
+
+def apply_box_edit(report: Report, edit: BoxEdit) -> Report:
+    """``report`` with ``edit`` applied (a new report; the given one is not changed)."""
+    findings = list(report.findings)
+    finding = findings[edit.finding]
+    boxes = list(finding.boxes)
+    if edit.box is None:
+        if edit.new is not None:
+            boxes.append(edit.new)
+    elif edit.new is None:
+        del boxes[edit.box]
+    else:
+        boxes[edit.box] = edit.new
+    findings[edit.finding] = replace(finding, boxes=boxes)
+    return report.replace(findings=findings)
 
 
 def display_jpeg(image: Any, max_side: int = DISPLAY_MAX_SIDE) -> tuple[bytes, int, int]:
@@ -89,6 +137,19 @@ def finding_rows(report: Report) -> list[dict[str, Any]]:
     ]
 
 
+def _corners(rect: Any) -> list[float] | None:
+    """Four finite floats from a message's ``rect``, or None."""
+    if not isinstance(rect, list) or len(rect) != 4:
+        return None
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in rect):
+        return None
+    try:
+        corners = [float(v) for v in rect]
+    except OverflowError:  # an int beyond any float
+        return None
+    return corners if all(math.isfinite(v) for v in corners) else None
+
+
 def _same(a: Any, b: Any) -> bool:
     """The same image source: the same object, or the same path (a study rebuilt with
     ``Study.replace`` names its files again)."""
@@ -128,6 +189,10 @@ class ReportViewer(anywidget.AnyWidget):
     crop = traitlets.Dict().tag(sync=True)
     selected = traitlets.Int(-1).tag(sync=True)
     show_boxes = traitlets.Bool(True).tag(sync=True)
+    #: Boxes of the selected finding can be moved, resized, deleted and drawn.
+    editable = traitlets.Bool(False).tag(sync=True)
+    #: The last box edit handled (its ``seq``): the browser then drops its own copy.
+    edit_ack = traitlets.Int(0).tag(sync=True)
     show_crop = traitlets.Bool(False).tag(sync=True)
     frame = traitlets.Unicode(DEFAULT_FRAME).tag(sync=True)
     #: The box frames the page offers (value, caption, warning, help), from report.FRAMES.
@@ -158,6 +223,7 @@ class ReportViewer(anywidget.AnyWidget):
         self._serial: dict[str, int] = {}  # view -> which image it shows (the browser's key)
         self._previewed: set[str] = set()  # views showing a preview, not their overview
         self._run_reports: list[Report] = []
+        self._box_edit_handlers = CallbackDispatcher()
         self.observe(self._on_view, "view")
         self.observe(self._on_frame, "frame")
         self.observe(self._on_selected, "selected")
@@ -206,7 +272,7 @@ class ReportViewer(anywidget.AnyWidget):
                 else ""
             )
             if problems and "frontal" in pixels:
-                self.warnings = [*self.warnings, *problems]
+                self.warnings = [*self.warnings, *(p for p in problems if p not in self.warnings)]
             if self.view != "frontal":
                 self.view = "frontal"
             self._send_pixels(self.views if self.arrangement == "views" else ["frontal"])
@@ -264,11 +330,17 @@ class ReportViewer(anywidget.AnyWidget):
         """The shown images' values (:class:`~cxr_widgets.images.PixelData`) by view."""
         return dict(self._pixels)
 
-    def set_report(self, report: Report | None, caption: str = "") -> None:
-        """Show ``report``'s findings and boxes (None clears them)."""
+    def set_report(self, report: Report | None, caption: str = "", keep_view: bool = False) -> None:
+        """Show ``report``'s findings and boxes (None clears them).
+
+        ``keep_view=True`` (the same study's report after an edit) keeps the selected
+        finding and the compared run; camera and window are never changed here.
+        """
         self.report = report
+        count = len(report.findings) if report else 0
         with self.hold_sync():
-            self.selected = -1
+            if not keep_view or self.selected >= count:
+                self.selected = -1
             self.caption = caption
             if report is None:
                 self.findings = []
@@ -285,7 +357,20 @@ class ReportViewer(anywidget.AnyWidget):
                 self.report_text = report.text
                 self.warnings = [str(w) for w in report.warnings]
                 self._send_boxes()
-            self.compare = -1
+            if not keep_view:
+                self.compare = -1
+
+    def on_box_edit(self, callback: Callable[[BoxEdit], Any], remove: bool = False) -> None:
+        """Call ``callback(edit)`` with a :class:`BoxEdit` after each box edit made in the
+        browser (``remove=True`` unregisters it).
+
+        The callback saves the edit and shows the saved report with
+        ``set_report(report, caption, keep_view=True)`` before it returns: the browser
+        keeps drawing its own copy of the edit until then, and afterwards shows the
+        viewer's boxes (the old ones, when nothing was saved). A callback's exception is
+        shown in the notebook and does not stop the others. With no callback the viewer
+        applies the edit to its own :attr:`report`."""
+        self._box_edit_handlers.register_callback(callback, remove=remove)
 
     def set_runs(self, runs: list[tuple[str, Report]]) -> None:
         """Earlier runs of the study, by label, that can be shown beside the current one."""
@@ -374,6 +459,59 @@ class ReportViewer(anywidget.AnyWidget):
             self._send_pixels([v for v in content.get("views", []) if v in VIEWS])
         elif kind == "detail":
             self._send_detail(content)
+        elif kind == "box_edit":
+            self._on_box_edit(content)
+
+    def _on_box_edit(self, content: dict[str, Any]) -> None:
+        edit = self._box_edit(content)
+        with self.hold_sync():
+            if edit is not None:
+                if self._box_edit_handlers.callbacks:
+                    self._box_edit_handlers(edit)
+                elif self.report is not None:
+                    self.set_report(apply_box_edit(self.report, edit), self.caption, keep_view=True)
+            seq = content.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                # Sent after the owner's set_report, in the same update: the browser
+                # then shows the saved boxes instead of its own copy (or, when nothing
+                # was saved, the boxes as they were).
+                self.edit_ack = seq
+
+    def _box_edit(self, content: dict[str, Any]) -> BoxEdit | None:
+        """The edit a ``box_edit`` message asks for, or None (logged) when it does not fit
+        the shown report and image."""
+        pixels = self._pixels.get("frontal")
+        finding, box, rect = content.get("finding"), content.get("box"), content.get("rect")
+        findings = self.report.findings if self.report else []
+        corners = None if rect is None else _corners(rect)
+
+        def whole(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        problem = None
+        if not self.editable:
+            problem = "editing is off"
+        elif pixels is None or not findings:
+            problem = "no report or frontal image is shown"
+        elif not whole(finding) or not 0 <= finding < len(findings):
+            problem = f"finding {finding!r} is not in the report"
+        elif not whole(box) or not -1 <= box < len(findings[finding].boxes):
+            problem = f"box {box!r} is not a box of finding {finding}"
+        elif rect is None and box == -1:
+            problem = "a new box needs a rectangle"
+        elif rect is not None and corners is None:
+            problem = f"rect {str(rect)[:80]} is not four finite numbers"
+        if problem is not None:
+            log.debug("box edit ignored: %s", problem)
+            return None
+        new = None
+        if corners is not None:
+            width, height = pixels.size
+            new = Box.from_pixels(*corners, width, height, self.frame)  # type: ignore[arg-type]
+            if new.width <= 0 or new.height <= 0:
+                log.debug("box edit ignored: the box has no area inside the frame")
+                return None
+        return BoxEdit(finding=finding, box=None if box == -1 else box, new=new)
 
     def _send_detail(self, content: dict[str, Any]) -> None:
         pixels = self._pixels.get(content.get("view", ""))

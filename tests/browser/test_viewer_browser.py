@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +42,7 @@ import json
 import numpy as np
 from pydicom.data import get_testdata_file
 from cxr_widgets import Box, Finding, Report
-from cxr_widgets.widget.viewer import ReportViewer
+from cxr_widgets.widget.viewer import ReportViewer, apply_box_edit
 
 rg1 = get_testdata_file("RG1_UNCR.dcm")
 REPORT = Report(
@@ -67,6 +68,22 @@ def show(*images, report=REPORT, **traits):
 
 def out(value):
     print("@@" + json.dumps(value))
+
+def keep_edits(v):
+    # Be the viewer's owner: record each box edit and show the saved report.
+    v.edits = []
+    def save(e):
+        v.edits.append(e)
+        v.set_report(apply_box_edit(v.report, e), keep_view=True)
+    v.on_box_edit(save)
+    return v
+
+def edits_px(v):
+    # The recorded edits, each box in the frontal image's pixels.
+    return [
+        [e.finding, e.box, list(e.new.to_pixels(v.width, v.height, v.frame)) if e.new else None]
+        for e in v.edits
+    ]
 """
 
 
@@ -546,6 +563,10 @@ def test_two_runs_side_by_side_with_their_boxes(lab_page) -> None:
     assert colors == [kernel(page, "out(OTHER.color(0))")]
     labels = page.locator(f"{VIEWER} >> .cxr-pane-label").all_inner_texts()
     assert "run 1" in labels[1]
+    # Both panes show the same frontal image: its notes are listed once.
+    notes = page.locator(f"{VIEWER} >> .cxr-note-line").all_inner_texts()
+    want = kernel(page, "out(v.images['frontal']['notes'])")
+    assert notes == want
 
 
 # --- clicks, keys, bad input --------------------------------------------------------------
@@ -591,6 +612,7 @@ def test_keys_only_while_focused_and_help_lists_them(lab_page) -> None:
     help_text = page.locator(f"{VIEWER} >> .cxr-help").inner_text()
     for word in ("reset", "invert", "presets", "next / previous finding"):
         assert word in help_text
+    assert not page.locator(f"{VIEWER} >> .cxr-help-edit").is_visible()  # editing is off
     page.keyboard.press("Escape")
     assert not page.locator(f"{VIEWER} >> .cxr-help").is_visible()
     page.keyboard.press("n")
@@ -691,3 +713,211 @@ def test_central_square_stands_out_on_a_near_square_image(lab_page) -> None:
     )
     assert stroke[0].startswith("rgba(0, 0, 0") and float(stroke[1].rstrip("px")) >= 3
     assert stroke[2] == "rgb(255, 255, 255)" and stroke[3] != "none"
+
+
+# --- box editing ------------------------------------------------------------------------------
+
+
+def to_page(st: dict, x: float, y: float) -> tuple[float, float]:
+    """Image point (x, y) on the page, through the pane's camera."""
+    return st["left"] + st["tx"] + x * st["s"], st["top"] + st["ty"] + y * st["s"]
+
+
+def to_image(st: dict, px: float, py: float) -> tuple[float, float]:
+    """Page point (px, py) in image pixels, through the pane's camera."""
+    return (px - st["left"] - st["tx"]) / st["s"], (py - st["top"] - st["ty"]) / st["s"]
+
+
+def drag(page, a: tuple[float, float], b: tuple[float, float], steps: int = 8) -> None:
+    page.mouse.move(*a)
+    page.mouse.down()
+    page.mouse.move(*b, steps=steps)
+    page.mouse.up()
+
+
+def wait_edits(page, count: int) -> list:
+    """The edits the kernel recorded, once there are ``count`` of them."""
+    deadline = time.monotonic() + 20
+    while True:
+        got = kernel(page, "out(edits_px(v))")
+        if len(got) >= count or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def boxes_px(page) -> dict:
+    rows = kernel(
+        page, "out([[b['finding'], b['box'], b['x0'], b['y0'], b['x1'], b['y1']] for b in v.boxes])"
+    )
+    return {(r[0], r[1]): r[2:] for r in rows}
+
+
+def assert_px(got: list[float], want: list[float], tol: float = 1.0) -> None:
+    assert all(abs(g - w) <= tol for g, w in zip(got, want, strict=True)), (got, want)
+
+
+def test_edit_boxes_by_dragging_zoomed_and_panned_and_with_keys(lab_page) -> None:
+    page = lab_page
+    show(page, "keep_edits(show(rg1, editable=True))")
+    run_cell(page, "v.camera = {'zoom': 2.0, 'x': 700.0, 'y': 800.0}\nv.select(0)")
+    page.wait_for_timeout(400)
+    hint = page.locator(f"{VIEWER} >> .cxr-findings-hint").inner_text()
+    assert "drag a handle to resize" in hint and "pan while editing, hold Shift or Space" in hint
+    focus_viewer(page)
+    page.keyboard.press("?")
+    editing = page.locator(f"{VIEWER} >> .cxr-help-edit")
+    assert editing.is_visible() and "pans while editing" in editing.inner_text()
+    page.keyboard.press("?")
+
+    # Pan while editing: Shift+drag moves the picture and edits nothing.
+    st = pane_state(page)
+    assert st["zoom"] == pytest.approx(2.0, abs=1e-3)
+    centre = (round(st["left"] + st["w"] / 2), round(st["top"] + st["h"] / 2))
+    page.keyboard.down("Shift")
+    drag(page, centre, (centre[0] - 70, centre[1] - 40))
+    page.keyboard.up("Shift")
+    panned = pane_state(page)
+    assert panned["zoom"] == pytest.approx(2.0, abs=1e-3)
+    assert panned["tx"] - st["tx"] == pytest.approx(-70, abs=1.5)
+    assert panned["ty"] - st["ty"] == pytest.approx(-40, abs=1.5)
+    handles = page.locator(f"{VIEWER} >> .cxr-handle[data-finding='0']").count()
+    assert handles == 8  # the selected finding's box has its handles
+
+    # Resize: the south-east handle goes where it is dropped.
+    box = boxes_px(page)[(0, 0)]
+    st = pane_state(page)  # after the cell: running it scrolled the notebook
+    grab = (round(to_page(st, box[2], box[3])[0]), round(to_page(st, box[2], box[3])[1]))
+    drop = (grab[0] + 61, grab[1] + 47)
+    drag(page, grab, drop)
+    corner = to_image(st, *drop)
+    [edit] = wait_edits(page, 1)
+    assert edit[:2] == [0, 0]
+    assert_px(edit[2], [box[0], box[1], *corner])
+    # The report was saved by the owner and drawn there.
+    assert_px(boxes_px(page)[(0, 0)], [box[0], box[1], *corner])
+    assert kernel(page, "out([v.selected, v.camera['zoom']])") == [0, pytest.approx(2.0, abs=1e-3)]
+
+    # Move: drawn where it lands in the same frame as the pointer-up, before any answer
+    # from the kernel (the events and the reading of the drawn box run in one task).
+    x0, y0, x1, y1 = boxes_px(page)[(0, 0)]
+    st = pane_state(page)
+    drawn = page.evaluate(
+        """([a, d]) => { const r = [...document.querySelectorAll('.cxr-viewer')].pop();
+             const p = r.querySelector('.cxr-pane');
+             const fire = (type, x, y) => p.dispatchEvent(new PointerEvent(type,
+               { clientX: x, clientY: y, button: 0, buttons: type === 'pointerup' ? 0 : 1,
+                 pointerId: 7, bubbles: true, cancelable: true }));
+             fire('pointerdown', a[0], a[1]);
+             for (let k = 1; k <= 5; k++) fire('pointermove', a[0] + d[0] * k / 5, a[1] + d[1] * k / 5);
+             fire('pointerup', a[0] + d[0], a[1] + d[1]);
+             const b = p.querySelector('rect.cxr-box[data-finding="0"][data-box="0"]');
+             return ['x', 'y', 'width', 'height'].map((k) => +b.getAttribute(k)); }""",
+        [list(to_page(st, (x0 + x1) / 2, (y0 + y1) / 2)), [-45, 30]],
+    )
+    moved = [x0 - 45 / st["s"], y0 + 30 / st["s"], x1 - 45 / st["s"], y1 + 30 / st["s"]]
+    at = [(drawn[0] - st["tx"]) / st["s"], (drawn[1] - st["ty"]) / st["s"]]  # pane px -> image
+    assert_px(at, moved[:2], 0.01)
+    assert drawn[2] == pytest.approx((x1 - x0) * st["s"], abs=0.01)
+    edits = wait_edits(page, 2)
+    assert edits[1][:2] == [0, 0]
+    assert_px(edits[1][2], moved)
+
+    # A new box for a finding without one; a click or a 5 px scribble is not a box.
+    run_cell(page, "v.select(3)")
+    page.wait_for_timeout(300)
+    st = pane_state(page)
+    a = (round(st["left"] + st["w"] * 0.55), round(st["top"] + st["h"] * 0.3))
+    drag(page, a, (a[0] + 4, a[1] + 3), steps=2)
+    b = (a[0] + 90, a[1] + 70)
+    drag(page, a, b)
+    edits = wait_edits(page, 3)
+    assert len(edits) == 3, "the scribble made no box"
+    assert edits[2][:2] == [3, None]
+    assert_px(edits[2][2], [*to_image(st, *a), *to_image(st, *b)])
+    assert kernel(page, "out(len(v.report.findings[3].boxes))") == 1
+
+    # Keys: the new box is focused; Shift+arrow moves it 10 px, an arrow 1 px, Delete removes it.
+    cells = page.locator(".jp-NotebookPanel .jp-Cell")
+    focus_viewer(page)
+    before = cells.count()
+    page.keyboard.press("Shift+ArrowRight")
+    page.keyboard.press("ArrowDown")
+    page.wait_for_timeout(300)
+    assert cells.count() == before  # JupyterLab saw none of these keys
+    edits = wait_edits(page, 5)
+    assert [e[:2] for e in edits[3:]] == [[3, 0], [3, 0]]
+    new = edits[2][2]
+    assert_px(edits[4][2], [new[0] + 10, new[1] + 1, new[2] + 10, new[3] + 1], 0.01)
+    readout = page.locator(f"{VIEWER} >> .cxr-edit-readout")
+    moved = edits[4][2]
+    text = readout.inner_text()
+    assert text.startswith("Finding 4, box 1: x ") and text.endswith(" px)")
+    numbers = [float(n) for n in re.findall(r"\d+", text)[2:]]  # after "4" and "1"
+    want = [moved[0], moved[2], moved[1], moved[3], moved[2] - moved[0], moved[3] - moved[1]]
+    assert_px(numbers, want)
+    focus_viewer(page)
+    page.keyboard.press("Escape")  # unfocus: Delete then has nothing to remove
+    assert readout.inner_text() == ""
+    page.keyboard.press("Delete")
+    page.keyboard.press("e")  # focus the selected finding's (only) box again
+    assert readout.inner_text().startswith("Finding 4, box 1:")
+    before = cells.count()
+    page.keyboard.press("Delete")
+    page.wait_for_timeout(300)
+    assert cells.count() == before
+    edits = wait_edits(page, 6)
+    assert edits[5] == [3, 0, None]
+    assert kernel(page, "out(len(v.report.findings[3].boxes))") == 0
+    page.wait_for_timeout(300)
+    assert page.locator(f"{VIEWER} >> rect.cxr-box[data-finding='3']").count() == 0
+    assert not page.errors
+
+
+def test_edit_only_on_the_frontal_pane_side_by_side(lab_page) -> None:
+    page = lab_page
+    show(page, "keep_edits(show(rg1, 'spaced.dcm', editable=True, arrangement='views'))")
+    page.wait_for_function(
+        """() => { const r = [...document.querySelectorAll('.cxr-viewer')].pop();
+                   return r.querySelectorAll('.cxr-pane').length === 2 && +r.dataset.ready >= 2; }"""
+    )
+    run_cell(page, "v.select(0)")
+    page.wait_for_timeout(400)
+    x0, y0, x1, y1 = boxes_px(page)[(0, 0)]
+    st = pane_state(page, 0)
+    a = tuple(round(c) for c in to_page(st, (x0 + x1) / 2, (y0 + y1) / 2))
+    drag(page, a, (a[0] + 30, a[1] + 20))
+    [edit] = wait_edits(page, 1)
+    dx, dy = 30 / st["s"], 20 / st["s"]
+    assert edit[:2] == [0, 0]
+    assert_px(edit[2], [x0 + dx, y0 + dy, x1 + dx, y1 + dy])
+    # A handle dragged off the image stops at the edge of the central square (y = 57 on
+    # RG1): outside it the model's frame has no coordinates.
+    x0, y0, x1, y1 = boxes_px(page)[(0, 0)]
+    crop = kernel(page, "out(v.crop)")
+    st = pane_state(page, 0)
+    top = tuple(round(c) for c in to_page(st, (x0 + x1) / 2, y0))
+    drag(page, top, (top[0], round(st["top"]) + 2))
+    edit = wait_edits(page, 2)[1]
+    assert edit[2][1] == pytest.approx(crop["y"]) and crop["y"] == 57
+    assert_px(edit[2], [x0, crop["y"], x1, y1])
+    # Space+drag pans, even from inside the selected box.
+    x0, y0, x1, y1 = boxes_px(page)[(0, 0)]
+    st = pane_state(page, 0)
+    a = tuple(round(c) for c in to_page(st, (x0 + x1) / 2, (y0 + y1) / 2))
+    focus_viewer(page)
+    page.keyboard.down("Space")
+    drag(page, a, (a[0] - 25, a[1] + 15))
+    page.keyboard.up("Space")
+    panned = pane_state(page, 0)
+    assert panned["tx"] - st["tx"] == pytest.approx(-25, abs=1.5)
+    assert panned["ty"] - st["ty"] == pytest.approx(15, abs=1.5)
+    # On the lateral pane a drag is window/level, never an edit.
+    window = kernel(page, "out(list(v.window))")
+    lateral = pane_state(page, 1)
+    c = (round(lateral["left"] + lateral["w"] / 2), round(lateral["top"] + lateral["h"] / 2))
+    drag(page, c, (c[0] + 40, c[1] + 40))
+    page.wait_for_timeout(400)
+    assert len(kernel(page, "out(edits_px(v))")) == 2  # messages arrive before the cell runs
+    assert page.locator(f"{VIEWER} >> .cxr-pane >> nth=1 >> .cxr-handle").count() == 0
+    assert page.locator(f"{VIEWER} >> .cxr-pane >> nth=0 >> .cxr-handle").count() == 8
+    assert kernel(page, "out(list(v.window))") == window  # the lateral's own window changed

@@ -8,6 +8,10 @@ const HIT_SLOP = 6; // screen px around a box that still counts as a click on it
 const MAX_ZOOM_PX = 32; // screen px per image pixel at the most
 const MIN_ZOOM = 8; // zoom relative to fit always reaches at least 8x
 const SETTLE_MS = 120; // quiet time before asking the kernel for detail
+const HANDLE_PX = 4; // half the side of a box's resize handle, screen px
+const HANDLE_HIT = 9; // screen px around a handle that still grabs it
+const MIN_BOX_SCREEN = 6; // a drawn box smaller than this (screen px) is a click, not a box
+const MIN_BOX_PX = 1; // nor is one under one image pixel
 const KEYS = [
   ["r", "reset view and window"],
   ["i", "invert"],
@@ -18,6 +22,23 @@ const KEYS = [
   ["w / a / m", "tool: window/level, pan, measure"],
   ["b / c", "all boxes / central square"],
   ["? or h", "this help; Esc closes it"],
+];
+const EDIT_HINT =
+  "Editing boxes: select a finding, then drag inside one of its boxes to move it, drag a " +
+  "handle to resize it, or drag elsewhere on the image to draw a new box for it. To pan " +
+  "while editing, hold Shift or Space while dragging (or drag with the middle button). " +
+  "Delete or Backspace removes the focused box; arrow keys move it (Shift: 10 px).";
+// Shown in the help while box editing is on (the owner, e.g. review mode, turns it on).
+const EDIT = [
+  ["drag inside a box", "moves it (the boxes of the selected finding)"],
+  ["drag a handle", "resizes the box"],
+  ["drag outside its boxes", "draws a new box for the selected finding (also over other findings' boxes)"],
+  ["click outside every box", "deselects the finding: drags change the window again"],
+  ["Shift, Space or middle drag", "pans while editing"],
+  ["Delete / Backspace", "removes the focused box (the one last clicked, moved or drawn)"],
+  ["arrow keys", "move the focused box by one image pixel (Shift: 10)"],
+  ["e", "focus the next box of the selected finding"],
+  ["Esc", "unfocuses the box"],
 ];
 const MOUSE = [
   ["drag", "the current tool: window/level (right = wider, down = higher level), pan or measure"],
@@ -131,6 +152,13 @@ function render({ model, el }) {
   let frameRequested = false;
   let lastClick = null; // {pane, x, y, pick}: repeated clicks cycle
   let overlayGen = 0; // bumped when boxes, crop or a measurement change
+  // Box edits drawn before the kernel has the saved report: {seq, finding, box, rect}
+  // (box -1: new; rect null: deleted; seq null: arrow-key moves not sent yet).
+  let pending = [];
+  let focused = null; // {finding, box}: the box Delete and the arrow keys act on
+  let nudgeTimer = null;
+  let spaceHeld = false;
+  let lastSeq = 0;
 
   const root = html("div", "cxr-viewer");
   root.tabIndex = 0;
@@ -255,11 +283,22 @@ function render({ model, el }) {
     tr.append(html("td", "cxr-help-key", k), html("td", "", d));
     helpTable.append(tr);
   }
+  const editHelp = html("div", "cxr-help-edit");
+  const editTable = html("table");
+  editHelp.append(html("div", "cxr-help-title", "Editing boxes (select a finding first)"), editTable);
+  for (const [k, d] of EDIT) {
+    const tr = html("tr");
+    tr.append(html("td", "cxr-help-key", k), html("td", "", d));
+    editTable.append(tr);
+  }
+  help.insertBefore(editHelp, helpTable); // on top: while editing these matter most
   stage.append(help);
   const readouts = html("div", "cxr-readouts");
   const probe = html("span", "cxr-probe", "");
   const measureOut = html("span", "cxr-measure", "");
-  readouts.append(probe, measureOut);
+  const editOut = html("span", "cxr-edit-readout", "");
+  editOut.setAttribute("aria-live", "polite");
+  readouts.append(probe, measureOut, editOut);
   const notesBox = html("div", "cxr-notes");
   const caption = html("div", "cxr-caption");
   main.append(toolbar, tools, demoBanner, stage, readouts, notesBox, caption);
@@ -606,8 +645,9 @@ function render({ model, el }) {
     if (p.view === "frontal") {
       const compare = p.run === "compare";
       const rows = model.get(compare ? "compare_findings" : "findings");
-      const shapes = [...model.get(compare ? "compare_boxes" : "boxes")]
+      const shapes = withLiveEdit(p, compare ? model.get("compare_boxes") : shownBoxes())
         .sort((a, b) => area(b) - area(a)); // smaller boxes on top
+      const canEdit = !compare && editable(p);
       const halos = svg("g", { class: "cxr-halos" });
       const boxes = svg("g", { class: "cxr-boxes" });
       const labels = svg("g", { class: "cxr-labels" });
@@ -620,7 +660,8 @@ function render({ model, el }) {
           x: X(b.x0), y: Y(b.y0),
           width: Math.max(1, (b.x1 - b.x0) * s), height: Math.max(1, (b.y1 - b.y0) * s),
         };
-        const cls = compare ? "cxr-box-compare" : "cxr-box";
+        let cls = compare ? "cxr-box-compare" : "cxr-box";
+        if (canEdit && focused && focused.finding === b.finding && focused.box === b.box) cls += " cxr-box-focused";
         halos.append(svg("rect", { ...attrs, class: "cxr-box-halo", "data-finding": b.finding }));
         const rect = svg("rect", { ...attrs, class: cls, "data-finding": b.finding, "data-box": b.box, stroke: row.color });
         const tip = svg("title");
@@ -643,6 +684,22 @@ function render({ model, el }) {
         label.box = b;
         labels.append(label);
       }
+      const sel = model.get("selected");
+      if (canEdit && sel >= 0) {
+        const handles = svg("g", { class: "cxr-handles" });
+        for (const b of shapes) {
+          if (b.finding !== sel) continue;
+          for (const [name, [hx, hy]] of Object.entries(handlePoints(p, b))) {
+            handles.append(svg("rect", {
+              class: "cxr-handle", x: hx - HANDLE_PX, y: hy - HANDLE_PX, width: 2 * HANDLE_PX, height: 2 * HANDLE_PX,
+              "data-handle": name, "data-finding": b.finding, "data-box": b.box,
+            }));
+          }
+        }
+        o.append(handles);
+      }
+      p.el.dataset.editable = String(canEdit);
+      if (!compare) showEditReadout(canEdit ? p : null);
       applyHighlight();
     }
     const m = p.measure;
@@ -656,6 +713,187 @@ function render({ model, el }) {
   }
 
   function area(b) { return (b.x1 - b.x0) * (b.y1 - b.y0); }
+
+  // --- box editing -----------------------------------------------------------------------
+  // The boxes as drawn: the kernel's, with the edits it has not answered yet applied in
+  // order, as the owner applies them (a new box is appended to its finding's boxes; a
+  // deleted one moves the later boxes of its finding down by one).
+  function applyEdits(list, edits) {
+    let out = list.map((b) => ({ ...b }));
+    for (const e of edits) {
+      if (e.box === -1) {
+        if (!e.rect) continue;
+        const n = out.filter((b) => b.finding === e.finding).length;
+        const [x0, y0, x1, y1] = e.rect;
+        out.push({ finding: e.finding, box: n, x0, y0, x1, y1 });
+      } else if (!e.rect) {
+        out = out.filter((b) => !(b.finding === e.finding && b.box === e.box));
+        for (const b of out) if (b.finding === e.finding && b.box > e.box) b.box -= 1;
+      } else {
+        const b = out.find((q) => q.finding === e.finding && q.box === e.box);
+        if (b) [b.x0, b.y0, b.x1, b.y1] = e.rect;
+      }
+    }
+    return out;
+  }
+  function shownBoxes() {
+    return pending.length ? applyEdits(model.get("boxes"), pending) : model.get("boxes");
+  }
+  // The box being dragged right now, in place of (or after) the others.
+  function withLiveEdit(p, list) {
+    const live = p.edit;
+    if (!live || p.run !== "current") return [...list];
+    const [x0, y0, x1, y1] = live.rect;
+    if (live.kind === "draw") return [...list, { finding: live.finding, box: -1, x0, y0, x1, y1 }];
+    return list.map((b) => (b.finding === live.shape.finding && b.box === live.shape.box
+      ? { ...b, x0, y0, x1, y1 } : b));
+  }
+  function editable(p) {
+    return !!p && model.get("editable") && model.get("has_report") && p.view === "frontal" && p.run === "current";
+  }
+  function focusedShape() {
+    if (!focused) return null;
+    return shownBoxes().find((b) => b.finding === focused.finding && b.box === focused.box) || null;
+  }
+  // Where a box may lie, in image pixels: in the center-crop frame the model's 0..1
+  // covers only the central square; in the full frame, the whole image.
+  function editArea() {
+    const m = meta("frontal");
+    const c = model.get("crop") || {};
+    if (model.get("frame") === "center_crop" && c.size !== undefined) return [c.x, c.y, c.x + c.size, c.y + c.size];
+    return [0, 0, m ? m.width : 0, m ? m.height : 0];
+  }
+  const clamp = (v, lo, hi) => Math.min(Math.max(v, lo), hi);
+  function clampRect([x0, y0, x1, y1]) {
+    const [ax0, ay0, ax1, ay1] = editArea();
+    return [
+      clamp(Math.min(x0, x1), ax0, ax1), clamp(Math.min(y0, y1), ay0, ay1),
+      clamp(Math.max(x0, x1), ax0, ax1), clamp(Math.max(y0, y1), ay0, ay1),
+    ];
+  }
+  // A move keeps the size: the shift stops where the box meets the area's edge.
+  function shiftRect([x0, y0, x1, y1], dx, dy) {
+    const [ax0, ay0, ax1, ay1] = editArea();
+    dx = clamp(dx, ax0 - x0, Math.max(ax0 - x0, ax1 - x1));
+    dy = clamp(dy, ay0 - y0, Math.max(ay0 - y0, ay1 - y1));
+    return [x0 + dx, y0 + dy, x1 + dx, y1 + dy];
+  }
+  function handlePoints(p, b) {
+    const { s, tx, ty } = xform(p);
+    const [X0, Y0, X1, Y1] = [tx + b.x0 * s, ty + b.y0 * s, tx + b.x1 * s, ty + b.y1 * s];
+    const mx = (X0 + X1) / 2;
+    const my = (Y0 + Y1) / 2;
+    return { nw: [X0, Y0], n: [mx, Y0], ne: [X1, Y0], e: [X1, my], se: [X1, Y1], s: [mx, Y1], sw: [X0, Y1], w: [X0, my] };
+  }
+  const HANDLE_CURSORS = { nw: "nwse-resize", se: "nwse-resize", ne: "nesw-resize", sw: "nesw-resize", n: "ns-resize", s: "ns-resize", e: "ew-resize", w: "ew-resize" };
+  // What a press at pane point (px, py) edits: a handle of one of the selected finding's
+  // boxes, the inside of one of them (move), or nothing of it (draw a new box).
+  function editHit(p, px, py) {
+    const sel = model.get("selected");
+    if (!editable(p) || sel < 0) return null;
+    const { s } = xform(p);
+    const mine = shownBoxes().filter((b) => b.finding === sel).sort((a, b) => area(a) - area(b));
+    let best = null;
+    for (const b of mine) {
+      // On a small box the handles leave room in the middle to grab it for a move.
+      const reach = Math.min(HANDLE_HIT, Math.max(3, Math.min(b.x1 - b.x0, b.y1 - b.y0) * s / 4));
+      for (const [name, [hx, hy]] of Object.entries(handlePoints(p, b))) {
+        const d = Math.hypot(hx - px, hy - py);
+        if (d <= reach && (!best || d < best.d)) best = { kind: "resize", handle: name, shape: b, d };
+      }
+    }
+    if (best) return best;
+    const [ix, iy] = toImage(p, px, py);
+    const inside = mine.find((b) => ix >= b.x0 && ix <= b.x1 && iy >= b.y0 && iy <= b.y1);
+    return inside ? { kind: "move", shape: inside } : { kind: "draw", finding: sel };
+  }
+  // The rectangle of an edit with the pointer at image point (ix, iy); it started at
+  // (e.ix, e.iy). A move follows the pointer's motion; a handle goes where the pointer is.
+  function editRect(e, ix, iy) {
+    if (e.kind === "draw") return clampRect([e.ix, e.iy, ix, iy]);
+    if (e.kind === "move") return shiftRect(e.orig, ix - e.ix, iy - e.iy);
+    const [x0, y0, x1, y1] = e.orig;
+    const h = e.handle;
+    return clampRect([
+      h.includes("w") ? ix : x0, h.startsWith("n") ? iy : y0,
+      h.includes("e") ? ix : x1, h.startsWith("s") ? iy : y1,
+    ]);
+  }
+  function finishEdit(p, e, rect) {
+    const { s } = xform(p);
+    const w = rect[2] - rect[0];
+    const h = rect[3] - rect[1];
+    const tooSmall = w * s < MIN_BOX_SCREEN || h * s < MIN_BOX_SCREEN || w < MIN_BOX_PX || h < MIN_BOX_PX;
+    const unchanged = e.orig && rect.every((v, i) => v === e.orig[i]);
+    if (unchanged || (e.kind !== "move" && tooSmall)) { redrawEdits(p); return; }
+    if (e.kind === "draw") commitEdit(p, e.finding, -1, rect);
+    else commitEdit(p, e.shape.finding, e.shape.box, rect);
+  }
+  function nextSeq() {
+    lastSeq = Math.max(lastSeq, model.get("edit_ack")) + 1;
+    return lastSeq;
+  }
+  // One message per finished edit; the box is drawn at once, before the kernel answers.
+  function commitEdit(p, finding, box, rect) {
+    flushNudge();
+    const seq = nextSeq();
+    pending.push({ seq, finding, box, rect });
+    model.send({ kind: "box_edit", finding, box, rect, seq });
+    if (!rect) focused = null;
+    else if (box === -1) focused = { finding, box: shownBoxes().filter((b) => b.finding === finding).length - 1 };
+    else focused = { finding, box };
+    redrawEdits(p);
+  }
+  // Drawn now, in the same frame as the pointer-up or key press, not on the next one.
+  function redrawEdits(p) {
+    overlayGen++;
+    if (p && p.meta) drawOverlay(p);
+    for (const q of panes) schedule(q);
+  }
+  // Arrow keys move the focused box; the move is sent once the key is let go.
+  function nudge(dx, dy) {
+    const b = focusedShape();
+    if (!b) return;
+    const rect = shiftRect([b.x0, b.y0, b.x1, b.y1], dx, dy);
+    const last = pending[pending.length - 1];
+    if (last && last.seq === null && last.finding === b.finding && last.box === b.box) last.rect = rect;
+    else { flushNudge(); pending.push({ seq: null, finding: b.finding, box: b.box, rect }); }
+    clearTimeout(nudgeTimer);
+    nudgeTimer = setTimeout(flushNudge, 800);
+    redrawEdits(frontalPane());
+  }
+  function flushNudge() {
+    clearTimeout(nudgeTimer);
+    for (const e of pending) {
+      if (e.seq !== null) continue;
+      e.seq = nextSeq();
+      model.send({ kind: "box_edit", finding: e.finding, box: e.box, rect: e.rect, seq: e.seq });
+    }
+  }
+  // The box being edited or focused, in image pixels: what the arrow keys act on.
+  function showEditReadout(p) {
+    const live = p && p.edit;
+    const b = live ? null : p && focusedShape();
+    if (!live && !b) { editOut.textContent = ""; return; }
+    const [x0, y0, x1, y1] = live ? live.rect : [b.x0, b.y0, b.x1, b.y1];
+    const finding = live ? (live.shape ? live.shape.finding : live.finding) : b.finding;
+    const which = live && live.kind === "draw" ? "new box" : `box ${(live ? live.shape.box : b.box) + 1}`;
+    editOut.textContent = `Finding ${finding + 1}, ${which}: x ${Math.round(x0)}–${Math.round(x1)}, ` +
+      `y ${Math.round(y0)}–${Math.round(y1)} (${Math.round(x1 - x0)} × ${Math.round(y1 - y0)} px)`;
+  }
+  // Keyboard: focus the next box of the selected finding.
+  function focusNextBox() {
+    const sel = model.get("selected");
+    const mine = shownBoxes().filter((b) => b.finding === sel).sort((a, b) => a.box - b.box);
+    if (!mine.length) return;
+    const at = focused && focused.finding === sel ? mine.findIndex((b) => b.box === focused.box) : -1;
+    focused = { finding: sel, box: mine[(at + 1) % mine.length].box };
+    redrawEdits(frontalPane());
+  }
+  function deleteFocused() {
+    const b = focusedShape();
+    if (b) commitEdit(frontalPane(), b.finding, b.box, null);
+  }
 
   // --- detail on demand ------------------------------------------------------------
   function settle(p) {
@@ -774,16 +1012,24 @@ function render({ model, el }) {
       if (!p.meta) return;
       root.focus({ preventScroll: true });
       const [x, y] = local(e);
-      const mode = e.button === 1 || e.shiftKey || e.ctrlKey ? "pan" : e.button === 0 ? tool : null;
+      const mode = e.button === 1 || e.shiftKey || e.ctrlKey || spaceHeld ? "pan" : e.button === 0 ? tool : null;
       if (!mode) return;
+      // Editing takes the plain drag of the window/level tool; Pan and Measure stay as chosen.
+      const hit = mode === "wl" ? editHit(p, x, y) : null;
       e.preventDefault();
       try {
         p.el.setPointerCapture(e.pointerId);
       } catch (err) {
         // A synthetic pointer (scripts, tests) cannot be captured; the drag works without.
       }
-      drag = { mode, x, y, x0: x, y0: y, moved: false, target: e.target, win: { ...p.win }, cam: { ...p.cam, ...camCenter(p) } };
+      drag = { mode: hit ? "edit" : mode, x, y, x0: x, y0: y, moved: false, target: e.target, win: { ...p.win }, cam: { ...p.cam, ...camCenter(p) } };
       p.dragging = true;
+      if (hit) {
+        const [ix, iy] = toImage(p, x, y);
+        const b = hit.shape;
+        drag.edit = { ...hit, ix, iy, orig: b ? [b.x0, b.y0, b.x1, b.y1] : null };
+        if (b) { focused = { finding: b.finding, box: b.box }; redrawEdits(p); }
+      }
       if (mode === "measure") {
         const [ix, iy] = toImage(p, x, y);
         p.measure = { x0: ix, y0: iy, x1: ix, y1: iy };
@@ -791,7 +1037,14 @@ function render({ model, el }) {
     });
     p.el.addEventListener("pointermove", (e) => {
       const [x, y] = local(e);
-      if (!drag) { showProbe(p, x, y); return; }
+      if (!drag) {
+        showProbe(p, x, y);
+        if (editable(p)) {
+          const h = spaceHeld ? null : editHit(p, x, y);
+          p.el.style.cursor = spaceHeld ? "grab" : !h ? "" : h.kind === "resize" ? HANDLE_CURSORS[h.handle] : h.kind === "move" ? "move" : "crosshair";
+        } else if (p.el.style.cursor) p.el.style.cursor = "";
+        return;
+      }
       const dx = x - drag.x0;
       const dy = y - drag.y0;
       if (Math.hypot(dx, dy) > 3) drag.moved = true;
@@ -803,6 +1056,11 @@ function render({ model, el }) {
       } else if (drag.mode === "pan") {
         const s = fitScale(p) * p.cam.zoom;
         setCam(p, { zoom: p.cam.zoom, x: drag.cam.x - dx / s, y: drag.cam.y - dy / s });
+      } else if (drag.mode === "edit") {
+        const [ix, iy] = toImage(p, x, y);
+        p.edit = { ...drag.edit, rect: editRect(drag.edit, ix, iy) };
+        overlayGen++;
+        schedule(p);
       } else if (drag.mode === "measure") {
         const [ix, iy] = toImage(p, x, y);
         p.measure = { ...p.measure, x1: ix, y1: iy };
@@ -816,6 +1074,14 @@ function render({ model, el }) {
       const d = drag;
       drag = null;
       p.dragging = false;
+      if (d.mode === "edit") {
+        const live = p.edit;
+        p.edit = null;
+        if (e.type === "pointercancel") redrawEdits(p); // the browser took the pointer: no edit
+        else if (d.moved && live) finishEdit(p, d.edit, live.rect);
+        else { clickAt(p, d.x0, d.y0, d.target); redrawEdits(p); }
+        return;
+      }
       if (!d.moved) {
         if (d.mode === "measure") { p.measure = null; overlayGen++; }
         clickAt(p, d.x0, d.y0, d.target);
@@ -898,14 +1164,19 @@ function render({ model, el }) {
     }
     const { s } = xform(p);
     const [ix, iy] = toImage(p, px, py);
-    const all = model.get(p.run === "compare" ? "compare_boxes" : "boxes");
+    const all = p.run === "compare" ? model.get("compare_boxes") : shownBoxes();
     const within = (slop) => all
       .filter((b) => ix >= b.x0 - slop && ix <= b.x1 + slop && iy >= b.y0 - slop && iy <= b.y1 + slop)
       .sort((a, b) => area(a) - area(b));
     // Boxes containing the point (the smallest first, as drawn on top); else one just outside.
     let shapes = within(0);
     if (!shapes.length) shapes = within(HIT_SLOP / s);
-    if (!shapes.length) { lastClick = null; if (model.get("selected") >= 0) choose(-1); return; }
+    if (!shapes.length) {
+      lastClick = null;
+      focused = null;
+      if (model.get("selected") >= 0) choose(-1);
+      return;
+    }
     let pick = 0;
     if (lastClick && lastClick.pane === p && Math.hypot(lastClick.x - px, lastClick.y - py) < 4) {
       pick = (lastClick.pick + 1) % shapes.length;
@@ -913,6 +1184,7 @@ function render({ model, el }) {
     lastClick = { pane: p, x: px, y: py, pick };
     if (p.run === "compare") return; // the compared run's findings are not in the table
     setSelected(shapes[pick].finding);
+    if (editable(p)) focused = { finding: shapes[pick].finding, box: shapes[pick].box };
   }
 
   function choose(index) {
@@ -929,11 +1201,15 @@ function render({ model, el }) {
     const cur = model.get("selected");
     const next = cur < 0 ? (delta > 0 ? 0 : rows.length - 1) : (cur + delta + rows.length) % rows.length;
     setSelected(next);
+    if (model.get("editable")) {
+      const b = shownBoxes().find((q) => q.finding === next);
+      focused = b ? { finding: next, box: b.box } : null;
+    }
     zoomTo(next);
   }
   function zoomTo(index) {
     const p = panes.find((q) => q.view === "frontal");
-    const shapes = model.get("boxes").filter((b) => b.finding === index);
+    const shapes = shownBoxes().filter((b) => b.finding === index);
     if (!p || !shapes.length) return;
     const x0 = Math.min(...shapes.map((b) => b.x0));
     const y0 = Math.min(...shapes.map((b) => b.y0));
@@ -952,6 +1228,19 @@ function render({ model, el }) {
     if (inField || e.altKey || e.metaKey || e.ctrlKey) return;
     const presets = model.get("presets_order");
     const k = e.key;
+    // Space held pans (not on a toolbar button, which Space presses).
+    if (k === " " && e.target.tagName !== "BUTTON") { spaceHeld = true; e.preventDefault(); return; }
+    if (k === "e" && model.get("editable")) { focusNextBox(); e.preventDefault(); return; }
+    if (model.get("editable") && focusedShape()) {
+      const by = e.shiftKey ? 10 : 1;
+      const moves = { ArrowLeft: [-by, 0], ArrowRight: [by, 0], ArrowUp: [0, -by], ArrowDown: [0, by] };
+      let edited = true;
+      if (moves[k]) nudge(...moves[k]);
+      else if (k === "Delete" || k === "Backspace") deleteFocused();
+      else if (k === "Escape" && !helpOpen) { focused = null; redrawEdits(frontalPane()); }
+      else edited = false;
+      if (edited) { e.preventDefault(); return; }
+    }
     let done = true;
     if (k === "r") resetAll();
     else if (k === "i") toggleInvert();
@@ -972,6 +1261,13 @@ function render({ model, el }) {
     else done = false;
     if (done) e.preventDefault();
   });
+
+  root.addEventListener("keyup", (e) => {
+    e.stopPropagation();
+    if (e.key === " ") spaceHeld = false;
+    if (e.key.startsWith("Arrow")) flushNudge();
+  });
+  root.addEventListener("blur", () => { spaceHeld = false; flushNudge(); });
 
   function toggleHelp() {
     helpOpen = !helpOpen;
@@ -1004,14 +1300,17 @@ function render({ model, el }) {
     for (const b of presetBox.children) b.classList.toggle("cxr-active", model.get("preset") === b.dataset.preset);
   }
 
+  // One line per image and note: when two runs are compared both panes show the same
+  // frontal image, and its notes were listed twice.
   function drawNotes() {
     notesBox.replaceChildren();
-    for (const p of panes) {
-      if (!p.meta) continue;
-      for (const note of p.meta.notes) {
-        notesBox.append(html("div", "cxr-note-line", (panes.length > 1 ? `${VIEW_LABELS[p.view]}: ` : "") + note));
-      }
+    const shown = panes.filter((p) => p.meta);
+    const named = new Set(shown.map((p) => p.view)).size > 1;
+    const lines = new Set();
+    for (const p of shown) {
+      for (const note of p.meta.notes) lines.add((named ? `${VIEW_LABELS[p.view]}: ` : "") + note);
     }
+    for (const line of lines) notesBox.append(html("div", "cxr-note-line", line));
   }
 
   function activeFinding() {
@@ -1044,8 +1343,11 @@ function render({ model, el }) {
     hint.textContent = hasReport
       ? "Hover or click a finding to highlight its boxes; click a box to find its finding " +
         "(the smallest box under the cursor; click again to cycle through overlapping boxes). " +
-        "Keys n/p step through findings; ? lists all keys."
+        "Keys n/p step through findings; ? lists all keys." +
+        (model.get("editable") ? " " + EDIT_HINT : "")
       : "Generate a report to see findings here.";
+    hint.classList.toggle("cxr-editing", !!model.get("editable"));
+    editHelp.style.display = model.get("editable") ? "" : "none";
     for (const row of rows) {
       const tr = html("tr", "cxr-row" + (row.grounded ? "" : " cxr-ungrounded"));
       tr.dataset.finding = row.index;
@@ -1129,7 +1431,7 @@ function render({ model, el }) {
   // --- model -> view -------------------------------------------------------------------
   const redrawPanes = () => { overlayGen++; for (const p of panes) schedule(p); };
   const relayout = () => { rebuildPanes(); drawTabs(); drawCaption(); };
-  model.on("change:images", relayout);
+  model.on("change:images", () => { pending = []; focused = null; relayout(); });
   model.on("change:views", relayout);
   model.on("change:view", relayout);
   model.on("change:arrangement", relayout);
@@ -1168,7 +1470,20 @@ function render({ model, el }) {
   model.on("change:findings", () => { drawTable(); redrawPanes(); });
   model.on("change:compare_findings", redrawPanes);
   model.on("change:has_report", () => { drawTable(); drawCaption(); });
-  model.on("change:selected", applyHighlight);
+  model.on("change:selected", () => {
+    if (focused && focused.finding !== model.get("selected")) focused = null;
+    if (model.get("editable")) redrawPanes();
+    else applyHighlight();
+  });
+  model.on("change:editable", () => { focused = null; drawTable(); redrawPanes(); });
+  // The kernel handled the edits up to edit_ack (and sent the saved boxes in the same
+  // update): drop them here, so the saved boxes are drawn, or the old ones if nothing was saved.
+  model.on("change:edit_ack", () => {
+    const ack = model.get("edit_ack");
+    pending = pending.filter((e) => e.seq === null || e.seq > ack);
+    if (focused && !focusedShape()) focused = null;
+    redrawPanes();
+  });
   model.on("change:show_boxes", applyHighlight);
   model.on("change:show_crop", redrawPanes);
   model.on("change:crop", redrawPanes);
