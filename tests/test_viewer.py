@@ -473,7 +473,7 @@ def test_owner_saves_and_shows_the_edit_keeping_the_view(viewer: ReportViewer) -
     assert viewer.selected == 0 and viewer.caption == "reviewed"
     assert viewer.camera == {"zoom": 2.0, "x": 700.0, "y": 900.0}
     assert viewer.window == (9000.0, 4000.0)
-    assert REPORT.findings[0].boxes == [Box(0.105, 0.205, 0.405, 0.455)]  # not mutated
+    assert REPORT.findings[0].boxes == (Box(0.105, 0.205, 0.405, 0.455),)  # not mutated
 
 
 def test_set_report_keep_view_keeps_selection_and_compared_run(viewer: ReportViewer) -> None:
