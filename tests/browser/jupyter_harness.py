@@ -398,3 +398,19 @@ class WebSocketRecorder:
 
 def _as_bytes(payload: str | bytes) -> bytes:
     return payload.encode() if isinstance(payload, str) else bytes(payload)
+
+
+#: Where the README's and docs' screenshots live.
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+
+
+def screenshot_for_docs(locator: Any, folder: Path, name: str) -> Path:
+    """Screenshot ``locator`` to ``folder/name`` (the test's own folder) and, with
+    ``CXR_UPDATE_SCREENSHOT=1``, copy it to ``docs/images/name``: a plain test run
+    leaves the checkout as it was."""
+    path = folder / name
+    locator.screenshot(path=str(path))
+    if os.environ.get("CXR_UPDATE_SCREENSHOT") == "1":
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_IMAGES / name)
+    return path

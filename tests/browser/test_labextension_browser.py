@@ -9,12 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jupyter_harness import JupyterLab, dismiss_popups
+from jupyter_harness import JupyterLab, dismiss_popups, screenshot_for_docs
 
 from cxr_widgets.images import load_pixels
 
-REPO = Path(__file__).resolve().parents[2]
-SCREENSHOT = REPO / "docs/images/labextension_viewer.png"
 VIEWER = ".cxr-Viewer"
 READY = '.cxr-Viewer[data-state="ready"]'
 
@@ -64,7 +62,7 @@ def _open_from_file_browser(page, name: str) -> None:
 
 
 def test_double_click_a_dicom_shows_it_bone_bright_with_its_window(
-    lab_page, dicom_name: str, rg1_path: Path
+    lab_page, dicom_name: str, rg1_path: Path, tmp_path: Path
 ) -> None:
     page = lab_page
     _open_from_file_browser(page, dicom_name)
@@ -78,8 +76,8 @@ def test_double_click_a_dicom_shows_it_bone_bright_with_its_window(
     assert spine > lung + 40  # bone bright: MONOCHROME1 shown inverted
     assert abs(spine - _displayed(rg1_path, 920, 977, 20, window)) < 8
     assert abs(lung - _displayed(rg1_path, 1288, 782, 20, window)) < 8
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.locator(".jp-MainAreaWidget", has=page.locator(VIEWER)).screenshot(path=str(SCREENSHOT))
+    area = page.locator(".jp-MainAreaWidget", has=page.locator(VIEWER))
+    screenshot_for_docs(area, tmp_path, "labextension_viewer.png")
 
 
 def test_drag_changes_the_window_and_wheel_zooms_to_full_resolution_detail(

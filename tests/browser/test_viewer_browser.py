@@ -26,13 +26,12 @@ from jupyter_harness import (
     collapse_left_sidebar,
     open_and_run_notebook,
     run_cell,
+    screenshot_for_docs,
     write_notebook,
 )
 
 from cxr_widgets.widget.viewer_pixels import window_to_uint8
 
-REPO = Path(__file__).resolve().parents[2]
-SHOTS = REPO / "docs/images"
 VIEWER = ".cxr-viewer >> nth=-1"
 #: pydicom's own reading of RG1 (the test's reference, independent of the viewer).
 RG1 = None
@@ -650,7 +649,7 @@ def test_bad_inputs_show_a_picture_and_say_what_was_done(lab_page, lab_root: Pat
     assert page.errors == []  # type: ignore[attr-defined]
 
 
-def test_panel_viewer_screenshots_lung_zoom_and_side_by_side(lab_page) -> None:
+def test_panel_viewer_screenshots_lung_zoom_and_side_by_side(lab_page, tmp_path: Path) -> None:
     """The sample study in ReportGenWidget: lung window zoomed on a finding, then
     frontal and prior side by side; both saved for the README."""
     page = lab_page
@@ -673,8 +672,7 @@ def test_panel_viewer_screenshots_lung_zoom_and_side_by_side(lab_page) -> None:
     banner = page.locator(f"{VIEWER} >> .cxr-demo-overlay").bounding_box()
     stage = page.locator(f"{VIEWER} >> .cxr-stage").bounding_box()
     assert banner and stage and banner["y"] + banner["height"] <= stage["y"]
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.locator(VIEWER).screenshot(path=str(SHOTS / "viewer_lung_zoom.png"))
+    screenshot_for_docs(page.locator(VIEWER), tmp_path, "viewer_lung_zoom.png")
 
     run_cell(page, "v.reset_view()\nv.arrangement = 'views'")
     page.wait_for_function(
@@ -687,7 +685,7 @@ def test_panel_viewer_screenshots_lung_zoom_and_side_by_side(lab_page) -> None:
                   .querySelectorAll('.cxr-pane')].map((p) => p.dataset.view)"""
     )
     assert views == ["frontal", "prior"]
-    page.locator(VIEWER).screenshot(path=str(SHOTS / "viewer_side_by_side.png"))
+    screenshot_for_docs(page.locator(VIEWER), tmp_path, "viewer_side_by_side.png")
 
 
 def test_central_square_stands_out_on_a_near_square_image(lab_page) -> None:
