@@ -41,6 +41,8 @@ from .viewer import VIEWS, ReportViewer
 DEMO_LATENCY = 0.8
 DEFAULT_EXPORT_DIR = "cxr-exports"
 CURRENT = -1  # the history entry for the form's own study (not generated)
+#: How many recent static views the panel keeps, to show them again without drawing.
+STATIC_KEPT = 8
 
 __all__ = ["DEMO_BADGE", "ReportGenWidget", "in_voila"]
 
@@ -90,6 +92,7 @@ class ReportGenWidget(widgets.VBox):
         self._draft: StudyState | None = None  # the form's own study while a run is shown
         self._fallback: Any = None  # the display handle of the static view, once displayed
         self._static_shown: tuple[int, str] | None = None  # what the static view shows
+        self._static_views: list[tuple[tuple[Any, Any, str], str]] = []  # recent, newest first
         self.export_dir = Path(export_dir)
         self.demo_latency = demo_latency
 
@@ -205,15 +208,23 @@ class ReportGenWidget(widgets.VBox):
         self._fallback = display(HTML(self._static_view()), display_id=True)
 
     def _static_view(self) -> str:
+        report, caption = self.report, self.viewer.caption
         record = self._history[self._shown] if self._shown is not None else None
         image = None
         if record is not None:
             image = getattr(record.images.get("frontal_image"), "image", None)
-        elif self.report is not None:
-            image = self._given_image(self.report)
+        elif report is not None:
+            image = self._given_image(report)  # what show_report shows it on
             if image is None:
                 image = getattr(self.studypanel.prepared.get("frontal_image"), "image", None)
-        return static_view(self.report, image, self.viewer.caption)
+        # Going back to a run shown before costs nothing: its view is kept (a few, ~40 KB
+        # each), found by identity (the entry holds the objects, so no id is reused).
+        for (r, i, c), view in self._static_views:
+            if r is report and i is image and c == caption:
+                return view
+        view = static_view(report, image, caption)
+        self._static_views = [((report, image, caption), view), *self._static_views][:STATIC_KEPT]
+        return view
 
     def _update_static_view(self) -> None:
         if self._fallback is not None:
