@@ -642,6 +642,37 @@ def test_show_report_over_the_image_given_with_it(widget: ReportGenWidget, tmp_p
     assert widget._export_what()[1] == widget.studypanel.slots["frontal"].source
 
 
+def viewer_updates(frontend: list, viewer: Any, since: int) -> list[dict[str, Any]]:
+    """The state updates sent to ``viewer``'s front end since message ``since``."""
+    return [
+        data["state"]
+        for _kind, comm_id, data, _buffers in frontend[since:]
+        if comm_id == viewer.model_id and data.get("method") == "update"
+    ]
+
+
+def test_show_report_on_a_new_image_sends_its_preview_with_the_new_boxes_first(
+    widget: ReportGenWidget, frontend: list
+) -> None:
+    """The quick preview and the new report's boxes go out before the overview is made,
+    never the previous report's boxes over the new image."""
+    widget.load_study(sample_study())
+    old = widget.generate()
+    image = Image.open(sample_study().frontal_image).convert("L").point(lambda v: min(255, v + 1))
+    new = old.replace(findings=[f for f in old.findings if f.boxes][:1])
+    mark = len(frontend)
+    widget.show_report(new, image=image)
+    updates = viewer_updates(frontend, widget.viewer, mark)
+    first = updates[0]
+    assert first["images"]["frontal"]["preview"] is True
+    assert first["images"]["frontal"]["width"] == image.width
+    assert len(first["boxes"]) == new.n_boxes != old.n_boxes
+    assert {b["finding"] for b in first["boxes"]} == {0}
+    later = [u for u in updates[1:] if "images" in u]
+    assert later and "preview" not in later[-1]["images"]["frontal"]  # then the overview
+    assert widget.viewer.boxes == first["boxes"]
+
+
 class DisplayHandle:
     """What IPython's ``display(..., display_id=True)`` returns: updated in place."""
 

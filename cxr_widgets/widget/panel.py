@@ -446,9 +446,10 @@ class ReportGenWidget(widgets.VBox):
         self._shown = None
         self.export_list.clear()
         with self.viewer.hold_sync():
+            # The report first: a new image's quick preview then goes out with its boxes.
+            self.viewer.set_report(report, caption)
             if frontal is not None and frontal is not self.viewer.frontal_source:
                 self.viewer.set_images(frontal)
-            self.viewer.set_report(report, caption)
             shown = self.viewer.pixels.get("frontal")
             if shown is not None and _shape_differs(report.image_size, shown.size):
                 self.viewer.warnings = [
@@ -468,11 +469,12 @@ class ReportGenWidget(widgets.VBox):
         if not self.studypanel.snapshot().same_as(record.state):
             self.studypanel.restore(record.state)
         with self.viewer.hold_sync():
-            self._show_images(record.state)
+            # The report first: a new image's quick preview then goes out with its boxes.
             self.viewer.set_report(
                 record.report,
                 f"run {index + 1}: {record.summary}, {record.endpoint}, {record.seconds:.1f} s",
             )
+            self._show_images(record.state)
         self._set_history_value(index)
         self._update_exports()
 
