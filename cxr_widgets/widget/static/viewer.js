@@ -611,13 +611,36 @@ function render({ model, el }) {
       d.layer.paint(level, width, invert);
       ctx.drawImage(d.layer.canvas, tx + d.x * s, ty + d.y * s, d.w * s, d.h * s);
     }
-    const key = `${s}|${tx}|${ty}|${p.cw}|${p.ch}|${overlayGen}`;
+    const key = overlayKeyOf(p);
     if (key !== p.overlayKey) { p.overlayKey = key; drawOverlay(p); }
     p.el.dataset.zoom = p.cam.zoom.toFixed(3);
     p.el.dataset.scale = String(s);
     p.el.dataset.tx = String(tx);
     p.el.dataset.ty = String(ty);
     p.el.dataset.frames = String(Number(p.el.dataset.frames || 0) + 1);
+  }
+
+  // What the overlay was drawn for: the pane's transform and overlayGen.
+  function overlayKeyOf(p) {
+    const { s, tx, ty } = xform(p);
+    return `${s}|${tx}|${ty}|${p.cw}|${p.ch}|${overlayGen}`;
+  }
+
+  // New boxes, findings or crop change the overlay only: draw it at once (one microtask
+  // for all the changes of a message) rather than with the next frame's canvas repaint.
+  let overlayQueued = false;
+  function redrawOverlays() {
+    overlayGen++;
+    if (overlayQueued) return;
+    overlayQueued = true;
+    queueMicrotask(() => {
+      overlayQueued = false;
+      for (const p of panes) {
+        if (!p.meta || !p.cw) { schedule(p); continue; }
+        p.overlayKey = overlayKeyOf(p);
+        drawOverlay(p);
+      }
+    });
   }
 
   // Boxes, labels, central square and measurement, in pane coordinates.
@@ -1465,10 +1488,10 @@ function render({ model, el }) {
     const p = primary();
     if (p && model.get("link_window")) setWindow(p, p.win.level, p.win.width, p.win.invert);
   });
-  model.on("change:boxes", redrawPanes);
-  model.on("change:compare_boxes", redrawPanes);
-  model.on("change:findings", () => { drawTable(); redrawPanes(); });
-  model.on("change:compare_findings", redrawPanes);
+  model.on("change:boxes", redrawOverlays);
+  model.on("change:compare_boxes", redrawOverlays);
+  model.on("change:findings", () => { drawTable(); redrawOverlays(); });
+  model.on("change:compare_findings", redrawOverlays);
   model.on("change:has_report", () => { drawTable(); drawCaption(); });
   model.on("change:selected", () => {
     if (focused && focused.finding !== model.get("selected")) focused = null;
@@ -1485,8 +1508,8 @@ function render({ model, el }) {
     redrawPanes();
   });
   model.on("change:show_boxes", applyHighlight);
-  model.on("change:show_crop", redrawPanes);
-  model.on("change:crop", redrawPanes);
+  model.on("change:show_crop", redrawOverlays);
+  model.on("change:crop", redrawOverlays);
   model.on("change:frame_caption", drawCaption);
   model.on("change:caption", drawCaption);
   model.on("change:demo", drawCaption);
