@@ -428,6 +428,7 @@ function render({ model, el }) {
       setTool(tool);
     }
     const missing = [];
+    let newImage = false;
     for (const p of panes) {
       const m = meta(p.view);
       if (m && p.meta !== m && p.meta && p.meta.serial === m.serial) {
@@ -435,6 +436,7 @@ function render({ model, el }) {
       } else if (m && p.meta !== m) {
         p.meta = m;
         p.detail = null;
+        newImage = true;
         if (p === frontalPane()) {
           const [level, width] = model.get("window");
           p.win = { level, width, invert: model.get("invert") };
@@ -459,6 +461,7 @@ function render({ model, el }) {
     drawPresets();
     drawNotes();
     resize();
+    if (newImage) redrawOverlays(); // its boxes at once, before its pixels are decoded
   }
 
   function paneLabel(p) {
