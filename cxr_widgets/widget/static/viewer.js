@@ -82,19 +82,23 @@ async function inflate(view) {
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
-// Codes arrive as images.encode_uint16 "zlib-delta" packs them: per-row differences,
-// all low bytes then all high bytes, zlib. Undo the planes, then a running sum per row.
-async function decodeCodes(view, w, h) {
+// Codes arrive as images.encode_uint16 packs them ("zlib-delta", or "zlib-zigzag" as
+// the meta's codec says): per-row differences (zigzag: signed, stored as
+// (d << 1) ^ (d >> 15)), all low bytes then all high bytes, zlib. Undo the planes, the
+// zigzag, then a running sum per row.
+async function decodeCodes(view, w, h, codec) {
   const planes = await inflate(view);
   const n = w * h;
   const codes = new Uint16Array(n);
+  const zigzag = codec === "zlib-zigzag";
   let max = 0;
   for (let y = 0; y < h; y++) {
     let acc = 0;
     const row = y * w;
     for (let x = 0; x < w; x++) {
       const i = row + x;
-      acc = (acc + (planes[i] | (planes[n + i] << 8))) & 0xffff;
+      const z = planes[i] | (planes[n + i] << 8);
+      acc = (acc + (zigzag ? (z >>> 1) ^ -(z & 1) : z)) & 0xffff;
       codes[i] = acc;
       if (acc > max) max = acc;
     }
@@ -481,7 +485,7 @@ function render({ model, el }) {
     if (loading[view] && loading[view].data === data) return loading[view].promise;
     const promise = (async () => {
       const t0 = performance.now();
-      const { codes, max } = await decodeCodes(data, m.ow, m.oh);
+      const { codes, max } = await decodeCodes(data, m.ow, m.oh, m.codec);
       root.dataset.decodeMs = String(Math.round(performance.now() - t0));
       root.dataset.arrivedAt = String(performance.timeOrigin + t0);
       const layer = new Layer(codes, max, m.ow, m.oh, m.offset, m.step);
@@ -953,7 +957,7 @@ function render({ model, el }) {
     const targets = panes.filter((p) => p.view === msg.view);
     if (!targets.length) return;
     const m = meta(msg.view);
-    const { codes, max } = await decodeCodes(buffers[0], msg.ow, msg.oh);
+    const { codes, max } = await decodeCodes(buffers[0], msg.ow, msg.oh, msg.codec);
     const layer = new Layer(codes, max, msg.ow, msg.oh, msg.offset, msg.step);
     const detail = { ...msg, layer, meta: m };
     for (const p of targets) {
