@@ -22,11 +22,13 @@ from ..errors import CxrWidgetsError, StudyError, user_message
 from ..exports import (
     MAX_FILE_STEM,
     MEDIA_TYPES,
+    STATIC_SIDE,
     export_bytes,
     export_report,
     safe_stem,
     static_view,
 )
+from ..render import fit_within, to_pil
 from ..report import FRAMES, Report
 from ..study import Study
 from ..summary import study_summary
@@ -93,6 +95,7 @@ class ReportGenWidget(widgets.VBox):
         self._fallback: Any = None  # the display handle of the static view, once displayed
         self._static_shown: tuple[int, str] | None = None  # what the static view shows
         self._static_views: list[tuple[tuple[Any, Any, str], str]] = []  # recent, newest first
+        self._static_image: tuple[Any, Any] | None = None  # (image, shrunk for the view)
         self.export_dir = Path(export_dir)
         self.demo_latency = demo_latency
 
@@ -222,9 +225,18 @@ class ReportGenWidget(widgets.VBox):
         for (r, i, c), view in self._static_views:
             if r is report and i is image and c == caption:
                 return view
-        view = static_view(report, image, caption)
+        view = static_view(report, self._static_picture(image), caption)
         self._static_views = [((report, image, caption), view), *self._static_views][:STATIC_KEPT]
         return view
+
+    def _static_picture(self, image: Any) -> Any:
+        """``image`` at the static view's size, shrunk once per image: most of drawing a
+        static view is shrinking the picture, and new reports often share their image."""
+        if image is None:
+            return None
+        if self._static_image is None or self._static_image[0] is not image:
+            self._static_image = (image, fit_within(to_pil(image), STATIC_SIDE))
+        return self._static_image[1]
 
     def _update_static_view(self) -> None:
         if self._fallback is not None:
