@@ -374,8 +374,8 @@ ROWS: dict[str, tuple[str, str, str]] = {
     "image_paint_ms": ("new image + report: kernel -> next frame", "ms", ""),
     "image_decoded_ms": ("new image + report: kernel -> image decoded", "ms", ""),
     "image_comm_bytes": ("new image + report: widget bytes", "KB", ""),
-    "ui_study_bytes": ("Load sample study + Generate buttons: websocket bytes", "KB", "< 300 KB"),
-    "study_bytes": ("load_study() + generate() in code: websocket bytes", "KB", "< 300 KB"),
+    "ui_study_bytes": ("Load sample study + Generate buttons: websocket bytes", "KB", "<= 1.5 MB"),
+    "study_bytes": ("load_study() + generate() in code: websocket bytes", "KB", "<= 1.5 MB"),
     "study_comm_bytes": ("  of which widget (comm) messages", "KB", ""),
     "state_bytes": ("viewer synced state (buffers + JSON)", "KB", ""),
 }
