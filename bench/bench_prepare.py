@@ -168,6 +168,7 @@ def viewer_table(repeat: int) -> None:
         )
         for codec, level in (
             ("zlib-delta", DEFAULT_ZLIB_LEVEL),
+            ("zlib-zigzag", DEFAULT_ZLIB_LEVEL),
             ("zlib-delta", 6),
             ("zlib", DEFAULT_ZLIB_LEVEL),
             ("png16", DEFAULT_ZLIB_LEVEL),
@@ -193,7 +194,8 @@ def viewer_table(repeat: int) -> None:
     print_table(("source", "step", "size", "bytes", "time (median)", "decode in Python"), rows)
     print(
         "\nBrowsers decode PNG to 8 bits, so png16 would need a PNG decoder in JavaScript; "
-        "zlib-delta inflates with the browser's DecompressionStream('deflate')."
+        "zlib-delta and zlib-zigzag (the widget viewer's) inflate with the browser's "
+        "DecompressionStream('deflate')."
     )
 
 

@@ -249,6 +249,17 @@ def _warn_on_aspect(report: Report, size: tuple[int, int]) -> None:
         )
 
 
+def fit_within(image: Image.Image, max_side: int) -> Image.Image:
+    """``image`` shrunk (Lanczos) so that its longest side is at most ``max_side``; the
+    image itself when it already fits. A caller drawing several reports on one image
+    shrinks it once and passes the result to :func:`render_findings`."""
+    if max(image.size) <= max_side:
+        return image
+    factor = max_side / max(image.size)
+    size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
 def render_findings(
     image: Any,
     report: Report,
@@ -276,10 +287,8 @@ def render_findings(
         raise IndexError(
             f"highlight={highlight} but the report has {len(report.findings)} findings"
         )
-    if max_side is not None and max(base.size) > max_side:
-        factor = max_side / max(base.size)
-        size = (max(1, round(base.width * factor)), max(1, round(base.height * factor)))
-        base = base.resize(size, Image.Resampling.LANCZOS)
+    if max_side is not None:
+        base = fit_within(base, max_side)
     canvas = base.convert("RGBA") if base.mode != "RGBA" else base.copy()
     if show_crop:
         canvas = _dim_outside_square(canvas)

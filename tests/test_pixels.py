@@ -4,6 +4,7 @@ their encoding, and prepare_image reusing them."""
 from __future__ import annotations
 
 import io
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from cxr_widgets.images import (
     prepare_image,
 )
 
-CODECS = ("zlib-delta", "zlib", "png16")
+CODECS = ("zlib-delta", "zlib-zigzag", "zlib", "png16")
 
 
 @pytest.fixture(scope="module")
@@ -223,12 +224,28 @@ def test_encoding_round_trip(rg1_pixels: PixelData, codec: str) -> None:
     assert len(data) < overview.nbytes  # it compresses
 
 
-def test_zlib_delta_wraps_modulo_65536() -> None:
-    extremes = np.array([[0, 65535, 0, 1, 65535], [65535, 0, 65535, 65534, 2]], dtype=np.uint16)
-    data = encode_uint16(extremes, "zlib-delta")
-    assert np.array_equal(decode_uint16(data, extremes.shape, "zlib-delta"), extremes)
+@pytest.mark.parametrize("codec", ["zlib-delta", "zlib-zigzag"])
+def test_zlib_delta_wraps_modulo_65536(codec: str) -> None:
+    extremes = np.array(
+        [[0, 65535, 0, 1, 65535, 32768, 32767, 0], [65535, 0, 65535, 65534, 2, 32767, 32768, 1]],
+        dtype=np.uint16,
+    )
+    data = encode_uint16(extremes, codec)  # type: ignore[arg-type]
+    assert np.array_equal(decode_uint16(data, extremes.shape, codec), extremes)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="codec"):
         encode_uint16(extremes, "jpeg")  # type: ignore[arg-type]
+
+
+def test_zigzag_differences_leave_the_high_bytes_of_an_8_bit_image_empty(
+    rg1_pixels: PixelData,
+) -> None:
+    """Steps down as well as up are small codes, so the zigzag form is the smaller one."""
+    eight_bit = (rg1_pixels.overview(512)[0] >> 4).astype(np.uint16)  # 0..255, noisy
+    sizes = {c: len(encode_uint16(eight_bit, c)) for c in ("zlib-delta", "zlib-zigzag")}
+    assert sizes["zlib-zigzag"] < 0.85 * sizes["zlib-delta"]
+    raw = zlib.decompress(encode_uint16(eight_bit, "zlib-zigzag"))
+    high = np.frombuffer(raw, dtype=np.uint8)[eight_bit.size :]
+    assert np.count_nonzero(high) < 0.05 * high.size  # |steps| < 128 fit the low byte
 
 
 def test_load_pixels_refuses_what_prepare_refuses(tmp_path: Path) -> None:

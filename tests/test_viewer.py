@@ -69,7 +69,7 @@ def test_rg1_overview_is_16_bit_within_budget_and_maps_to_the_values(rg1_path: P
     assert (meta["width"], meta["height"]) == (1841, 1955)
     assert max(meta["ow"], meta["oh"]) == 1024
     assert len(ov.data) <= 1_500_000  # the per-study budget before any zoom
-    codes = decode_uint16(ov.data, (meta["oh"], meta["ow"]))
+    codes = decode_uint16(ov.data, (meta["oh"], meta["ow"]), meta["codec"])
     assert int(codes.max()) < OVERVIEW_LEVELS
     assert int(codes.max()) > 255  # more than 8 bits survive
     # Each overview pixel stands for the mean of the image pixels it covers, within one step.
@@ -136,7 +136,7 @@ def test_detail_region_is_exact_at_full_resolution(viewer: ReportViewer, rg1_pat
     content, data = detail(viewer, x=700, y=900, w=64, h=48, side=64)
     assert (content["x"], content["y"], content["w"], content["h"]) == (700, 900, 64, 48)
     assert content["scale"] == 1 and content["id"] == 7
-    codes = decode_uint16(data, (content["oh"], content["ow"]))
+    codes = decode_uint16(data, (content["oh"], content["ow"]), content["codec"])
     values = content["offset"] + content["step"] * codes.astype(np.float64)
     source = pydicom.dcmread(rg1_path).pixel_array[900:948, 700:764]
     assert np.array_equal(values, source)

@@ -642,6 +642,71 @@ def test_show_report_over_the_image_given_with_it(widget: ReportGenWidget, tmp_p
     assert widget._export_what()[1] == widget.studypanel.slots["frontal"].source
 
 
+def viewer_updates(frontend: list, viewer: Any, since: int) -> list[dict[str, Any]]:
+    """The state updates sent to ``viewer``'s front end since message ``since``."""
+    return [
+        data["state"]
+        for _kind, comm_id, data, _buffers in frontend[since:]
+        if comm_id == viewer.model_id and data.get("method") == "update"
+    ]
+
+
+def test_show_report_on_a_new_image_sends_its_preview_with_the_new_boxes_first(
+    widget: ReportGenWidget, frontend: list
+) -> None:
+    """The quick preview and the new report's boxes go out before the overview is made,
+    never the previous report's boxes over the new image."""
+    widget.load_study(sample_study())
+    old = widget.generate()
+    image = Image.open(sample_study().frontal_image).convert("L").point(lambda v: min(255, v + 1))
+    new = old.replace(findings=[f for f in old.findings if f.boxes][:1])
+    mark = len(frontend)
+    widget.show_report(new, image=image)
+    updates = viewer_updates(frontend, widget.viewer, mark)
+    first = updates[0]
+    assert first["images"]["frontal"]["preview"] is True
+    assert first["images"]["frontal"]["width"] == image.width
+    assert len(first["boxes"]) == new.n_boxes != old.n_boxes
+    assert {b["finding"] for b in first["boxes"]} == {0}
+    later = [u for u in updates[1:] if "images" in u]
+    assert later and "preview" not in later[-1]["images"]["frontal"]  # then the overview
+    assert widget.viewer.boxes == first["boxes"]
+
+
+class DisplayHandle:
+    """What IPython's ``display(..., display_id=True)`` returns: updated in place."""
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+
+    def update(self, obj: Any) -> None:
+        self.shown.append(obj.data)
+
+
+def test_static_view_is_one_small_jpeg_and_kept_per_run(
+    widget: ReportGenWidget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cxr_widgets.widget.panel as panel
+
+    drawn = []
+    real = panel.static_view
+    monkeypatch.setattr(panel, "static_view", lambda *a: drawn.append(a[0]) or real(*a))
+    widget._fallback = handle = DisplayHandle()
+    widget.load_study(sample_study())
+    widget.generate()
+    view = handle.shown[-1]
+    assert view.count("<img") == 1 and "data:image/jpeg;base64," in view
+    assert "image/png" not in view and len(view) < 100_000
+    widget.load_study(sample_study("nema"))
+    widget.generate()
+    drawn_reports = [id(r) for r in drawn if r is not None]
+    assert drawn_reports == [id(run.report) for run in widget.history]  # each drawn once
+    assert handle.shown[-1] != view
+    before = len(drawn)
+    widget.history_select.value = 0  # back to run 1: the same view, not drawn again
+    assert handle.shown[-1] == view and len(drawn) == before
+
+
 def test_workspace_sign_in_runs_in_background_and_explains_errors(
     widget: ReportGenWidget, tmp_path: Path
 ) -> None:

@@ -22,11 +22,13 @@ from ..errors import CxrWidgetsError, StudyError, user_message
 from ..exports import (
     MAX_FILE_STEM,
     MEDIA_TYPES,
+    STATIC_SIDE,
     export_bytes,
     export_report,
     safe_stem,
     static_view,
 )
+from ..render import fit_within, to_pil
 from ..report import FRAMES, Report
 from ..study import Study
 from ..summary import study_summary
@@ -41,6 +43,8 @@ from .viewer import VIEWS, ReportViewer
 DEMO_LATENCY = 0.8
 DEFAULT_EXPORT_DIR = "cxr-exports"
 CURRENT = -1  # the history entry for the form's own study (not generated)
+#: How many recent static views the panel keeps, to show them again without drawing.
+STATIC_KEPT = 8
 
 __all__ = ["DEMO_BADGE", "ReportGenWidget", "in_voila"]
 
@@ -90,6 +94,8 @@ class ReportGenWidget(widgets.VBox):
         self._draft: StudyState | None = None  # the form's own study while a run is shown
         self._fallback: Any = None  # the display handle of the static view, once displayed
         self._static_shown: tuple[int, str] | None = None  # what the static view shows
+        self._static_views: list[tuple[tuple[Any, Any, str], str]] = []  # recent, newest first
+        self._static_image: tuple[Any, Any] | None = None  # (image, shrunk for the view)
         self.export_dir = Path(export_dir)
         self.demo_latency = demo_latency
 
@@ -205,15 +211,32 @@ class ReportGenWidget(widgets.VBox):
         self._fallback = display(HTML(self._static_view()), display_id=True)
 
     def _static_view(self) -> str:
+        report, caption = self.report, self.viewer.caption
         record = self._history[self._shown] if self._shown is not None else None
         image = None
         if record is not None:
             image = getattr(record.images.get("frontal_image"), "image", None)
-        elif self.report is not None:
-            image = self._given_image(self.report)
+        elif report is not None:
+            image = self._given_image(report)  # what show_report shows it on
             if image is None:
                 image = getattr(self.studypanel.prepared.get("frontal_image"), "image", None)
-        return static_view(self.report, image, self.viewer.caption)
+        # Going back to a run shown before costs nothing: its view is kept (a few, ~40 KB
+        # each), found by identity (the entry holds the objects, so no id is reused).
+        for (r, i, c), view in self._static_views:
+            if r is report and i is image and c == caption:
+                return view
+        view = static_view(report, self._static_picture(image), caption)
+        self._static_views = [((report, image, caption), view), *self._static_views][:STATIC_KEPT]
+        return view
+
+    def _static_picture(self, image: Any) -> Any:
+        """``image`` at the static view's size, shrunk once per image: most of drawing a
+        static view is shrinking the picture, and new reports often share their image."""
+        if image is None:
+            return None
+        if self._static_image is None or self._static_image[0] is not image:
+            self._static_image = (image, fit_within(to_pil(image), STATIC_SIDE))
+        return self._static_image[1]
 
     def _update_static_view(self) -> None:
         if self._fallback is not None:
@@ -435,9 +458,10 @@ class ReportGenWidget(widgets.VBox):
         self._shown = None
         self.export_list.clear()
         with self.viewer.hold_sync():
+            # The report first: a new image's quick preview then goes out with its boxes.
+            self.viewer.set_report(report, caption)
             if frontal is not None and frontal is not self.viewer.frontal_source:
                 self.viewer.set_images(frontal)
-            self.viewer.set_report(report, caption)
             shown = self.viewer.pixels.get("frontal")
             if shown is not None and _shape_differs(report.image_size, shown.size):
                 self.viewer.warnings = [
@@ -457,11 +481,12 @@ class ReportGenWidget(widgets.VBox):
         if not self.studypanel.snapshot().same_as(record.state):
             self.studypanel.restore(record.state)
         with self.viewer.hold_sync():
-            self._show_images(record.state)
+            # The report first: a new image's quick preview then goes out with its boxes.
             self.viewer.set_report(
                 record.report,
                 f"run {index + 1}: {record.summary}, {record.endpoint}, {record.seconds:.1f} s",
             )
+            self._show_images(record.state)
         self._set_history_value(index)
         self._update_exports()
 

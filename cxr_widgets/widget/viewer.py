@@ -309,6 +309,16 @@ class ReportViewer(anywidget.AnyWidget):
             self._reset_display()
             self._send_boxes()
         self._previewed.add("frontal")
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send now what a caller's ``hold_sync`` holds so far: the preview (and the boxes
+        set with it) must not wait for the overview computed next in the same hold."""
+        # ipywidgets keeps the held names in _states_to_send until the outermost hold ends.
+        held = getattr(self, "_states_to_send", None)
+        if getattr(self, "_holding_sync", False) and held:
+            self.send_state(set(held))
+            held.clear()
 
     @property
     def frontal_source(self) -> Any:

@@ -82,19 +82,23 @@ async function inflate(view) {
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
-// Codes arrive as images.encode_uint16 "zlib-delta" packs them: per-row differences,
-// all low bytes then all high bytes, zlib. Undo the planes, then a running sum per row.
-async function decodeCodes(view, w, h) {
+// Codes arrive as images.encode_uint16 packs them ("zlib-delta", or "zlib-zigzag" as
+// the meta's codec says): per-row differences (zigzag: signed, stored as
+// (d << 1) ^ (d >> 15)), all low bytes then all high bytes, zlib. Undo the planes, the
+// zigzag, then a running sum per row.
+async function decodeCodes(view, w, h, codec) {
   const planes = await inflate(view);
   const n = w * h;
   const codes = new Uint16Array(n);
+  const zigzag = codec === "zlib-zigzag";
   let max = 0;
   for (let y = 0; y < h; y++) {
     let acc = 0;
     const row = y * w;
     for (let x = 0; x < w; x++) {
       const i = row + x;
-      acc = (acc + (planes[i] | (planes[n + i] << 8))) & 0xffff;
+      const z = planes[i] | (planes[n + i] << 8);
+      acc = (acc + (zigzag ? (z >>> 1) ^ -(z & 1) : z)) & 0xffff;
       codes[i] = acc;
       if (acc > max) max = acc;
     }
@@ -428,6 +432,7 @@ function render({ model, el }) {
       setTool(tool);
     }
     const missing = [];
+    let newImage = false;
     for (const p of panes) {
       const m = meta(p.view);
       if (m && p.meta !== m && p.meta && p.meta.serial === m.serial) {
@@ -435,6 +440,7 @@ function render({ model, el }) {
       } else if (m && p.meta !== m) {
         p.meta = m;
         p.detail = null;
+        newImage = true;
         if (p === frontalPane()) {
           const [level, width] = model.get("window");
           p.win = { level, width, invert: model.get("invert") };
@@ -459,6 +465,7 @@ function render({ model, el }) {
     drawPresets();
     drawNotes();
     resize();
+    if (newImage) redrawOverlays(); // its boxes at once, before its pixels are decoded
   }
 
   function paneLabel(p) {
@@ -478,7 +485,7 @@ function render({ model, el }) {
     if (loading[view] && loading[view].data === data) return loading[view].promise;
     const promise = (async () => {
       const t0 = performance.now();
-      const { codes, max } = await decodeCodes(data, m.ow, m.oh);
+      const { codes, max } = await decodeCodes(data, m.ow, m.oh, m.codec);
       root.dataset.decodeMs = String(Math.round(performance.now() - t0));
       root.dataset.arrivedAt = String(performance.timeOrigin + t0);
       const layer = new Layer(codes, max, m.ow, m.oh, m.offset, m.step);
@@ -611,13 +618,36 @@ function render({ model, el }) {
       d.layer.paint(level, width, invert);
       ctx.drawImage(d.layer.canvas, tx + d.x * s, ty + d.y * s, d.w * s, d.h * s);
     }
-    const key = `${s}|${tx}|${ty}|${p.cw}|${p.ch}|${overlayGen}`;
+    const key = overlayKeyOf(p);
     if (key !== p.overlayKey) { p.overlayKey = key; drawOverlay(p); }
     p.el.dataset.zoom = p.cam.zoom.toFixed(3);
     p.el.dataset.scale = String(s);
     p.el.dataset.tx = String(tx);
     p.el.dataset.ty = String(ty);
     p.el.dataset.frames = String(Number(p.el.dataset.frames || 0) + 1);
+  }
+
+  // What the overlay was drawn for: the pane's transform and overlayGen.
+  function overlayKeyOf(p) {
+    const { s, tx, ty } = xform(p);
+    return `${s}|${tx}|${ty}|${p.cw}|${p.ch}|${overlayGen}`;
+  }
+
+  // New boxes, findings or crop change the overlay only: draw it at once (one microtask
+  // for all the changes of a message) rather than with the next frame's canvas repaint.
+  let overlayQueued = false;
+  function redrawOverlays() {
+    overlayGen++;
+    if (overlayQueued) return;
+    overlayQueued = true;
+    queueMicrotask(() => {
+      overlayQueued = false;
+      for (const p of panes) {
+        if (!p.meta || !p.cw) { schedule(p); continue; }
+        p.overlayKey = overlayKeyOf(p);
+        drawOverlay(p);
+      }
+    });
   }
 
   // Boxes, labels, central square and measurement, in pane coordinates.
@@ -927,7 +957,7 @@ function render({ model, el }) {
     const targets = panes.filter((p) => p.view === msg.view);
     if (!targets.length) return;
     const m = meta(msg.view);
-    const { codes, max } = await decodeCodes(buffers[0], msg.ow, msg.oh);
+    const { codes, max } = await decodeCodes(buffers[0], msg.ow, msg.oh, msg.codec);
     const layer = new Layer(codes, max, msg.ow, msg.oh, msg.offset, msg.step);
     const detail = { ...msg, layer, meta: m };
     for (const p of targets) {
@@ -1465,10 +1495,10 @@ function render({ model, el }) {
     const p = primary();
     if (p && model.get("link_window")) setWindow(p, p.win.level, p.win.width, p.win.invert);
   });
-  model.on("change:boxes", redrawPanes);
-  model.on("change:compare_boxes", redrawPanes);
-  model.on("change:findings", () => { drawTable(); redrawPanes(); });
-  model.on("change:compare_findings", redrawPanes);
+  model.on("change:boxes", redrawOverlays);
+  model.on("change:compare_boxes", redrawOverlays);
+  model.on("change:findings", () => { drawTable(); redrawOverlays(); });
+  model.on("change:compare_findings", redrawOverlays);
   model.on("change:has_report", () => { drawTable(); drawCaption(); });
   model.on("change:selected", () => {
     if (focused && focused.finding !== model.get("selected")) focused = null;
@@ -1485,8 +1515,8 @@ function render({ model, el }) {
     redrawPanes();
   });
   model.on("change:show_boxes", applyHighlight);
-  model.on("change:show_crop", redrawPanes);
-  model.on("change:crop", redrawPanes);
+  model.on("change:show_crop", redrawOverlays);
+  model.on("change:crop", redrawOverlays);
   model.on("change:frame_caption", drawCaption);
   model.on("change:caption", drawCaption);
   model.on("change:demo", drawCaption);
