@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import StoreError
-from .evaluate.model import normalise_text
+from .review import normalise_text
 
 __all__ = ["SORT_COLUMNS", "Filters", "StudySources", "StudyTable"]
 

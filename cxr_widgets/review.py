@@ -25,12 +25,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ __all__ = [
     "ReviewError",
     "ReviewStore",
     "ReviewedFinding",
+    "normalise_text",
 ]
 
 #: The layout of the ``review_*`` tables (stored in ``review_meta``).
@@ -80,6 +83,20 @@ CSV_COLUMNS: tuple[str, ...] = (
     "y_max",
 )
 MAX_REVIEWER_CHARS = 100
+_SPACES = re.compile(r"\s+")
+_END_PUNCTUATION = ".,;:!?"
+
+
+@lru_cache(maxsize=1 << 16)  # finding texts repeat across studies
+def normalise_text(text: str) -> str:
+    """A finding's text for comparing and counting: lower case, single spaces, no end
+    punctuation (the browser's bars, the evaluation's exact judge).
+
+    >>> normalise_text("  The heart  size is NORMAL. ")
+    'the heart size is normal'
+    """
+    return _SPACES.sub(" ", text).strip().strip(_END_PUNCTUATION).strip().lower()
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS review_meta (

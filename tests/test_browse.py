@@ -17,7 +17,7 @@ from study_stores import synthetic_report, write_store
 from cxr_widgets import Box, ResultStore, StudyBrowser
 from cxr_widgets.browse import Filters, StudyTable
 from cxr_widgets.errors import StoreError
-from cxr_widgets.evaluate.model import normalise_text
+from cxr_widgets.review import normalise_text
 from cxr_widgets.widget.browser import pixels_to_box
 
 
