@@ -186,7 +186,7 @@ NEXT_STUDY = """
 
 CLICK_AGREE = """
 (n) => new Promise((resolve) => {
-  setTimeout(() => resolve([NaN, NaN]), 20000);
+  setTimeout(() => resolve([NaN, NaN, NaN, NaN]), 20000);
   const saved = document.querySelector(".cxr-browser .cxr-r-panel .cxr-r-saved");
   const before = saved.textContent;
   const buttons = '.cxr-browser .cxr-r-panel .cxr-r-finding button[data-verdict]';
@@ -197,11 +197,27 @@ CLICK_AGREE = """
       obs.disconnect();
       // "saved #n at hh:mm:ss (verdict, 8 ms)": the kernel's own time for the save.
       const inKernel = Number((/, (\\d+) ms\\)/.exec(saved.textContent) || [])[1]);
-      resolve([performance.now() - t0, inKernel]);
+      resolve([performance.now() - t0, inKernel, performance.timeOrigin + t0,
+               performance.timeOrigin + performance.now()]);
     }
   }).observe(saved, { childList: true, characterData: true, subtree: true });
   button.click();
 })
+"""
+
+
+# Wraps the review controls' message handler to stamp when each click arrives and is done
+# (wall clock, ms), to split the page's figure into the way in, the kernel and the way back.
+TIME_HANDLER = """
+import time as _time
+_marks = []
+_handler = b.review._on_action
+def _timed(widget, content, buffers):
+    start = _time.time() * 1000
+    _handler(widget, content, buffers)
+    _marks.append((start, _time.time() * 1000))
+b.review.panel.on_msg(_handler, remove=True)
+b.review.panel.on_msg(_timed)
 """
 
 
@@ -242,9 +258,15 @@ def page_side(store: Path, manifest: Path, runs: int, work: Path) -> list[tuple[
             "b.review_mode = True\nb.select(next(s for s in b.study_ids if b.table.n_findings[b.table.index_of[s]] >= 3))",
         )
         page.wait_for_selector(".cxr-browser .cxr-r-panel .cxr-r-finding button[data-verdict]")
+        run_cell(page, TIME_HANDLER)
         clicks = [page.evaluate(CLICK_AGREE, n) for n in range(runs)]
         saves = [c[0] for c in clicks]
         saving = [c[1] for c in clicks]
+        # Where the time goes: the page's clock and the kernel's are the same machine's.
+        marks = json.loads(run_cell(page, "print(json.dumps(_marks))").strip().splitlines()[-1])
+        inbound = [m[0] - c[2] for m, c in zip(marks, clicks, strict=False)]
+        handler = [m[1] - m[0] for m in marks]
+        outbound = [c[3] - m[1] for m, c in zip(marks, clicks, strict=False)]
         memory = (
             run_cell(
                 page,
@@ -263,6 +285,9 @@ def page_side(store: Path, manifest: Path, runs: int, work: Path) -> list[tuple[
         ("Down key to next study's id and image (median)", f"{ms(steps)} ms", "< 300 ms"),
         ("click 'agree' to 'saved' shown (median)", f"{ms(saves)} ms", "< 50 ms"),
         ("  of which the save in the kernel (median)", f"{ms(saving)} ms", ""),
+        ("  click to the kernel's handler (median)", f"{ms(inbound)} ms", ""),
+        ("  the kernel's handler, save included (median)", f"{ms(handler)} ms", ""),
+        ("  handler done to 'saved' shown (median)", f"{ms(outbound)} ms", ""),
         ("kernel memory (RSS)", f"{int(memory) / 1024:.0f} MB", "< 500 MB"),
     ]
 

@@ -17,9 +17,8 @@ function keepKeys(e) {
 }
 
 const HINT =
-  "Boxes: select a finding, then drag a box to move it, a corner to resize it, or drag on " +
-  "the image to draw a new one (the viewer's help says how to pan meanwhile); " +
-  "Delete removes the box last touched.";
+  "Boxes are edited on the image: select a finding (here or in the viewer's table), then " +
+  "drag its boxes, or drag on the image to draw one (the viewer's hint says how to pan).";
 
 function render({ model, el }) {
   const root = html("div", "cxr-r-panel");
