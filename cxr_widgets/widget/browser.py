@@ -160,7 +160,7 @@ class StudyBrowser(widgets.VBox):
         self._panel.on_msg(self._on_action)
         self._table.on_msg(self._on_table_action)
         self._right = right = widgets.VBox(
-            [self.viewer.widget, self.review.panel, self._panel],
+            [self._panel, self.viewer.widget, self.review.panel],
             # min_width 0: below the table when narrow, and then as narrow as the notebook.
             layout=widgets.Layout(flex="1 1 520px", min_width="0"),
         )

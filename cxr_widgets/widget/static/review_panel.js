@@ -1,6 +1,7 @@
 // cxr-widgets review controls, shared by the study browser and the report panel:
 // review mode, reviewer, a verdict and the text of each finding, an added finding, a note,
-// done, undo and what was last saved. Boxes are edited on the image, in the viewer.
+// done, undo and what was last saved. Boxes are edited on the image, in the viewer (its
+// hint says how), for the finding selected here or in its table.
 // Every change is sent to the kernel, which saves it and answers with "saved".
 
 function html(tag, className, text) {
@@ -15,10 +16,6 @@ function keepKeys(e) {
   if (e.key === "Escape") e.target.blur();
   else e.stopPropagation();
 }
-
-const HINT =
-  "Boxes are edited on the image: select a finding (here or in the viewer's table), then " +
-  "drag its boxes, or drag on the image to draw one (the viewer's hint says how to pan).";
 
 function render({ model, el }) {
   const root = html("div", "cxr-r-panel");
@@ -43,7 +40,6 @@ function render({ model, el }) {
   const error = html("div", "cxr-r-error");
   error.setAttribute("role", "alert");
   const summary = html("div", "cxr-r-summary");
-  const hint = html("div", "cxr-r-hint", HINT);
 
   const table = html("table", "cxr-r-findings");
   const tbody = html("tbody");
@@ -66,7 +62,7 @@ function render({ model, el }) {
   const badge = html("span", "cxr-r-badge");
   noteBar.append(note, doneWrap, badge);
   const body = html("div", "cxr-r-body");
-  body.append(hint, table, addBar, noteBar);
+  body.append(table, addBar, noteBar);
   root.append(bar, where, error, summary, body);
   for (const input of [reviewer, addText, note]) input.addEventListener("keydown", keepKeys);
 
