@@ -377,6 +377,11 @@ def test_browser_from_a_batch_result_or_folder(tmp_path: Path, rg1_path: Path) -
     )
     browser = StudyBrowser(result)
     assert sorted(browser.study_ids) == ["D0", "D1", "D2"]
+    # The viewer gets the DICOM's own values (read ahead), so window/level is the file's.
+    browser.select("D1")
+    pixels = browser.viewer.widget.pixels["frontal"]
+    assert pixels.values.max() > 255 and pixels.window == (15000.0, 30000.0)
+    assert list(browser.viewer.widget.window) == [15000.0, 30000.0]
     browser.close()
     browser = StudyBrowser(tmp_path / "out")
     assert len(browser.study_ids) == 3
