@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -316,7 +317,8 @@ def main() -> None:
                 sys.exit("Chromium not found: apt-get install -y chromium (or --no-browser)")
             page = page_side(made.store, made.manifest, args.runs, work)
             rows += [(f"page: {a}", b, c) for a, b, c in page]
-    print(f"\n{machine()}; {args.studies} studies, {args.runs} runs\n")
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\n{machine()}; {args.studies} studies, {args.runs} runs; load average {load}\n")
     print_table(["measure", "value", "goal"], rows)
 
 
