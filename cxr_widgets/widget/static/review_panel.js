@@ -65,6 +65,11 @@ function render({ model, el }) {
   body.append(table, addBar, noteBar);
   root.append(bar, where, error, summary, body);
   for (const input of [reviewer, addText, note]) input.addEventListener("keydown", keepKeys);
+  // Keys on the buttons and checkboxes stay here too (JupyterLab's "a", "b", "dd" ...);
+  // Tab and Ctrl/Cmd/Alt combinations still reach JupyterLab.
+  root.addEventListener("keydown", (e) => {
+    if (e.key !== "Tab" && !e.ctrlKey && !e.metaKey && !e.altKey) e.stopPropagation();
+  });
 
   // Rows are kept by position and rebuilt only when their content changed, so a verdict
   // redraws one row and text being typed in another row keeps its focus.
