@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from study_stores import synthetic_report, write_store
 
-from cxr_widgets import ResultStore, StudyBrowser
+from cxr_widgets import Box, ResultStore, StudyBrowser
 from cxr_widgets.browse import Filters, StudyTable
 from cxr_widgets.errors import StoreError
 from cxr_widgets.review import normalise_text
@@ -254,6 +254,28 @@ def test_review_actions_from_the_page_are_saved_at_once(fresh) -> None:
     assert browser.table.review[browser.table.index_of[sid]] == 1
     act(browser, action="verdict", index=0, verdict="sure")
     assert "verdict must be one of" in panel.error
+    browser.close()
+
+
+def test_a_box_dragged_in_the_viewer_is_stored_where_it_was_dropped(fresh) -> None:
+    browser = StudyBrowser(fresh.store, manifest=fresh.manifest, reviewer="ada")
+    sid = next(s for s in browser.study_ids if browser.table.n_boxes[browser.table.index_of[s]])
+    browser.select(sid)
+    viewer = browser.viewer.widget
+    assert not viewer.editable  # only in review mode
+    browser.review_mode = True
+    assert viewer.editable
+    shape = viewer.boxes[0]
+    moved = [shape["x0"] + 12, shape["y0"] + 7, shape["x1"] + 12, shape["y1"] + 7]
+    content = {"kind": "box_edit", "finding": shape["finding"], "box": shape["box"]}
+    viewer._on_custom_msg(viewer, {**content, "rect": moved}, [])
+    panel = browser.review.panel
+    assert panel.error == "" and panel.saved.startswith("saved")
+    with ResultStore(fresh.store) as store:  # another connection sees it: committed
+        stored = store.reviews.findings(sid, reviewer="ada")[shape["finding"]].boxes[shape["box"]]
+    assert stored == Box.from_pixels(*moved, viewer.width, viewer.height, viewer.frame)
+    assert [viewer.boxes[0][k] for k in ("x0", "y0", "x1", "y1")] == pytest.approx(moved, abs=0.05)
+    assert browser.table.review[browser.table.index_of[sid]] == 1
     browser.close()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_widgets import ReportGenWidget, ResultStore, StudyBrowser
+from cxr_widgets import Box, ReportGenWidget, ResultStore, StudyBrowser
 from cxr_widgets.errors import ReviewError
 from cxr_widgets.review import ReviewStore, store_for_review
 from cxr_widgets.samples import sample_study
@@ -162,3 +162,48 @@ def test_a_different_answer_for_the_same_study_is_reviewed_apart(
         assert len(list(store.results("ok"))) == 2
     with pytest.raises(ReviewError, match="name the reviewer"):
         ReviewStore.check_reviewer("  ")
+
+
+def box_edit(viewer, finding: int, box: int, rect: list[float] | None) -> None:
+    """What the viewer's page sends when a box drag ends (rect in frontal-image pixels)."""
+    viewer._on_custom_msg(
+        viewer, {"kind": "box_edit", "finding": finding, "box": box, "rect": rect}, []
+    )
+
+
+def test_boxes_edited_on_the_viewer_are_saved_in_the_model_frame(
+    generated: ReportGenWidget, tmp_path: Path
+):
+    path = tmp_path / "reviews.sqlite"
+    generated.start_review(path, reviewer="ada")
+    sid, viewer = generated.review_study_id, generated.viewer
+    assert viewer.editable
+    grounded = next(i for i, f in enumerate(generated.report.findings) if f.boxes)
+    width, height, frame = viewer.width, viewer.height, viewer.frame
+    x0, y0, x1, y1 = generated.report.findings[grounded].boxes[0].to_pixels(width, height, frame)
+    moved = [x0 + 40, y0 + 25, x1 + 40, y1 + 25]
+    box_edit(viewer, grounded, 0, moved)
+    stored = committed(path, sid)["findings"][grounded].boxes[0]
+    assert stored == Box.from_pixels(*moved, width, height, frame)
+    assert stored.to_pixels(width, height, frame) == pytest.approx(moved, abs=0.05)
+    # The viewer shows the saved boxes at once, the model's answer is unchanged.
+    assert viewer.report.findings[grounded].boxes[0] == stored
+    assert generated.report.findings[grounded].boxes[0] != stored
+    # A missed finding with a box drawn for it, then that box deleted and drawn again.
+    act(generated, action="add", text="Missed rib fracture.")
+    added = len(viewer.report.findings) - 1
+    drawn = [width * 0.6, height * 0.2, width * 0.7, height * 0.3]
+    box_edit(viewer, added, -1, drawn)
+    assert committed(path, sid)["findings"][-1].boxes == [
+        Box.from_pixels(*drawn, width, height, frame)
+    ]
+    box_edit(viewer, added, 0, None)
+    assert committed(path, sid)["findings"][-1].boxes == []
+    act(generated, action="undo")
+    assert len(committed(path, sid)["findings"][-1].boxes) == 1
+    assert len(viewer.report.findings[-1].boxes) == 1
+    # Outside review mode the viewer does not edit and nothing is saved.
+    generated.stop_review()
+    assert not viewer.editable
+    box_edit(viewer, grounded, 0, [0, 0, 10, 10])
+    assert committed(path, sid)["findings"][grounded].boxes[0] == stored
