@@ -24,6 +24,7 @@ import traitlets
 from ..errors import CxrWidgetsError, ReviewError
 from ..report import Finding, Report
 from ..review import VERDICTS, ReviewedFinding, ReviewStore
+from .viewer import BoxEdit, ReportViewer
 
 STATIC = Path(__file__).parent / "static"
 #: How each verdict reads on its button (the verdicts themselves: review.VERDICTS).
@@ -74,7 +75,7 @@ class ReviewSession:
 
     def __init__(
         self,
-        viewer: Any,
+        viewer: ReportViewer,
         *,
         reviews: ReviewStore | None = None,
         reviewer: str | None = None,
@@ -101,9 +102,7 @@ class ReviewSession:
         self._linking = False
         self.panel.observe(self._panel_selected, "active")
         viewer.observe(self._viewer_selected, "selected")
-        on_box_edit = getattr(viewer, "on_box_edit", None)
-        if on_box_edit is not None:
-            on_box_edit(self._on_box_edit)
+        viewer.on_box_edit(self._on_box_edit)
 
     # --- what is reviewed -------------------------------------------------------------
 
@@ -152,9 +151,8 @@ class ReviewSession:
         if editing and self.report is not None:
             shown = reviewed_report(self.report, self._shown)
         with self.viewer.hold_sync():
-            if hasattr(self.viewer, "editable"):
-                self.viewer.editable = bool(editing)
-            _set_report(self.viewer, shown, self.caption, keep_view)
+            self.viewer.editable = bool(editing)
+            self.viewer.set_report(shown, self.caption, keep_view=keep_view)
         with self.panel.hold_sync():
             self.panel.available = self.report is not None
             self.panel.findings = self._rows(shown)
@@ -275,7 +273,7 @@ class ReviewSession:
             return "all"
         raise ReviewError(f"unknown review action {action!r}")
 
-    def _on_box_edit(self, edit: Any) -> None:
+    def _on_box_edit(self, edit: BoxEdit) -> None:
         """A box moved, resized, drawn or deleted on the viewer: save the finding's boxes."""
         started = time.perf_counter()
         try:
@@ -339,13 +337,6 @@ class ReviewSession:
             self.panel.note = state["note"]
             self.panel.done = bool(state["done"])
             self.panel.reviewed = bool(state["reviewed"])
-
-
-def _set_report(viewer: Any, report: Report | None, caption: str, keep_view: bool) -> None:
-    if keep_view and hasattr(viewer, "on_box_edit"):  # TODO: unconditional once wt-edit lands
-        viewer.set_report(report, caption, keep_view=True)
-    else:
-        viewer.set_report(report, caption)
 
 
 def _row(position: int, f: ReviewedFinding, color: str) -> dict[str, Any]:
