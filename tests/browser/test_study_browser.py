@@ -126,7 +126,11 @@ def wait_box(page, sid: str, finding: int, box: int, rect: list[float]) -> None:
         if got == pytest.approx(expected, abs=2e-4):
             return
         time.sleep(0.3)
-    pytest.fail(f"stored box {got} is not where it was dropped ({expected})")
+    state = kernel_json(
+        page, "[b.review.panel.error, b.review.panel.saved, b.viewer.widget.selected]"
+    )
+    _debug_shot(page)
+    pytest.fail(f"stored box {got} is not where it was dropped ({expected}); panel: {state}")
 
 
 def drag(page, start: tuple[float, float], end: tuple[float, float]) -> None:
@@ -250,6 +254,8 @@ def test_browse_and_review_a_thousand_studies(
     # ... and its box, drawn by dragging on the image away from the other boxes.
     added_at = kernel_json(page, "len(b.viewer.widget.report.findings) - 1")
     wait_kernel(page, "b.viewer.widget.selected", added_at)
+    # The page has the new report and its selection (not only the kernel) before the drag.
+    page.wait_for_selector(f'{VIEWER} .cxr-row.cxr-selected[data-finding="{added_at}"]')
     shapes = kernel_json(
         page, "[[s['x0'], s['y0'], s['x1'], s['y1']] for s in b.viewer.widget.boxes]"
     )
@@ -260,13 +266,20 @@ def test_browse_and_review_a_thousand_studies(
     def free(x: float, y: float) -> bool:
         return all(x + size[0] < a or x > c or y + size[1] < b_ or y > d for a, b_, c, d in shapes)
 
-    spot = next(
-        (x, y)
-        for y in (h * f for f in (0.05, 0.15, 0.3, 0.45, 0.6, 0.75))
+    def on_pane(x: float, y: float) -> bool:
+        """The page point is on the viewer's pane, not under a bar or off the screen."""
+        return page.evaluate(
+            "([x, y]) => !!(document.elementFromPoint(x, y) || {closest: () => null})"
+            ".closest('.cxr-browser .cxr-pane')",
+            [x, y],
+        )
+
+    start = next(
+        at
+        for y in (h * f for f in (0.3, 0.45, 0.15, 0.6, 0.05, 0.75))
         for x in (w * f for f in (0.3, 0.45, 0.6, 0.15))
-        if free(x, y)
+        if free(x, y) and on_pane(*(at := to_page(st, x, y))) and on_pane(at[0] + 40, at[1] + 30)
     )
-    start = to_page(st, *spot)
     end = (start[0] + 40, start[1] + 30)
     drag(page, start, end)
     wait_box(page, sid, -1, 0, [*to_image(st, *start), *to_image(st, *end)])
