@@ -16,11 +16,11 @@ from jupyter_harness import (
     dismiss_popups,
     open_and_run_notebook,
     run_cell,
+    screenshot_for_docs,
     write_notebook,
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOT = REPO / "docs/images/study_browser.png"
 TABLE = ".cxr-b-table"
 STUDY = ".cxr-b-study"
 REVIEW = ".cxr-browser .cxr-r-panel"
@@ -142,7 +142,7 @@ def drag(page, start: tuple[float, float], end: tuple[float, float]) -> None:
 
 @pytest.mark.slow
 def test_browse_and_review_a_thousand_studies(
-    page, jupyter_lab: JupyterLab, lab_root: Path
+    page, jupyter_lab: JupyterLab, lab_root: Path, tmp_path: Path
 ) -> None:
     write_notebook(lab_root / "browse.ipynb", [OPEN])
     open_and_run_notebook(page, jupyter_lab, "browse.ipynb", timeout=180)
@@ -288,12 +288,11 @@ def test_browse_and_review_a_thousand_studies(
     wait_kernel(page, f"b.reviews.study({sid!r})['note']", "Checked against the lateral.")
 
     dismiss_popups(page)
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     # Tall enough for the whole browser: a taller element is shot under JupyterLab's bars.
     page.set_viewport_size({"width": 1400, "height": 1900})
     page.locator(".cxr-browser").first.scroll_into_view_if_needed()
     page.wait_for_timeout(400)
-    page.locator(".cxr-browser").first.screenshot(path=str(SCREENSHOT))
+    screenshot_for_docs(page.locator(".cxr-browser").first, tmp_path, "study_browser.png")
     page.set_viewport_size({"width": 1400, "height": 1000})
 
     # Reopen (a new browser on the same file): the review is there.
