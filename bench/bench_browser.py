@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -100,6 +101,15 @@ def kernel_side(store: Path, manifest: Path, runs: int) -> list[tuple[str, str, 
         t = time.perf_counter()
         browser.reviews.set_verdict(sid, 0, ("agree", "disagree", "unsure")[n % 3])
         saves.append((time.perf_counter() - t) * 1000)
+    actions = []
+    browser.review_mode = True
+    browser.select(ids[0])
+    for n in range(runs * 2):
+        t = time.perf_counter()
+        browser.review._on_action(
+            None, {"action": "verdict", "index": 0, "verdict": ("agree", "unsure")[n % 2]}, None
+        )
+        actions.append((time.perf_counter() - t) * 1000)
     browser.close()
     return [
         ("open (StudyBrowser())", f"{opened:.0f} ms", "< 2000 ms"),
@@ -107,6 +117,7 @@ def kernel_side(store: Path, manifest: Path, runs: int) -> list[tuple[str, str, 
         ("search, regex (median)", f"{ms(regex)} ms", "< 100 ms"),
         ("next study, prepared ahead (median)", f"{ms(steps)} ms", "< 300 ms"),
         ("review save, set_verdict (median)", f"{ms(saves)} ms", "< 50 ms"),
+        ("review click handled: save + what is sent (median)", f"{ms(actions)} ms", ""),
         (
             "memory after open (process RSS)",
             f"{memory:.0f} MB (+{memory - before:.0f})",
@@ -151,23 +162,24 @@ TYPE_SEARCH = """
 NEXT_STUDY = """
 () => new Promise((resolve) => {
   setTimeout(() => resolve(NaN), 20000);
-  // The panel redraws its head, so look the nodes up again on every mutation.
+  // The panel redraws its head, so look the nodes up again on every mutation. The viewer
+  // stamps data-picture-of on its root when a new image is first drawn on its canvas.
   const id = () => document.querySelector(".cxr-b-study .cxr-b-study-id").textContent;
-  const href = () => document.querySelector(".cxr-viewer .cxr-image").getAttribute("href");
-  const before = [id(), href()];
+  const viewer = document.querySelector(".cxr-browser .cxr-viewer");
+  const picture = () => viewer.dataset.pictureOf;
+  const before = [id(), picture()];
   const viewport = document.querySelector(".cxr-b-table .cxr-b-viewport");
   viewport.focus();
   const t0 = performance.now();
   const check = (_, obs) => {
-    if (id() !== before[0] && href() !== before[1]) {
+    if (id() !== before[0] && picture() !== before[1]) {
       obs.disconnect();
-      const img = new Image();
-      img.src = href();
-      img.decode().then(() => resolve(performance.now() - t0), () => resolve(performance.now() - t0));
+      resolve(performance.now() - t0);
     }
   };
   new MutationObserver(check).observe(document.body, {
-    childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ["href"],
+    childList: true, subtree: true, characterData: true, attributes: true,
+    attributeFilter: ["data-picture-of"],
   });
   viewport.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowDown", bubbles: true }));
 })
@@ -175,16 +187,38 @@ NEXT_STUDY = """
 
 CLICK_AGREE = """
 (n) => new Promise((resolve) => {
-  setTimeout(() => resolve(NaN), 20000);
-  const saved = document.querySelector(".cxr-b-study .cxr-b-saved");
+  setTimeout(() => resolve([NaN, NaN, NaN, NaN]), 20000);
+  const saved = document.querySelector(".cxr-browser .cxr-r-panel .cxr-r-saved");
   const before = saved.textContent;
-  const button = document.querySelectorAll('.cxr-b-study .cxr-b-finding button[data-verdict]')[n % 3];
+  const buttons = '.cxr-browser .cxr-r-panel .cxr-r-finding button[data-verdict]';
+  const button = document.querySelectorAll(buttons)[n % 3];
   const t0 = performance.now();
   new MutationObserver((_, obs) => {
-    if (saved.textContent !== before) { obs.disconnect(); resolve(performance.now() - t0); }
+    if (saved.textContent !== before) {
+      obs.disconnect();
+      // "saved #n at hh:mm:ss (verdict, 8 ms)": the kernel's own time for the save.
+      const inKernel = Number((/, (\\d+) ms\\)/.exec(saved.textContent) || [])[1]);
+      resolve([performance.now() - t0, inKernel, performance.timeOrigin + t0,
+               performance.timeOrigin + performance.now()]);
+    }
   }).observe(saved, { childList: true, characterData: true, subtree: true });
   button.click();
 })
+"""
+
+
+# Wraps the review controls' message handler to stamp when each click arrives and is done
+# (wall clock, ms), to split the page's figure into the way in, the kernel and the way back.
+TIME_HANDLER = """
+import time as _time
+_marks = []
+_handler = b.review._on_action
+def _timed(widget, content, buffers):
+    start = _time.time() * 1000
+    _handler(widget, content, buffers)
+    _marks.append((start, _time.time() * 1000))
+b.review.panel.on_msg(_handler, remove=True)
+b.review.panel.on_msg(_timed)
 """
 
 
@@ -224,8 +258,16 @@ def page_side(store: Path, manifest: Path, runs: int, work: Path) -> list[tuple[
             page,
             "b.review_mode = True\nb.select(next(s for s in b.study_ids if b.table.n_findings[b.table.index_of[s]] >= 3))",
         )
-        page.wait_for_selector(".cxr-b-study .cxr-b-finding button[data-verdict]")
-        saves = [page.evaluate(CLICK_AGREE, n) for n in range(runs)]
+        page.wait_for_selector(".cxr-browser .cxr-r-panel .cxr-r-finding button[data-verdict]")
+        run_cell(page, TIME_HANDLER)
+        clicks = [page.evaluate(CLICK_AGREE, n) for n in range(runs)]
+        saves = [c[0] for c in clicks]
+        saving = [c[1] for c in clicks]
+        # Where the time goes: the page's clock and the kernel's are the same machine's.
+        marks = json.loads(run_cell(page, "print(json.dumps(_marks))").strip().splitlines()[-1])
+        inbound = [m[0] - c[2] for m, c in zip(marks, clicks, strict=False)]
+        handler = [m[1] - m[0] for m in marks]
+        outbound = [c[3] - m[1] for m, c in zip(marks, clicks, strict=False)]
         memory = (
             run_cell(
                 page,
@@ -243,6 +285,10 @@ def page_side(store: Path, manifest: Path, runs: int, work: Path) -> list[tuple[
         ("search typed to new count shown (median)", f"{ms(searches)} ms", "< 100 ms"),
         ("Down key to next study's id and image (median)", f"{ms(steps)} ms", "< 300 ms"),
         ("click 'agree' to 'saved' shown (median)", f"{ms(saves)} ms", "< 50 ms"),
+        ("  of which the save in the kernel (median)", f"{ms(saving)} ms", ""),
+        ("  click to the kernel's handler (median)", f"{ms(inbound)} ms", ""),
+        ("  the kernel's handler, save included (median)", f"{ms(handler)} ms", ""),
+        ("  handler done to 'saved' shown (median)", f"{ms(outbound)} ms", ""),
         ("kernel memory (RSS)", f"{int(memory) / 1024:.0f} MB", "< 500 MB"),
     ]
 
@@ -271,7 +317,8 @@ def main() -> None:
                 sys.exit("Chromium not found: apt-get install -y chromium (or --no-browser)")
             page = page_side(made.store, made.manifest, args.runs, work)
             rows += [(f"page: {a}", b, c) for a, b, c in page]
-    print(f"\n{machine()}; {args.studies} studies, {args.runs} runs\n")
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\n{machine()}; {args.studies} studies, {args.runs} runs; load average {load}\n")
     print_table(["measure", "value", "goal"], rows)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import StoreError
-from .evaluate.model import normalise_text
+from .review import normalise_text
 
 __all__ = ["SORT_COLUMNS", "Filters", "StudySources", "StudyTable"]
 
@@ -165,6 +165,23 @@ class StudyTable:
             dtype=np.uint8,
             count=len(self.study_ids),
         )
+
+    def set_review(self, study_id: str, state: str | None, reviewer: str | None) -> bool:
+        """One study's state after a review change; True when its row changed."""
+        row = self.index_of.get(study_id)
+        if row is None:
+            return False
+        if state:
+            self.review_state[study_id] = state
+            if reviewer:
+                self.reviewers_of.setdefault(study_id, set()).add(reviewer)
+        else:
+            self.review_state.pop(study_id, None)
+        code = REVIEW_STATES.index(state) if state in REVIEW_STATES else 0
+        if self.review[row] == code:
+            return False
+        self.review[row] = code
+        return True
 
     def __len__(self) -> int:
         return len(self.study_ids)

@@ -23,14 +23,17 @@ formats are documented in ``docs/reference-set.md``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,8 @@ __all__ = [
     "ReviewError",
     "ReviewStore",
     "ReviewedFinding",
+    "normalise_text",
+    "store_for_review",
 ]
 
 #: The layout of the ``review_*`` tables (stored in ``review_meta``).
@@ -80,6 +85,20 @@ CSV_COLUMNS: tuple[str, ...] = (
     "y_max",
 )
 MAX_REVIEWER_CHARS = 100
+_SPACES = re.compile(r"\s+")
+_END_PUNCTUATION = ".,;:!?"
+
+
+@lru_cache(maxsize=1 << 16)  # finding texts repeat across studies
+def normalise_text(text: str) -> str:
+    """A finding's text for comparing and counting: lower case, single spaces, no end
+    punctuation (the browser's bars, the evaluation's exact judge).
+
+    >>> normalise_text("  The heart  size is NORMAL. ")
+    'the heart size is normal'
+    """
+    return _SPACES.sub(" ", text).strip().strip(_END_PUNCTUATION).strip().lower()
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS review_meta (
@@ -774,6 +793,52 @@ class ReviewStore:
 
     def __repr__(self) -> str:
         return f"ReviewStore({str(self.path)!r})"
+
+
+def _answer_digest(report: Report) -> str:
+    wire = json.dumps([f.to_wire() for f in report.findings], sort_keys=True)
+    return hashlib.sha256(wire.encode("utf-8")).hexdigest()
+
+
+def store_for_review(
+    store: Any, report: Report, sources: Mapping[str, str | os.PathLike[str]] | None = None
+) -> str:
+    """Store one study's ``report`` in a results store so it can be reviewed; its study id.
+
+    ``store``: a :class:`~cxr_widgets.store.ResultStore`. The id is the study's
+    own (``report.study_id``), else ``study-`` and 12 hex digits of the digest
+    of the study as sent (from the report's provenance), so the same study gets
+    the same id in every session. When the store already holds a different
+    answer under that id (another model version, another endpoint), this
+    answer is reviewed apart under the id with ``-`` and 8 hex digits of the
+    answer's digest added. The model's answer is never overwritten.
+    ``sources``: the study's image paths ``{column: path}``, recorded so
+    :class:`~cxr_widgets.StudyBrowser` can show the study from the same file.
+    """
+    answer = _answer_digest(report)
+    digest = report.provenance.study_digest if report.provenance else ""
+    base = report.study_id or f"study-{(digest or answer)[:12]}"
+    reviews = ReviewStore.for_store(store)
+    study_id = base
+    try:
+        stored = reviews.model_findings(base)
+    except ReviewError:
+        stored = None
+    if stored is not None and [f.to_wire() for f in stored] != [
+        f.to_wire() for f in report.findings
+    ]:
+        study_id = f"{base}-{answer[:8]}"
+        try:
+            reviews.model_findings(study_id)
+            return study_id  # stored in an earlier session
+        except ReviewError:
+            stored = None
+    if stored is None:
+        key = hashlib.sha256(f"review|{study_id}|{answer}".encode()).hexdigest()
+        store.put_many_ok(
+            [(key, report, study_id)], sources={study_id: dict(sources)} if sources else None
+        )
+    return study_id
 
 
 def merge_findings(model: list[Finding], rows: dict[int, dict[str, Any]]) -> list[ReviewedFinding]:

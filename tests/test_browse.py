@@ -17,8 +17,7 @@ from study_stores import synthetic_report, write_store
 from cxr_widgets import Box, ResultStore, StudyBrowser
 from cxr_widgets.browse import Filters, StudyTable
 from cxr_widgets.errors import StoreError
-from cxr_widgets.evaluate.model import normalise_text
-from cxr_widgets.widget.browser import pixels_to_box
+from cxr_widgets.review import normalise_text
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +202,7 @@ def test_next_study_is_prepared_ahead(run) -> None:
     started = time.perf_counter()
     browser.next()
     assert browser.selected == "S00011"
-    assert browser._panel.image[:3] == b"\xff\xd8\xff"  # the display JPEG
+    assert browser.viewer.widget.frontal_pixels  # its overview, read ahead
     assert time.perf_counter() - started < 5  # sanity only; the bench measures speed
     browser.close()
 
@@ -222,57 +221,80 @@ def test_failed_study_shows_its_error_and_can_be_resent(fresh) -> None:
     browser.close()
 
 
+def act(browser: StudyBrowser, **content) -> None:
+    """What the review controls in the page send."""
+    browser.review._on_action(None, content, None)
+
+
 def test_review_actions_from_the_page_are_saved_at_once(fresh) -> None:
     browser = StudyBrowser(fresh.store, manifest=fresh.manifest, reviewer="ada")
-    sid = next(s for s in browser.study_ids if browser.table.n_boxes[browser.table.index_of[s]])
+    sid = next(s for s in browser.study_ids if browser.table.n_findings[browser.table.index_of[s]])
     browser.select(sid)
-    panel = browser._panel
-    shape = panel.boxes[0]
-    moved = [shape["x0"] + 12, shape["y0"] + 7, shape["x1"] + 12, shape["y1"] + 7]
-    browser._on_action(None, {"action": "boxes", "index": shape["finding"], "boxes": [moved]}, None)
-    assert panel.error == "" and panel.saved.startswith("saved")
+    browser.review_mode = True
+    panel = browser.review.panel
+    act(browser, action="verdict", index=0, verdict="disagree")
+    assert panel.error == "" and panel.saved.startswith("saved #1")
     with ResultStore(fresh.store) as store:  # another connection sees it: committed
-        stored = store.reviews.findings(sid, reviewer="ada")[shape["finding"]].boxes[0]
-    assert stored.to_pixels(panel.width, panel.height) == pytest.approx(moved, abs=0.01)
-    browser._on_action(None, {"action": "verdict", "index": 0, "verdict": "disagree"}, None)
-    browser._on_action(
-        None, {"action": "add", "text": "Missed rib fracture.", "boxes": [[10, 20, 60, 90]]}, None
-    )
+        assert store.reviews.findings(sid, reviewer="ada")[0].verdict == "disagree"
+    assert panel.findings[0]["verdict"] == "disagree"
+    assert browser.table.review[browser.table.index_of[sid]] == 1  # started
+    act(browser, action="text", index=0, text="Edited finding.")
+    assert browser.viewer.widget.report.findings[0].text == "Edited finding."
+    act(browser, action="add", text="Missed rib fracture.")
     added = panel.findings[-1]
     assert added["source"] == "added" and added["text"] == "Missed rib fracture."
-    browser._on_action(None, {"action": "note", "note": "check the apex"}, None)
-    browser._on_action(None, {"action": "done", "done": True}, None)
-    assert panel.reviewed
+    assert panel.active == added["position"]  # selected: its boxes are drawn next
+    act(browser, action="note", note="check the apex")
+    act(browser, action="done", done=True)
+    assert panel.reviewed and panel.note == "check the apex"
     assert browser.table.review[browser.table.index_of[sid]] == 2
-    browser._on_action(None, {"action": "undo"}, None)
+    assert np.frombuffer(browser._table.review, dtype=np.uint8)[browser.table.index_of[sid]] == 2
+    act(browser, action="undo")
     assert not panel.reviewed and not panel.done
-    browser._on_action(None, {"action": "verdict", "index": 0, "verdict": "sure"}, None)
+    assert browser.table.review[browser.table.index_of[sid]] == 1
+    act(browser, action="verdict", index=0, verdict="sure")
     assert "verdict must be one of" in panel.error
     browser.close()
 
 
-def test_review_needs_a_reviewer_name(fresh) -> None:
+def test_a_box_dragged_in_the_viewer_is_stored_where_it_was_dropped(fresh) -> None:
+    browser = StudyBrowser(fresh.store, manifest=fresh.manifest, reviewer="ada")
+    sid = next(s for s in browser.study_ids if browser.table.n_boxes[browser.table.index_of[s]])
+    browser.select(sid)
+    viewer = browser.viewer.widget
+    assert not viewer.editable  # only in review mode
+    browser.review_mode = True
+    assert viewer.editable
+    shape = viewer.boxes[0]
+    moved = [shape["x0"] + 12, shape["y0"] + 7, shape["x1"] + 12, shape["y1"] + 7]
+    content = {"kind": "box_edit", "finding": shape["finding"], "box": shape["box"]}
+    viewer._on_custom_msg(viewer, {**content, "rect": moved}, [])
+    panel = browser.review.panel
+    assert panel.error == "" and panel.saved.startswith("saved")
+    with ResultStore(fresh.store) as store:  # another connection sees it: committed
+        stored = store.reviews.findings(sid, reviewer="ada")[shape["finding"]].boxes[shape["box"]]
+    assert stored == Box.from_pixels(*moved, viewer.width, viewer.height, viewer.frame)
+    assert [viewer.boxes[0][k] for k in ("x0", "y0", "x1", "y1")] == pytest.approx(moved, abs=0.05)
+    assert browser.table.review[browser.table.index_of[sid]] == 1
+    browser.close()
+
+
+def test_review_needs_review_mode_and_a_reviewer_name(fresh) -> None:
     browser = StudyBrowser(fresh.store, manifest=fresh.manifest)
     browser.select(
         next(s for s in browser.study_ids if browser.table.n_findings[browser.table.index_of[s]])
     )
-    browser._on_action(None, {"action": "verdict", "index": 0, "verdict": "agree"}, None)
-    assert "enter your name as reviewer" in browser._panel.error
+    act(browser, action="verdict", index=0, verdict="agree")
+    assert "enter your name as reviewer" in browser.review.panel.error
     browser.reviewer = "bea"
-    browser._on_action(None, {"action": "verdict", "index": 0, "verdict": "agree"}, None)
-    assert browser._panel.error == ""
+    act(browser, action="verdict", index=0, verdict="agree")
+    assert "switch on Review mode" in browser.review.panel.error
+    browser.review_mode = True
+    act(browser, action="verdict", index=0, verdict="agree")
+    assert browser.review.panel.error == ""
     assert browser.reviews.reviewers() == ["bea"]
+    assert browser._table.reviewers == ["bea"]
     browser.close()
-
-
-def test_pixels_to_box_inverts_box_to_pixels() -> None:
-    for frame in ("center_crop", "full"):
-        box = Box(0.105, 0.215, 0.575, 0.885)
-        pixels = box.to_pixels(600, 512, frame)
-        back = pixels_to_box(*pixels, 600, 512, frame)
-        assert back.as_list() == pytest.approx(box.as_list(), abs=1e-5)
-    # Dragged outside the model's square: clamped to its edge.
-    assert pixels_to_box(-50, 10, 20, 600, 600, 512, "center_crop").as_list()[0] == 0.0
 
 
 # --- bad input ----------------------------------------------------------------------------
@@ -313,7 +335,8 @@ def test_moved_images_are_named_and_can_be_found_again(fresh, tmp_path: Path) ->
     assert browser.relocate(tmp_path / "elsewhere") > 0
     assert browser.missing_images() == {}
     browser.select("S00001")
-    assert browser._panel.image[:3] == b"\xff\xd8\xff"
+    assert browser.viewer.widget.frontal_pixels
+    assert browser.viewer.widget.frontal_source.values.shape == (512, 600)  # read ahead
     browser.close()
 
 
@@ -339,10 +362,11 @@ def test_an_image_that_no_longer_decodes(fresh) -> None:
     problem = browser._panel.study["problems"]["frontal"]
     assert "could not be read" in problem
     assert browser.viewer.widget.message.startswith("the frontal image could not be read")
-    # The study can still be reviewed (boxes drawn on the report's image size).
+    # The study can still be reviewed.
+    browser.review_mode = True
     if browser.report and browser.report.findings:
-        browser._on_action(None, {"action": "verdict", "index": 0, "verdict": "unsure"}, None)
-        assert browser._panel.error == ""
+        act(browser, action="verdict", index=0, verdict="unsure")
+        assert browser.review.panel.error == ""
     browser.close()
 
 
@@ -352,8 +376,9 @@ def test_two_browsers_on_one_file(fresh) -> None:
     sid = next(s for s in one.study_ids if one.table.n_findings[one.table.index_of[s]])
     for browser in (one, two):
         browser.select(sid)
-    one._on_action(None, {"action": "verdict", "index": 0, "verdict": "agree"}, None)
-    two._on_action(None, {"action": "verdict", "index": 0, "verdict": "disagree"}, None)
+        browser.review_mode = True
+    act(one, action="verdict", index=0, verdict="agree")
+    act(two, action="verdict", index=0, verdict="disagree")
     two.refresh()
     assert set(two._table.reviewers) == {"ada", "bob"}
     assert two.filter(reviewer="ada") == [sid]
@@ -374,6 +399,11 @@ def test_browser_from_a_batch_result_or_folder(tmp_path: Path, rg1_path: Path) -
     )
     browser = StudyBrowser(result)
     assert sorted(browser.study_ids) == ["D0", "D1", "D2"]
+    # The viewer gets the DICOM's own values (read ahead), so window/level is the file's.
+    browser.select("D1")
+    pixels = browser.viewer.widget.pixels["frontal"]
+    assert pixels.values.max() > 255 and pixels.window == (15000.0, 30000.0)
+    assert list(browser.viewer.widget.window) == [15000.0, 30000.0]
     browser.close()
     browser = StudyBrowser(tmp_path / "out")
     assert len(browser.study_ids) == 3

@@ -344,6 +344,13 @@ def check_review(nb: Any, workdir: Path) -> None:
         if m["state"].get("_anywidget_id") == "cxr_widgets.widget.browser._Table"
     ]
     assert tables and tables[0]["summary"]["studies"] == 12
+    # The report panel's review of one study, in its own file, read back by ReviewStore.
+    from cxr_widgets.review import ReviewStore
+
+    with ReviewStore(out / "panel-reviews.sqlite") as panel_reviews:
+        (entry,) = panel_reviews.reference_set()
+    assert f"reviewed as {entry['study_id']}" in text
+    assert len(entry["findings"]) >= 1  # every finding but the first (unsure) was agreed
 
 
 def check_batch_endpoint(nb: Any, workdir: Path) -> None:

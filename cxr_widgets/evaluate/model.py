@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+
+# Owned by the review module; re-exported for the evaluation modules.
+from ..review import VERDICTS as VERDICTS
+from ..review import normalise_text as normalise_text
 
 BoxTuple = tuple[float, float, float, float]
-
-#: Review verdicts (the study browser's); only "agree" entails.
-VERDICTS: tuple[str, ...] = ("agree", "disagree", "unsure")
-
-_SPACES = re.compile(r"\s+")
-_END_PUNCTUATION = ".,;:!?"
-
-
-@lru_cache(maxsize=1 << 16)  # finding texts repeat across studies
-def normalise_text(text: str) -> str:
-    """A finding's text for comparison: lower case, single spaces, no end punctuation.
-
-    >>> normalise_text("  The heart  size is NORMAL. ")
-    'the heart size is normal'
-    """
-    return _SPACES.sub(" ", text).strip().strip(_END_PUNCTUATION).strip().lower()
 
 
 @dataclass(frozen=True)

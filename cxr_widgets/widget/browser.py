@@ -4,13 +4,14 @@ Left, the study table (``static/browser.js``, kind "table"): summary, a bar
 chart of the most frequent findings, search, filters and a virtualised table
 whose columns travel once (JSON) and whose order travels as an ``Int32Array``.
 Right, the selected study in the image viewer (behind :class:`ViewerAdapter`,
-the one place that knows which viewer is used) and the study panel (kind
-"study"): texts, provenance, the error of a failed study, and review mode
-(verdicts, edited text, boxes dragged on the image, added findings, note).
-Every review change is saved at once in the results file
+the one place that knows which viewer is used), the review controls shared
+with the report panel (:class:`~.review_panel.ReviewSession`: verdicts,
+edited text, added findings, note; boxes are edited on the viewer's image)
+and the study panel (kind "study"): texts, provenance and the error of a
+failed study. Every review change is saved at once in the results file
 (:class:`~cxr_widgets.review.ReviewStore`). Filtering and sorting run in
-the kernel (:class:`~cxr_widgets.browse.StudyTable`); images of the next
-study are prepared ahead in a thread.
+the kernel (:class:`~cxr_widgets.browse.StudyTable`); the images of the
+next studies are read ahead in a thread (their values, as the viewer reads them).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -31,10 +31,10 @@ import traitlets
 
 from ..browse import SORT_COLUMNS, Filters, StudySources, StudyTable
 from ..errors import CxrWidgetsError, ReviewError, StoreError
-from ..palette import UNGROUNDED_COLOR, finding_color
-from ..report import FRAMES, Box, Report, center_square
-from ..review import ReviewStore, check_results_file, merge_findings
+from ..report import Report
+from ..review import ReviewStore, check_results_file
 from ..study import IMAGE_COLUMNS, TEXT_COLUMNS
+from .review_panel import ReviewSession
 
 STATIC = Path(__file__).parent / "static"
 #: Seconds between looks at the store for results a running batch wrote.
@@ -47,8 +47,8 @@ VIEW_OF = {"frontal_image": "frontal", "lateral_image": "lateral", "prior_image"
 class ViewerAdapter:
     """The browser's only contact with the image viewer (today: :class:`ReportViewer`).
 
-    To switch viewers, change this class: ``widget``, ``show``, ``select``,
-    ``selected`` and ``display_image`` are all the browser uses.
+    To switch viewers, change this class: ``widget``, ``load`` and ``show``
+    are all the browser uses (the review session talks to ``widget``).
     """
 
     def __init__(self) -> None:
@@ -56,47 +56,21 @@ class ViewerAdapter:
 
         self.widget = ReportViewer()
 
-    def show(
-        self, images: dict[str, Any], report: Report | None, caption: str, message: str
-    ) -> None:
-        """PIL images by view name (frontal, lateral, prior), the report, a caption."""
+    @staticmethod
+    def load(source: Any, view: str) -> Any:
+        """An image's own values, as the viewer reads them (safe in a worker thread)."""
+        from ..images import load_pixels
+
+        return load_pixels(source, name=f"{view}_image")
+
+    def show(self, images: dict[str, Any], message: str) -> None:
+        """The study's images by view (frontal, lateral, prior), read by :meth:`load`."""
         with self.widget.hold_sync():
             self.widget.set_images(
                 images.get("frontal"), images.get("lateral"), images.get("prior")
             )
             if images.get("frontal") is None:  # say why, after the viewer's own default
                 self.widget.message = message or "No image for this study."
-            self.widget.set_report(report, caption)
-
-    def select(self, index: int | None) -> None:
-        self.widget.select(index)
-
-    @property
-    def frame(self) -> str:
-        return self.widget.frame
-
-    @staticmethod
-    def display_image(image: Any) -> tuple[bytes, int, int]:
-        """The display JPEG the viewer would send, with its size."""
-        from .viewer import display_jpeg
-
-        return display_jpeg(image)
-
-
-def pixels_to_box(
-    x0: float, y0: float, x1: float, y1: float, width: int, height: int, frame: str
-) -> Box:
-    """The model-frame box of a pixel rectangle: the inverse of :meth:`Box.to_pixels`."""
-    if frame not in FRAMES:
-        raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
-    if frame == "center_crop":
-        ox, oy, side = center_square(width, height)
-        sx, sy, dx, dy = side, side, ox, oy
-    else:
-        sx, sy, dx, dy = width, height, 0, 0
-    xs = sorted(min(1.0, max(0.0, (v - dx) / sx)) for v in (x0, x1))
-    ys = sorted(min(1.0, max(0.0, (v - dy) / sy)) for v in (y0, y1))
-    return Box(round(xs[0], 5), round(ys[0], 5), round(xs[1], 5), round(ys[1], 5))
 
 
 class _Table(anywidget.AnyWidget):
@@ -127,19 +101,8 @@ class _StudyPanel(anywidget.AnyWidget):
     _css = STATIC / "browser.css"
     kind = traitlets.Unicode("study").tag(sync=True)
     study = traitlets.Dict().tag(sync=True)
-    findings = traitlets.List(traitlets.Dict()).tag(sync=True)
-    image = traitlets.Bytes(b"").tag(sync=True)
-    width = traitlets.Int(0).tag(sync=True)
-    height = traitlets.Int(0).tag(sync=True)
-    boxes = traitlets.List(traitlets.Dict()).tag(sync=True)  # pixel corners per finding/box
-    review_mode = traitlets.Bool(False).tag(sync=True)
-    reviewer = traitlets.Unicode("").tag(sync=True)
-    note = traitlets.Unicode("").tag(sync=True)
-    done = traitlets.Bool(False).tag(sync=True)
-    reviewed = traitlets.Bool(False).tag(sync=True)
-    saved = traitlets.Unicode("").tag(sync=True)
+    status = traitlets.Unicode("").tag(sync=True)  # re-sending a failed study
     error = traitlets.Unicode("").tag(sync=True)
-    active = traitlets.Int(-1).tag(sync=True)  # the finding being edited
 
 
 class StudyBrowser(widgets.VBox):
@@ -175,24 +138,29 @@ class StudyBrowser(widgets.VBox):
         self._poll_handle: Any = None
         self._closed = False
         self._batching = False
-        self._saves = 0  # review changes saved by this browser (numbered in the page)
         self.warnings: list[str] = []
 
         self.viewer = ViewerAdapter()
         self._table = _Table()
-        self._panel = _StudyPanel(reviewer=reviewer or "")
+        self._panel = _StudyPanel()
+        self._reviews_version = self._reviews.data_version()
+        self.review = ReviewSession(
+            self.viewer.widget,
+            reviews=self._reviews,
+            reviewer=reviewer,
+            on_saved=self._review_saved,
+            on_reviewer=self._reviewer_changed,
+            on_other_study=self.select,
+        )
         self._table.observe(
             self._filters_changed,
             ["search", "regex", "filters", "reviewer_filter", "finding", "sort", "descending"],
         )
         self._table.observe(self._row_selected, "selected")
-        self._panel.observe(self._reviewer_changed, "reviewer")
-        self._panel.observe(self._mode_changed, "review_mode")
         self._panel.on_msg(self._on_action)
         self._table.on_msg(self._on_table_action)
-        self.viewer.widget.observe(self._viewer_selected, "selected")
         self._right = right = widgets.VBox(
-            [self.viewer.widget, self._panel],
+            [self._panel, self.viewer.widget, self.review.panel],
             # min_width 0: below the table when narrow, and then as narrow as the notebook.
             layout=widgets.Layout(flex="1 1 520px", min_width="0"),
         )
@@ -259,15 +227,15 @@ class StudyBrowser(widgets.VBox):
 
     @reviewer.setter
     def reviewer(self, name: str | None) -> None:
-        self._panel.reviewer = name or ""
+        self.review.panel.reviewer = name or ""
 
     @property
     def review_mode(self) -> bool:
-        return self._panel.review_mode
+        return self.review.panel.review_mode
 
     @review_mode.setter
     def review_mode(self, on: bool) -> None:
-        self._panel.review_mode = bool(on)
+        self.review.panel.review_mode = bool(on)
 
     @property
     def study_ids(self) -> list[str]:
@@ -355,7 +323,10 @@ class StudyBrowser(widgets.VBox):
     def refresh(self) -> bool:
         """Read results and reviews written since the last look; True when something changed."""
         changed = self.table.refresh()
-        self._refresh_reviews()
+        version = self._reviews.data_version()
+        if version != self._reviews_version:  # another browser or process saved reviews
+            self._reviews_version = version
+            self._refresh_reviews()
         if changed:
             self._send_table()
             self._update_order()
@@ -394,7 +365,7 @@ class StudyBrowser(widgets.VBox):
             return run_batch([study], client, store=self.path, progress=False)
 
         future = self._pool.submit(run)
-        self._panel.saved = f"re-sending {study_id} to {client.label} ..."
+        self._panel.status = f"re-sending {study_id} to {client.label} ..."
         future.add_done_callback(lambda f: self._resent(study_id, f))
         return future
 
@@ -410,7 +381,8 @@ class StudyBrowser(widgets.VBox):
         if self._owns_store:
             self._store.close()
         # Containers first: an open box holding a closed widget cannot be serialised.
-        for widget in (self._body, self._right, self.viewer.widget, self._table, self._panel):
+        widgets_ = (self._body, self._right, self.viewer.widget, self.review.panel)
+        for widget in (*widgets_, self._table, self._panel):
             with contextlib.suppress(Exception):
                 widget.close()
         super().close()
@@ -430,9 +402,10 @@ class StudyBrowser(widgets.VBox):
             self._table.bars = [{"text": t, "count": n} for t, n in self.table.top_findings()]
             self._send_reviews()
 
-    def _send_reviews(self) -> None:
+    def _send_reviews(self, reviewers: bool = True) -> None:
         self._table.review = self.table.review.tobytes()
-        self._table.reviewers = self._reviews.reviewers()
+        if reviewers:
+            self._table.reviewers = self._reviews.reviewers()
         self._table.summary = self.table.summary()
 
     def _refresh_reviews(self) -> None:
@@ -512,9 +485,8 @@ class StudyBrowser(widgets.VBox):
         return Study(**{c: paths.get(c) for c in IMAGE_COLUMNS}, **texts, study_id=study_id)
 
     def _load_images(self, study_id: str) -> dict[str, Any]:
-        """Prepared PIL images by view, and problems by view (runs in the worker thread)."""
-        from ..images import prepare_image
-
+        """Each view's values read from its recorded source, and problems by view (runs
+        in the worker thread, so the viewer only draws what was read ahead)."""
         images: dict[str, Any] = {}
         problems: dict[str, str] = {}
         for column, path in self.sources.paths(study_id).items():
@@ -527,11 +499,10 @@ class StudyBrowser(widgets.VBox):
                 )
                 continue
             try:
-                images[view] = prepare_image(path, name=column).image
+                images[view] = ViewerAdapter.load(path, view)
             except CxrWidgetsError as exc:
                 problems[view] = f"the {view} image could not be read: {exc}"
-        encoded = ViewerAdapter.display_image(images["frontal"]) if "frontal" in images else None
-        return {"images": images, "problems": problems, "encoded": encoded}
+        return {"images": images, "problems": problems}
 
     def _images_for(self, study_id: str) -> Future[dict[str, Any]]:
         with self._lock:
@@ -562,13 +533,15 @@ class StudyBrowser(widgets.VBox):
         try:
             loaded = self._images_for(study_id).result()
         except Exception as exc:  # a worker failure must not break browsing
-            loaded = {"images": {}, "problems": {"frontal": str(exc)}, "encoded": None}
+            loaded = {"images": {}, "problems": {"frontal": str(exc)}}
         problems = loaded["problems"]
         message = problems.get("frontal", "") or (
             "" if loaded["images"] else "no image recorded for this study"
         )
         caption = f"{study_id}" + (" · " + "; ".join(problems.values()) if problems else "")
-        self.viewer.show(loaded["images"], report, caption, message)
+        with self.viewer.widget.hold_sync():
+            self.viewer.show(loaded["images"], message)
+            self.review.show(study_id, report, caption)
         self._send_study(study_id, row, report, loaded)
         self._prefetch()
 
@@ -599,175 +572,42 @@ class StudyBrowser(widgets.VBox):
             extra = getattr(report, "provenance", None)
             if extra is not None:
                 provenance.update({k: str(v) for k, v in extra.to_dict().items() if v})
-        encoded = loaded.get("encoded")
-        with self._panel.hold_sync():
-            self._panel.study = {
-                "study_id": study_id,
-                "ok": entry.ok,
-                "error": entry.error,
-                "texts": texts,
-                "provenance": provenance,
-                "sources": self.sources.paths(study_id),
-                "problems": loaded["problems"],
-                "warnings": list(report.warnings) if report else [],
-                "demo": bool(report and report.demo),
-            }
-            if encoded is not None:
-                self._panel.image, self._panel.width, self._panel.height = encoded
-            else:
-                size = report.image_size if report and report.image_size else (512, 512)
-                self._panel.image, self._panel.width, self._panel.height = b"", *size
-            self._panel.active = -1
-            self._send_findings()
+        self._panel.study = {
+            "study_id": study_id,
+            "ok": entry.ok,
+            "error": entry.error,
+            "texts": texts,
+            "provenance": provenance,
+            "sources": self.sources.paths(study_id),
+            "problems": loaded["problems"],
+            "warnings": list(report.warnings) if report else [],
+            "demo": bool(report and report.demo),
+        }
 
-    def _send_findings(self) -> None:
-        """The selected study's findings as the reviewer left them, and their boxes in pixels."""
-        sid, panel = self._current, self._panel
-        if sid is None or self._report is None:
-            panel.findings, panel.boxes, panel.note, panel.done, panel.reviewed = (
-                [],
-                [],
-                "",
-                False,
-                False,
-            )
-            return
-        who = self._reviews.reviewer
-        if who:
-            state = self._reviews.study(sid)
-            found, note, done, reviewed = (
-                state["findings"],
-                state["note"],
-                state["done"],
-                state["reviewed"],
-            )
-        else:
-            found, note, done, reviewed = (
-                merge_findings(self._report.findings, {}),
-                "",
-                False,
-                False,
-            )
-        width, height, frame = panel.width, panel.height, self.viewer.frame
-        rows, shapes = [], []
-        for position, f in enumerate(found):
-            color = finding_color(position) if f.boxes else UNGROUNDED_COLOR
-            rows.append(
-                {
-                    "index": f.index,
-                    "number": position + 1,
-                    "source": f.source,
-                    "text": f.text,
-                    "model_text": f.model_text,
-                    "verdict": f.verdict,
-                    "edited": f.edited,
-                    "color": color,
-                    "n_boxes": len(f.boxes),
-                }
-            )
-            for number, box in enumerate(f.boxes):
-                x0, y0, x1, y1 = box.to_pixels(width, height, frame)  # type: ignore[arg-type]
-                shapes.append(
-                    {
-                        "finding": f.index,
-                        "box": number,
-                        "x0": x0,
-                        "y0": y0,
-                        "x1": x1,
-                        "y1": y1,
-                        "color": color,
-                    }
-                )
-        with panel.hold_sync():
-            panel.findings, panel.boxes = rows, shapes
-            panel.note, panel.done, panel.reviewed = note, done, reviewed
+    # --- review (the shared review session saves; the table follows) ----------------
 
-    # --- review actions (from the page) ---------------------------------------------
-
-    def _reviewer_changed(self, change: dict[str, Any]) -> None:
-        name = (change["new"] or "").strip()
-        try:
-            self._reviews.reviewer = ReviewStore.check_reviewer(name) if name else None
-            self._panel.error = ""
-        except ReviewError as exc:
-            self._panel.error = str(exc)
-            return
+    def _reviewer_changed(self) -> None:
         self._refresh_reviews()
-        self._send_findings()
 
-    def _mode_changed(self, change: dict[str, Any]) -> None:
-        # Review mode draws the study on the panel's editable image instead of the viewer.
-        self.viewer.widget.layout.display = "none" if change["new"] else ""
-
-    def _viewer_selected(self, change: dict[str, Any]) -> None:
-        if not self._panel.review_mode:
-            self._panel.active = change["new"]
+    def _review_saved(self, study_id: str, state: str | None) -> None:
+        """One study's review changed: update its row of the table, and send only that."""
+        who = self._reviews.reviewer
+        if state is None or who is None:  # undo in another study: read it again
+            state = self._reviews.status(who).get(study_id) if who else None
+        known = who in self._table.reviewers
+        if self.table.set_review(study_id, state, who) or not known:
+            with self._table.hold_sync():
+                self._send_reviews(reviewers=not known)
 
     def _on_action(self, _widget: Any, content: dict[str, Any], _buffers: Any) -> None:
         action = content.get("action")
         if action == "step":
             self.next(int(content.get("step", 1)))
-            return
-        if action == "resend":
+        elif action == "resend":
             try:
                 self.resend()
             except CxrWidgetsError as exc:
                 self._panel.error = str(exc)
-            return
-        sid = self._current
-        started = time.perf_counter()
-        try:
-            if sid is None:
-                raise ReviewError("select a study first")
-            if not self._reviews.reviewer and action != "undo":
-                raise ReviewError("enter your name as reviewer first (the box above the findings)")
-            self._apply(sid, action, content)
-        except (CxrWidgetsError, ValueError) as exc:
-            self._panel.error = str(exc)
-            return
-        # Committed: say so first, then redraw the study and the table's review column.
-        elapsed = (time.perf_counter() - started) * 1000
-        self._saves += 1
-        with self._panel.hold_sync():
-            self._panel.error = ""
-            self._panel.saved = (
-                f"saved #{self._saves} at {time.strftime('%H:%M:%S')} ({action}, {elapsed:.0f} ms)"
-            )
-        self._send_findings()
-        self._refresh_reviews()
-
-    def _apply(self, sid: str, action: str, content: dict[str, Any]) -> None:
-        reviews = self._reviews
-        index = content.get("index")
-        if action == "verdict":
-            reviews.set_verdict(sid, index, content.get("verdict"))
-        elif action == "text":
-            reviews.set_text(sid, index, content.get("text") or None)
-        elif action == "boxes":
-            reviews.set_boxes(sid, index, [self._to_box(b) for b in content.get("boxes", [])])
-        elif action == "add":
-            new = reviews.add_finding(
-                sid, content.get("text", ""), [self._to_box(b) for b in content.get("boxes", [])]
-            )
-            self._panel.active = new
-        elif action == "delete":
-            reviews.delete_finding(sid, index)
-        elif action == "note":
-            reviews.set_note(sid, content.get("note", ""))
-        elif action == "done":
-            reviews.mark_done(sid, bool(content.get("done", True)))
-        elif action == "undo":
-            undone = reviews.undo()
-            if undone and undone["study_id"] != sid:
-                self.select(undone["study_id"])
-        else:
-            raise ReviewError(f"unknown review action {action!r}")
-
-    def _to_box(self, pixels: list[float]) -> Box:
-        x0, y0, x1, y1 = (float(v) for v in pixels)
-        return pixels_to_box(
-            x0, y0, x1, y1, self._panel.width, self._panel.height, self.viewer.frame
-        )
 
     # --- background -----------------------------------------------------------------
 
@@ -799,7 +639,7 @@ class StudyBrowser(widgets.VBox):
             text = f"{study_id}: {result.ok} answered, {result.failed} failed"
         except Exception as exc:
             text = f"{study_id} could not be re-sent: {exc}"
-        self._panel.saved = text
+        self._panel.status = text
 
     def _schedule_poll(self) -> None:
         try:

@@ -18,7 +18,7 @@ import traitlets
 
 from ..backend import ReportGenerator
 from ..contract import PreparedRequest, assemble_request
-from ..errors import CxrWidgetsError, StudyError, user_message
+from ..errors import CxrWidgetsError, ReviewError, StudyError, user_message
 from ..exports import (
     MAX_FILE_STEM,
     MEDIA_TYPES,
@@ -30,11 +30,12 @@ from ..exports import (
 )
 from ..render import fit_within, to_pil
 from ..report import FRAMES, Report
-from ..study import Study
+from ..study import IMAGE_COLUMNS, Study
 from ..summary import study_summary
 from .endpoint_panel import EndpointPanel
 from .history import RunRecord, run_label
 from .parts import DEMO_BADGE, ExportList, Header
+from .review_panel import ReviewSession
 from .runner import Job, Runner
 from .study_panel import StudyPanel, StudyState
 from .viewer import VIEWS, ReportViewer
@@ -42,6 +43,8 @@ from .viewer import VIEWS, ReportViewer
 #: The demo backend's simulated model time, so the spinner is seen.
 DEMO_LATENCY = 0.8
 DEFAULT_EXPORT_DIR = "cxr-exports"
+#: The file reviews are saved in when review mode is switched on in the page (in export_dir).
+DEFAULT_REVIEW_FILE = "reviews.sqlite"
 CURRENT = -1  # the history entry for the form's own study (not generated)
 #: How many recent static views the panel keeps, to show them again without drawing.
 STATIC_KEPT = 8
@@ -68,6 +71,17 @@ class ReportGenWidget(widgets.VBox):
     removes the fields that read image files on the server. Both default to
     what suits the place the panel runs in: downloads and no server paths
     under Voilà, files and server paths in JupyterLab.
+
+    Reader review of the shown report: ``review`` names the SQLite file reviews
+    are saved in (default ``export_dir/reviews.sqlite``), ``reviewer`` the
+    reader. Switch review mode on in the page or with :meth:`start_review`:
+    each finding gets agree/disagree/unsure and an editable text, boxes are
+    moved, resized, drawn and deleted on the image, missed findings added, a
+    note written, the study marked done, the last change undone; every change
+    is saved at once. The model's answer is stored as a result in the same
+    file (:func:`~cxr_widgets.review.store_for_review`), so :attr:`reviews`
+    gives ``reference_set()``, ``to_dataframe()`` and ``export()`` exactly as
+    for :class:`~cxr_widgets.StudyBrowser` (which can open the file too).
     """
 
     #: How box coordinates map to the image: one of :data:`cxr_widgets.report.FRAMES`.
@@ -82,6 +96,8 @@ class ReportGenWidget(widgets.VBox):
         demo_latency: float = DEMO_LATENCY,
         download_exports: bool | None = None,
         server_paths: bool | None = None,
+        review: str | Path | None = None,
+        reviewer: str | None = None,
     ) -> None:
         hosted = in_voila()
         self.download_exports = hosted if download_exports is None else bool(download_exports)
@@ -101,6 +117,9 @@ class ReportGenWidget(widgets.VBox):
 
         self.runner = Runner(on_busy=self._busy)
         self.viewer = ReportViewer()
+        self.review_path = Path(review) if review is not None else None
+        self._results: Any = None  # the ResultStore reviews are saved in, once opened
+        self.review = ReviewSession(self.viewer, reviewer=reviewer, prepare=self._open_review)
         self.header = Header()
         self.endpoint_toggle = widgets.ToggleButton(
             description="Endpoint",
@@ -185,6 +204,7 @@ class ReportGenWidget(widgets.VBox):
                 widgets.HTML("<div class='cxr-section-title'>Results</div>"),
                 run_bar,
                 self.viewer,
+                self.review.panel,
                 history_bar,
                 self.export_list,
             ],
@@ -329,7 +349,7 @@ class ReportGenWidget(widgets.VBox):
         self._shown = None
         self._draft = None
         self._show_images(self.studypanel.snapshot())
-        self.viewer.set_report(None)
+        self._show_report(None)
         self.export_list.clear()
         self._set_history_value(CURRENT)
         self._update_exports()
@@ -434,7 +454,7 @@ class ReportGenWidget(widgets.VBox):
     @property
     def report(self) -> Report | None:
         """The report shown in the viewer (None before the first generation)."""
-        return self.viewer.report
+        return self.review.report  # the model's answer, also while its review is shown
 
     @property
     def history(self) -> list[RunRecord]:
@@ -459,7 +479,7 @@ class ReportGenWidget(widgets.VBox):
         self.export_list.clear()
         with self.viewer.hold_sync():
             # The report first: a new image's quick preview then goes out with its boxes.
-            self.viewer.set_report(report, caption)
+            self._show_report(report, caption)
             if frontal is not None and frontal is not self.viewer.frontal_source:
                 self.viewer.set_images(frontal)
             shown = self.viewer.pixels.get("frontal")
@@ -482,7 +502,7 @@ class ReportGenWidget(widgets.VBox):
             self.studypanel.restore(record.state)
         with self.viewer.hold_sync():
             # The report first: a new image's quick preview then goes out with its boxes.
-            self.viewer.set_report(
+            self._show_report(
                 record.report,
                 f"run {index + 1}: {record.summary}, {record.endpoint}, {record.seconds:.1f} s",
             )
@@ -526,18 +546,110 @@ class ReportGenWidget(widgets.VBox):
             self.studypanel.restore(draft)
         self._shown = None
         self._show_images(self.studypanel.snapshot())
-        self.viewer.set_report(None)
+        self._show_report(None)
         self.runner.status.clear()
         self.export_list.clear()
         self._update_exports()
 
     def clear(self) -> None:
         """Clear the viewer's report (the study and the history stay)."""
-        self.viewer.set_report(None)
+        self._show_report(None)
         self._shown = None
         self.export_list.clear()
         self._set_history_value(CURRENT)
         self._update_exports()
+
+    # --- reader review ---------------------------------------------------------------
+    @property
+    def reviews(self) -> Any:
+        """The :class:`~cxr_widgets.review.ReviewStore` reviews are saved in (None until
+        review mode was first switched on)."""
+        return self.review.reviews
+
+    @property
+    def reviewer(self) -> str | None:
+        return self.review.reviewer or (self.review.panel.reviewer.strip() or None)
+
+    @reviewer.setter
+    def reviewer(self, name: str | None) -> None:
+        self.review.panel.reviewer = name or ""
+
+    @property
+    def review_mode(self) -> bool:
+        return self.review.panel.review_mode
+
+    @review_mode.setter
+    def review_mode(self, on: bool) -> None:
+        self.review.panel.review_mode = bool(on)
+        if self.review.panel.error and on:
+            raise ReviewError(self.review.panel.error)
+
+    @property
+    def review_study_id(self) -> str | None:
+        """The study id the shown report is reviewed under (None outside review mode)."""
+        return self.review.study_id
+
+    def start_review(self, review: str | Path | None = None, *, reviewer: str | None = None) -> Any:
+        """Switch review mode on for the shown report; the :class:`ReviewStore`.
+
+        ``review``: the SQLite file to save in (default: the one given to the
+        widget, else ``export_dir/reviews.sqlite``); ``reviewer``: the reader's name.
+        """
+        if review is not None and (self.review_path is None or Path(review) != self.review_path):
+            self._close_review_store()
+            self.review_path = Path(review)
+        if reviewer is not None:
+            self.reviewer = reviewer
+        self.review_mode = True
+        return self.reviews
+
+    def stop_review(self) -> None:
+        """Switch review mode off (everything is saved already)."""
+        self.review.panel.review_mode = False
+
+    def _open_review(self) -> None:
+        """Review mode was switched on: open the file, store the shown answer."""
+        from ..review import ReviewStore
+        from ..store import ResultStore
+
+        if self._results is None:
+            path = self.review_path or self.export_dir / DEFAULT_REVIEW_FILE
+            self._results = ResultStore(path)
+            self.review_path = path
+            self.review.set_store(ReviewStore.for_store(self._results))
+        self.review.study_id = self._review_id(self.review.report)
+
+    def _review_id(self, report: Report | None) -> str | None:
+        """Store ``report`` for review (once) and return its study id."""
+        if report is None or self._results is None:
+            return None
+        from ..review import store_for_review
+
+        study = self._history[self._shown].study if self._shown is not None else None
+        return store_for_review(self._results, report, sources=_paths_of(study))
+
+    def _show_report(self, report: Report | None, caption: str = "") -> None:
+        """Every report the panel shows goes through here, so review follows it."""
+        study_id = None
+        if report is not None and self.review.panel.review_mode and self._results is not None:
+            try:
+                study_id = self._review_id(report)
+            except CxrWidgetsError as exc:
+                self.review.panel.error = str(exc)
+        self.review.show(study_id, report, caption)
+
+    def _close_review_store(self) -> None:
+        if self._results is not None:
+            reviews = self.review.reviews
+            self.review.set_store(None)
+            if reviews is not None:
+                reviews.close()
+            self._results.close()
+            self._results = None
+
+    def close(self) -> None:
+        self._close_review_store()
+        super().close()
 
     # --- exports ---------------------------------------------------------------------
     def export(self, kinds: tuple[str, ...] = ("json", "csv", "png")) -> dict[str, Path]:
@@ -634,6 +746,17 @@ class ReportGenWidget(widgets.VBox):
         self.endpoint.use_button.disabled = busy
         self.endpoint.test_button.disabled = busy
         self._update_exports()
+
+
+def _paths_of(study: Study | None) -> dict[str, str]:
+    """The study's image files as given, by column (other sources are not recorded)."""
+    if study is None:
+        return {}
+    return {
+        column: os.fspath(value)
+        for column in IMAGE_COLUMNS
+        if isinstance(value := getattr(study, column, None), (str, os.PathLike))
+    }
 
 
 def _shape_differs(report_size: tuple[int, int] | None, shown: tuple[int, int]) -> bool:

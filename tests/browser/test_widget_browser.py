@@ -597,10 +597,11 @@ def test_errors_beside_generate_and_nothing_clipped(demo_page, tmp_path: Path) -
     fonts = page.eval_on_selector_all(
         f"{ROOT} textarea", "els => els.map(e => getComputedStyle(e).fontFamily)"
     )
-    assert len(fonts) == 4 and all(f == panel_font for f in fonts), (panel_font, fonts)
+    # The study form's four and the review note (review_panel.js).
+    assert len(fonts) == 5 and all(f == panel_font for f in fonts), (panel_font, fonts)
     assert "monospace" not in panel_font
     run_cell(page, "w.load_study(__import__('cxr_widgets').Study(w.study.frontal_image))")
-    fits = page.eval_on_selector_all(f"{ROOT} textarea", PLACEHOLDER_FITS)
+    fits = page.eval_on_selector_all(f"{ROOT} textarea:visible", PLACEHOLDER_FITS)
     assert fits and all(ok for _, ok in fits), fits
 
     # A long upload file name is shown whole (wrapped), not cut off.
