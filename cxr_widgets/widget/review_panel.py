@@ -281,15 +281,7 @@ class ReviewSession:
             if not self.active or not 0 <= edit.finding < len(self._shown):
                 raise ReviewError("switch on Review mode to edit boxes")
             finding = self._shown[edit.finding]
-            boxes = list(finding.boxes)
-            if edit.box is None:
-                if edit.new is not None:
-                    boxes.append(edit.new)
-            elif edit.new is None:
-                del boxes[edit.box]
-            else:
-                boxes[edit.box] = edit.new
-            reviews.set_boxes(sid, finding.index, boxes)
+            reviews.set_boxes(sid, finding.index, edit.applied_to(finding.boxes))
         except (CxrWidgetsError, ValueError, IndexError) as exc:
             self.panel.error = str(exc)
             self._draw(keep_view=True)  # the viewer shows the boxes as stored

@@ -31,7 +31,7 @@ import io
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -81,20 +81,24 @@ class BoxEdit:
     box: int | None
     new: Box | None
 
+    def applied_to(self, boxes: Sequence[Box]) -> list[Box]:
+        """The finding's ``boxes`` after this edit (IndexError for a box it does not have)."""
+        edited = list(boxes)
+        if self.box is None:
+            if self.new is not None:
+                edited.append(self.new)
+        elif self.new is None:
+            del edited[self.box]
+        else:
+            edited[self.box] = self.new
+        return edited
+
 
 def apply_box_edit(report: Report, edit: BoxEdit) -> Report:
     """``report`` with ``edit`` applied (a new report; the given one is not changed)."""
     findings = list(report.findings)
     finding = findings[edit.finding]
-    boxes = list(finding.boxes)
-    if edit.box is None:
-        if edit.new is not None:
-            boxes.append(edit.new)
-    elif edit.new is None:
-        del boxes[edit.box]
-    else:
-        boxes[edit.box] = edit.new
-    findings[edit.finding] = replace(finding, boxes=boxes)
+    findings[edit.finding] = replace(finding, boxes=edit.applied_to(finding.boxes))
     return report.replace(findings=findings)
 
 
