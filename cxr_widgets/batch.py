@@ -6,11 +6,15 @@ requests of up to ``batch_size`` (10 at most) within the backend's request
 budget (sizes from the contract, exact), and keeps several requests in flight.
 The number in flight adapts (AIMD) to the 429 answers the client meets.
 
-Retries belong to the client (``retry.py``): a request that still ends in
-429 after them is not sent again here; its studies are recorded as failed
-(sent again by the next run), and after :data:`MAX_BUSY_REQUESTS` such
-requests in a row, or when the endpoint asks to wait longer than the client
-may, the run stops with a message saying so. A 429 storm therefore costs at
+Retries belong to the client (``retry.py``). A request that still ends in
+429 after them while other requests were answered meanwhile met the
+endpoint's queue limit as the run was finding it (long requests outlast the
+client's retries): it is queued once more, after the limit came down, and
+never a second time. Otherwise its studies are recorded as failed (sent
+again by the next run), and after :data:`MAX_BUSY_REQUESTS` such requests in
+a row, or when the endpoint asks to wait longer than the client may, the run
+stops with a message saying so. A request is therefore tried at most
+``2 * client.max_attempts`` times, and a 429 storm (nothing answered) costs at
 most ``client.max_attempts`` attempts per request and
 ``(MAX_BUSY_REQUESTS + max_in_flight - 1) * client.max_attempts`` per run.
 
@@ -110,6 +114,8 @@ class _Batch:
     items: list[_Item]
     sequence: int = -1
     sent_at: float = 0.0
+    answered_before: int = 0  # requests the run had answered when this one was sent
+    requeued: bool = False  # queued again once after a 429 (see the module's docstring)
 
     def studies(self) -> list[EncodedStudy]:
         return [item.encoded for item in self.items]
@@ -359,6 +365,7 @@ class _Runner:
         self._sending: dict[Future[Any], _Batch] = {}
         self._raised_busy = 0
         self._busy_in_row = 0  # requests in a row that ended in 429 after the client's retries
+        self._answered_requests = 0
         self._reprepare: deque[int] = deque()  # cached key, but the stored row was unusable
         self._answered: dict[str, int] = {}  # key -> index of the study answered for it
         self._digests: dict[str, str] = {}  # content fingerprint -> prepared-PNG digest
@@ -404,6 +411,7 @@ class _Runner:
                         batch = self._queue.popleft()
                         batch.sequence = self._sequence
                         batch.sent_at = time.monotonic()
+                        batch.answered_before = self._answered_requests
                         self._sequence += 1
                         sending[send_pool.submit(self._send, batch)] = batch
                 else:
@@ -735,6 +743,7 @@ class _Runner:
             self._failed_request(batch, exc, split)
             return
         self._busy_in_row = 0
+        self._answered_requests += 1
         self.limit.on_answer(time.monotonic() - batch.sent_at, len(batch.items))
         self.result.sent += len(batch.items)
         if store_error is None and self.store is not None:
@@ -755,10 +764,18 @@ class _Runner:
 
     def _busy(self, batch: _Batch, exc: EndpointError) -> None:
         """A request still refused with 429 after the client's retries: never sent again
-        here (the client owns retries); after a few in a row the run stops."""
+        here (the client owns retries) unless the endpoint answered others meanwhile, and
+        then once; after a few in a row the run stops."""
         self._raised_busy += 1
-        self._busy_in_row += 1
         self.limit.on_busy()
+        asked_to_wait = isinstance(exc, DeadlineExceededError) or exc.reason == "retry-after"
+        serving = self._answered_requests > batch.answered_before
+        if serving and not batch.requeued and not asked_to_wait:
+            batch.requeued = True
+            self._queue.appendleft(batch)  # sent when the lowered limit allows
+            logger.debug("batch: a request refused while others were answered: queued again")
+            return
+        self._busy_in_row += 1
         self._fail_batch(batch, exc)
         attempts = self.client.max_attempts
         tries = f" after {attempts} attempt{'s' if attempts != 1 else ''} each"
@@ -768,7 +785,7 @@ class _Runner:
             if where
             else "Give a store (--store) to make the run resumable."
         )
-        if isinstance(exc, DeadlineExceededError) or exc.reason == "retry-after":
+        if asked_to_wait:
             self._stop(
                 EndpointBusyError(
                     f"the endpoint is busy (429) and asked to wait longer than this client "

@@ -345,6 +345,61 @@ def test_a_429_storm_costs_at_most_the_documented_attempts(tmp_path: Path) -> No
     assert again.ok == 40
 
 
+class _QueueFullOnce(DemoBackend):
+    """Answers the first request after ``hold`` seconds; the second, sent meanwhile,
+    ends in 429 (the client's retries spent) once the first is answered; the rest answer."""
+
+    def __init__(self, hold: float) -> None:
+        super().__init__()
+        self.hold, self.calls, self.refused = hold, 0, 0
+        self._lock = threading.Lock()
+        self._first_answered = threading.Event()
+
+    def send(self, request):  # type: ignore[no-untyped-def]
+        with self._lock:
+            self.calls += 1
+            call = self.calls
+        if call == 1:
+            time.sleep(self.hold)
+            reports = super().send(request)
+            self._first_answered.set()
+            return reports
+        if call == 2:
+            self._first_answered.wait(30)
+            time.sleep(0.05)  # the runner has taken the first answer in by now
+            self.refused += 1
+            raise EndpointBusyError("busy (429) after the client's retries", status=429)
+        return super().send(request)
+
+
+def test_a_request_refused_while_others_are_answered_is_queued_again_once() -> None:
+    """Long requests outlast the client's retries while the run finds the endpoint's
+    level: such a request is sent once more, not failed (it was a lost study per run)."""
+    backend = _QueueFullOnce(hold=0.5)
+    studies = small_studies(6)
+    result = run_batch(studies, backend, progress=False, batch_size=1, start_in_flight=2)
+    assert backend.refused == 1
+    assert result.ok == 6 and result.failed == 0
+    assert backend.calls == 7  # six studies, one of them sent twice
+    assert result.requests == 7
+
+
+def test_a_request_refused_before_anything_is_answered_fails() -> None:
+    """Without an answer in between, a 429 is not the run's own overshoot: no second try."""
+
+    class Refuses(DemoBackend):
+        calls = 0
+
+        def send(self, request):  # type: ignore[no-untyped-def]
+            Refuses.calls += 1
+            if Refuses.calls == 1:
+                raise EndpointBusyError("busy (429) after the client's retries", status=429)
+            return super().send(request)
+
+    result = run_batch(small_studies(3), Refuses(), progress=False, batch_size=1, max_in_flight=1)
+    assert result.failed == 1 and result.ok == 2 and Refuses.calls == 3
+
+
 def test_wrong_key_stops_the_run(tmp_path: Path) -> None:
     with LocalEndpoint(key="the-right-key") as locked:
         client = client_for(locked, key="a-wrong-key")
