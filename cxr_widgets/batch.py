@@ -7,10 +7,10 @@ budget (sizes from the contract, exact), and keeps several requests in flight.
 The number in flight adapts (AIMD) to the 429 answers the client meets.
 
 Retries belong to the client (``retry.py``). A request that still ends in
-429 after them while other requests were answered meanwhile met the
-endpoint's queue limit as the run was finding it (long requests outlast the
-client's retries): it is queued once more, after the limit came down, and
-never a second time. Otherwise its studies are recorded as failed (sent
+429 after them while the endpoint has answered this run and holds its other
+requests met the endpoint's queue limit as the run was finding it (long
+requests outlast the client's retries): it is queued once more, after the
+limit came down, and never a second time. Otherwise its studies are recorded as failed (sent
 again by the next run), and after :data:`MAX_BUSY_REQUESTS` such requests in
 a row, or when the endpoint asks to wait longer than the client may, the run
 stops with a message saying so. A request is therefore tried at most
@@ -114,7 +114,6 @@ class _Batch:
     items: list[_Item]
     sequence: int = -1
     sent_at: float = 0.0
-    answered_before: int = 0  # requests the run had answered when this one was sent
     requeued: bool = False  # queued again once after a 429 (see the module's docstring)
 
     def studies(self) -> list[EncodedStudy]:
@@ -411,7 +410,6 @@ class _Runner:
                         batch = self._queue.popleft()
                         batch.sequence = self._sequence
                         batch.sent_at = time.monotonic()
-                        batch.answered_before = self._answered_requests
                         self._sequence += 1
                         sending[send_pool.submit(self._send, batch)] = batch
                 else:
@@ -764,12 +762,13 @@ class _Runner:
 
     def _busy(self, batch: _Batch, exc: EndpointError) -> None:
         """A request still refused with 429 after the client's retries: never sent again
-        here (the client owns retries) unless the endpoint answered others meanwhile, and
-        then once; after a few in a row the run stops."""
+        here (the client owns retries) unless the endpoint is answering this run and holds
+        its other requests, and then once; after a few in a row the run stops."""
         self._raised_busy += 1
         self.limit.on_busy()
         asked_to_wait = isinstance(exc, DeadlineExceededError) or exc.reason == "retry-after"
-        serving = self._answered_requests > batch.answered_before
+        # The endpoint answers this run, and its queue is held by our other requests.
+        serving = self._answered_requests > 0 and bool(self._sending)
         if serving and not batch.requeued and not asked_to_wait:
             batch.requeued = True
             self._queue.appendleft(batch)  # sent when the lowered limit allows

@@ -346,14 +346,16 @@ def test_a_429_storm_costs_at_most_the_documented_attempts(tmp_path: Path) -> No
 
 
 class _QueueFullOnce(DemoBackend):
-    """Answers the first request after ``hold`` seconds; the second, sent meanwhile,
-    ends in 429 (the client's retries spent) once the first is answered; the rest answer."""
+    """Three requests sent at once: the first is answered after ``hold`` seconds; then
+    the second ends in 429 (the client's retries spent) while the third is still held;
+    the third and the rest are answered."""
 
     def __init__(self, hold: float) -> None:
         super().__init__()
         self.hold, self.calls, self.refused = hold, 0, 0
         self._lock = threading.Lock()
         self._first_answered = threading.Event()
+        self._second_refused = threading.Event()
 
     def send(self, request):  # type: ignore[no-untyped-def]
         with self._lock:
@@ -368,7 +370,11 @@ class _QueueFullOnce(DemoBackend):
             self._first_answered.wait(30)
             time.sleep(0.05)  # the runner has taken the first answer in by now
             self.refused += 1
+            self._second_refused.set()
             raise EndpointBusyError("busy (429) after the client's retries", status=429)
+        if call == 3:
+            self._second_refused.wait(30)
+            time.sleep(0.3)  # still held by the endpoint when the refusal is taken in
         return super().send(request)
 
 
@@ -377,7 +383,7 @@ def test_a_request_refused_while_others_are_answered_is_queued_again_once() -> N
     level: such a request is sent once more, not failed (it was a lost study per run)."""
     backend = _QueueFullOnce(hold=0.5)
     studies = small_studies(6)
-    result = run_batch(studies, backend, progress=False, batch_size=1, start_in_flight=2)
+    result = run_batch(studies, backend, progress=False, batch_size=1, start_in_flight=3)
     assert backend.refused == 1
     assert result.ok == 6 and result.failed == 0
     assert backend.calls == 7  # six studies, one of them sent twice
