@@ -10,10 +10,10 @@ Retries belong to the client (``retry.py``). A request that still ends in
 429 after them while the endpoint has answered this run and holds its other
 requests met the endpoint's queue limit as the run was finding it (long
 requests outlast the client's retries): it is queued once more, after the
-limit came down, and never a second time. Otherwise its studies are recorded as failed (sent
-again by the next run), and after :data:`MAX_BUSY_REQUESTS` such requests in
-a row, or when the endpoint asks to wait longer than the client may, the run
-stops with a message saying so. A request is therefore tried at most
+limit came down, and never a second time. Otherwise its studies are recorded
+as failed (sent again by the next run), and after :data:`MAX_BUSY_REQUESTS`
+such requests in a row, or when the endpoint asks to wait longer than the
+client may, the run stops with a message saying so. A request is therefore tried at most
 ``2 * client.max_attempts`` times, and a 429 storm (nothing answered) costs at
 most ``client.max_attempts`` attempts per request and
 ``(MAX_BUSY_REQUESTS + max_in_flight - 1) * client.max_attempts`` per run.
