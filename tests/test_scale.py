@@ -55,17 +55,14 @@ def answered_once(endpoint: LocalEndpoint, sent: list[Study]) -> None:
 
 
 def admitted_at_once(log: list[dict], after: float = 0.0) -> int:
-    """Most requests the endpoint held at the same moment (scoring, or waiting for an
-    instance), from its log. With n instances, n or more held means all n were scoring."""
-    events = []
-    for entry in log:
-        if entry["status"] == 200 and entry["time"] >= after:
-            events += [(entry["time"], 1), (entry["time"] + entry["seconds"], -1)]
-    level = peak = 0
-    for _, step in sorted(events):
-        level += step
-        peak = max(peak, level)
-    return peak
+    """Most requests the endpoint held at once (pending: scoring or waiting for an
+    instance), as it counted them when admitting each request that arrived after ``after``."""
+    return max(e["held"] for e in log if e["status"] == 200 and e["time"] >= after)
+
+
+def scoring_at_once(log: list[dict], after: float = 0.0) -> int:
+    """Most requests scoring at the same moment, as the endpoint counted them."""
+    return max(e["scoring"] for e in log if e["status"] == 200 and e["time"] >= after)
 
 
 def test_sixteen_instances_are_all_used_and_every_study_is_answered_once() -> None:
@@ -77,7 +74,7 @@ def test_sixteen_instances_are_all_used_and_every_study_is_answered_once() -> No
         answered_once(endpoint, sent)
     assert result.ok == 480 and result.failed == 0
     assert result.peak_limit >= 16  # the default start (4) grew to the endpoint's level
-    assert admitted_at_once(log) >= 16  # every instance was scoring at once
+    assert scoring_at_once(log) >= 16  # every instance was scoring at once
     assert result.limited_by and "endpoint" in result.limited_by
 
 
@@ -103,9 +100,10 @@ def test_an_endpoint_that_grows_from_4_to_16_instances_mid_run_is_used(tmp_path:
         log = endpoint.received()
         answered_once(endpoint, sent)
     assert result.ok == 800
-    before = [e for e in log if e["time"] < grown_at[0]]
+    before = [e for e in log if e["time"] + e["seconds"] < grown_at[0]]  # done before it grew
     assert admitted_at_once(before) <= 8  # 4 instances first: 2 x 4 held at most
-    assert admitted_at_once(log, after=grown_at[0] + 1.0) >= 16  # then all 16 were used
+    assert scoring_at_once(before) == 4  # all 4 instances were used, and no more
+    assert scoring_at_once(log, after=grown_at[0] + 1.0) >= 16  # then all 16 were used
     assert result.peak_limit >= 16
 
 

@@ -233,15 +233,16 @@ class FaultState:
             self._free.notify_all()
         return self._instances
 
-    def admit(self) -> bool:
-        """Count a pending request; False (do not count) when the cap is reached."""
+    def admit(self) -> int | None:
+        """Count a pending request and return how many are pending with it; None (not
+        counted) when the cap is reached."""
         with self._lock:
             instances = self.instances()
             cap = None if instances is None else instances * self.config.pending_per_instance
             if cap is not None and self._pending >= cap:
-                return False
+                return None
             self._pending += 1
-            return True
+            return self._pending
 
     def release(self) -> None:
         with self._lock:
@@ -251,8 +252,9 @@ class FaultState:
     def pending(self) -> int:
         return self._pending
 
-    def score(self, n_studies: int) -> None:
-        """Hold an instance for the model's simulated time."""
+    def score(self, n_studies: int) -> int:
+        """Hold an instance for the model's simulated time; return how many were
+        scoring when this one started (itself included)."""
         seconds = self.config.latency + self.config.latency_per_study * n_studies
         with self._lock:
             while True:
@@ -261,9 +263,11 @@ class FaultState:
                     break
                 self._free.wait(INSTANCES_REREAD)
             self._scoring += 1
+            scoring = self._scoring
         try:
             time.sleep(seconds)
         finally:
             with self._lock:
                 self._scoring -= 1
                 self._free.notify()
+        return scoring

@@ -256,7 +256,8 @@ def _score(request: Any, settings: Settings, entry: dict[str, Any]) -> AMLRespon
     if problem is not None:
         return _error(400, problem)
 
-    if not faults.admit():
+    held = faults.admit()
+    if held is None:
         entry["fault"] = "pending_cap"
         return _error(
             429,
@@ -264,8 +265,9 @@ def _score(request: Any, settings: Settings, entry: dict[str, Any]) -> AMLRespon
             f"retry after {retry_after} s",
             {"Retry-After": retry_after},
         )
+    entry["held"] = held
     try:
-        faults.score(len(rows))
+        entry["scoring"] = faults.score(len(rows))
         body = answer_rows(rows, settings.shape)  # type: ignore[arg-type]
         entry["answers"] = [answer_digest(demo_findings(row)) for row in rows]
         return _answer(200, body)

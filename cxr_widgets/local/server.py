@@ -357,7 +357,9 @@ class LocalEndpoint:
         ``time``, ``request_id``, ``status`` (None: dropped), ``n_studies``,
         ``sha256`` (one per study, see ``demo_findings.wire_digest``), ``answers``
         (sha256 per study of the findings sent, ``demo_findings.answer_digest``), ``bytes``,
-        ``fault`` (None, "drop", "429", "503" or "pending_cap"), ``seconds``."""
+        ``fault`` (None, "drop", "429", "503" or "pending_cap"), ``seconds``; admitted
+        requests also have ``held`` (requests pending at admission, itself included) and
+        ``scoring`` (requests scoring when it started, itself included)."""
         if self.log_path is None:
             return list(self._final_received or [])
         try:
