@@ -23,7 +23,7 @@ Three tables from one run:
 
 Run: .venv/bin/python bench/bench_scale.py [--quick]  (about 7 minutes; --quick about 3)
 
-Each run starts at 2 requests in flight (the endpoint's size unknown) and
+Each run starts at 4 requests in flight (the endpoint's size unknown) and
 doubles per round trip: the ramp costs a few seconds, which is why the runs
 last 40 s (in a run of hours it is nothing).
 """

@@ -40,8 +40,12 @@ __all__ = [
 
 #: Multiplicative decrease on congestion (Azure ML's endpoint batch scorer uses 0.75).
 DECREASE = 0.75
-#: Requests in flight at the start when the workspace does not tell the endpoint's size.
-DEFAULT_START = 2
+#: Requests in flight at the start when the workspace does not tell the endpoint's size: what
+#: 2 instances at max_concurrent_requests_per_instance 1 hold. The smallest endpoint (1
+#: instance) refuses 2 of them at first; the client retries those and they are taken as the
+#: first answers free its queue, while a larger one is busy from the first second (with
+#: requests of ~10 s, starting at 2 left half of 4 instances idle for the first 10 s).
+DEFAULT_START = 4
 #: Probes: after PROBE_ROUNDS calm round trips, within PROBE_INTERVAL seconds (min, max). Slow
 #: start then needs about two round trips for 4 -> 16 instances: within a minute for
 #: requests of up to ~10 s.
@@ -146,7 +150,7 @@ class ConcurrencyController:
         self.plateaus = 0  # of which: throughput stopped growing (no 429)
         self.busy = 0  # busy signals told
         self._last_decrease = -math.inf
-        self._calm_since = clock()  # since the last probe or decrease
+        self._started = self._calm_since = clock()  # since the last probe or decrease
         self._ceiling: float | None = None  # the limit at the last 429
         self._min_latency: float | None = None
         self._smoothed: float | None = None
@@ -220,6 +224,13 @@ class ConcurrencyController:
         self.busy += 1
         self._decrease(self._clock())
 
+    def on_full(self, held: int) -> None:
+        """The endpoint refused a request while it held ``held`` of the run's: no more than
+        that fits now (an Azure ML endpoint's pending cap is a hard limit)."""
+        if self._window > held:
+            self._window = float(max(1, held))
+            self._threshold = self._window
+
     def on_failure(self) -> None:
         """A request failed for another reason (not a sign of load): nothing changes."""
 
@@ -255,7 +266,9 @@ class ConcurrencyController:
 
     def _decrease(self, now: float, *, plateau: bool = False, level: float = 0.0) -> None:
         # One decrease per round trip: answers to requests sent before it say nothing new.
-        if now - self._last_decrease < max(0.05, self._smoothed or 0.0):
+        # Before the first answer the round trip is longer than the run so far: one only.
+        round_trip = self._smoothed if self._smoothed is not None else now - self._started
+        if now - self._last_decrease < max(0.05, round_trip):
             return
         if plateau:  # toward what the endpoint serves at once (x0.75 at most per step)
             self._window = max(1.0, self._window * DECREASE, min(self._window, math.ceil(level)))

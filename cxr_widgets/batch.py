@@ -7,10 +7,11 @@ budget (sizes from the contract, exact), and keeps several requests in flight.
 The number in flight adapts (AIMD) to the 429 answers the client meets.
 
 Retries belong to the client (``retry.py``). A request that still ends in
-429 after them while the endpoint has answered this run and holds its other
-requests met the endpoint's queue limit as the run was finding it (long
-requests outlast the client's retries): it is queued once more, after the
-limit came down, and never a second time. Otherwise its studies are recorded
+429 after them while the endpoint serves this run (it has answered, or holds
+requests of it that met no 429) met the endpoint's queue limit as the run was
+finding it (long requests outlast the client's retries): the limit comes down
+to what the endpoint holds, and the request is queued once more, to be sent
+when an answer frees a place, never a second time. Otherwise its studies are recorded
 as failed (sent again by the next run), and after :data:`MAX_BUSY_REQUESTS`
 such requests in a row, or when the endpoint asks to wait longer than the
 client may, the run stops with a message saying so. A request is therefore tried at most
@@ -34,6 +35,7 @@ import hashlib
 import logging
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -115,6 +117,9 @@ class _Batch:
     sequence: int = -1
     sent_at: float = 0.0
     requeued: bool = False  # queued again once after a 429 (see the module's docstring)
+    thread: int | None = None  # the sender thread, once it sends
+    busy_before: int | None = None  # the client's 429 count for that thread by then
+    after_answers: int = 0  # not sent before the run has had this many answers
 
     def studies(self) -> list[EncodedStudy]:
         return [item.encoded for item in self.items]
@@ -147,6 +152,11 @@ class _Stats:
 
     def delta(self, name: str) -> int:
         return self._read().get(name, 0) - self._start.get(name, 0)
+
+    def busy_in(self, thread: int) -> int | None:
+        """The client's 429 count for requests sent from ``thread``; None if it keeps none."""
+        counts = getattr(self._stats, "busy_in", None)
+        return counts(thread) if counts is not None else None
 
 
 def _sources(studies: Iterable[Study]) -> dict[str, dict[str, str]]:
@@ -365,6 +375,7 @@ class _Runner:
         self._raised_busy = 0
         self._busy_in_row = 0  # requests in a row that ended in 429 after the client's retries
         self._answered_requests = 0
+        self._resend_after = 0  # answers the last request queued again waits for
         self._reprepare: deque[int] = deque()  # cached key, but the stored row was unusable
         self._answered: dict[str, int] = {}  # key -> index of the study answered for it
         self._digests: dict[str, str] = {}  # content fingerprint -> prepared-PNG digest
@@ -406,7 +417,11 @@ class _Runner:
                         preparing[prepare_pool.submit(self._prepare, index, False)] = index
                     if not todo and not preparing:
                         self._flush_groups()
-                    while self._queue and self.limit.may_send(len(sending)):
+                    while (
+                        self._queue
+                        and self.limit.may_send(len(sending))
+                        and self._answered_requests >= self._queue[0].after_answers
+                    ):
                         batch = self._queue.popleft()
                         batch.sequence = self._sequence
                         batch.sent_at = time.monotonic()
@@ -466,6 +481,18 @@ class _Runner:
             self.limit.on_busy()
         self.limit.observe(len(self._sending), bool(self._queue), now - self._observed_at)
         self._observed_at = now
+
+    def _taken(self, refused: _Batch) -> int:
+        """Our requests in flight that have met no 429 for at least half as long as
+        ``refused`` spent being refused: the endpoint took them and holds them now."""
+        now = time.monotonic()
+        half = (now - refused.sent_at) / 2
+        taken = 0
+        for other in self._sending.values():
+            if other.thread is None or other.busy_before is None or now - other.sent_at < half:
+                continue
+            taken += self.stats.busy_in(other.thread) == other.busy_before
+        return taken
 
     def _stop_after_interrupt(self, sending: dict[Future[Any], _Batch]) -> None:
         where = self.result.store_path
@@ -705,6 +732,9 @@ class _Runner:
         A store that cannot be written does not lose the answers: they come back
         with the error, and the run stops.
         """
+        thread = threading.get_ident()
+        batch.busy_before = self.stats.busy_in(thread)
+        batch.thread = thread
         request: PreparedRequest = assemble_request(batch.studies())
         reports = self.client.send(request)
         if self.store is None:
@@ -767,11 +797,21 @@ class _Runner:
         self._raised_busy += 1
         self.limit.on_busy()
         asked_to_wait = isinstance(exc, DeadlineExceededError) or exc.reason == "retry-after"
-        # The endpoint answers this run, and its queue is held by our other requests.
-        serving = self._answered_requests > 0 and bool(self._sending)
+        # The endpoint serves this run (it answered, or holds requests it took) and its queue
+        # is full of our other requests: that many in flight is the most it takes now.
+        taken = self._taken(batch)
+        serving = (self._answered_requests > 0 or taken > 0) and bool(self._sending)
         if serving and not batch.requeued and not asked_to_wait:
+            if taken:
+                self.limit.on_full(taken)
             batch.requeued = True
-            self._queue.appendleft(batch)  # sent when the lowered limit allows
+            # Each answer frees one place: requests queued again wait for one answer each.
+            self._resend_after = max(self._resend_after, self._answered_requests) + 1
+            batch.after_answers = self._resend_after
+            ahead = 0  # after the requests queued again before it, in the order they wait
+            while ahead < len(self._queue) and self._queue[ahead].after_answers:
+                ahead += 1
+            self._queue.insert(ahead, batch)
             logger.debug("batch: a request refused while others were answered: queued again")
             return
         self._busy_in_row += 1

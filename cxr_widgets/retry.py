@@ -96,11 +96,20 @@ class ClientStats:
     dropped: int = 0  # connections refused or dropped before an answer
     failures: int = 0  # send() calls that raised
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _busy_by_thread: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
         with self._lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
+            if counts.get("busy"):
+                thread = threading.get_ident()
+                self._busy_by_thread[thread] = self._busy_by_thread.get(thread, 0) + counts["busy"]
+
+    def busy_in(self, thread: int) -> int:
+        """429 answers met by the requests sent from ``thread`` (one request at a time)."""
+        with self._lock:
+            return self._busy_by_thread.get(thread, 0)
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:

@@ -141,6 +141,35 @@ def test_a_workspace_capacity_hint_is_the_start() -> None:
     assert ConcurrencyController(10, capacity_hint=24).limit == 10  # the user's cap wins
 
 
+def test_429s_before_any_answer_lower_the_limit_once() -> None:
+    """Before the first answer the round trip is unknown (longer than the run so far): the
+    client's retries of the requests refused at the start are not news each time."""
+    clock = Clock()
+    control = ConcurrencyController(capacity_hint=8, clock=clock)
+    for _ in range(10):
+        clock.now += 0.5
+        control.on_busy()
+    assert control.decreases == 1 and control.limit == 6
+    clock.now += 10.0
+    control.on_answer(10.0)  # now the round trip is known: 10 s
+    control.on_busy()
+    assert control.decreases == 2
+    clock.now += 5.0
+    control.on_busy()
+    assert control.decreases == 2  # within a round trip of the last decrease
+    clock.now += 5.0
+    control.on_busy()
+    assert control.decreases == 3
+
+
+def test_an_endpoint_found_full_holds_the_limit_at_what_it_took() -> None:
+    control = ConcurrencyController(capacity_hint=8, clock=Clock())
+    control.on_full(5)
+    assert control.limit == 5 and control.phase == "steady"
+    control.on_full(7)  # never raised by it
+    assert control.limit == 5
+
+
 def test_the_cap_holds_and_says_it_limited_the_run() -> None:
     control, _, samples = simulate(duration=60, instances=32, cap=6)
     assert max(limit for _, limit in samples) == 6

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from cxr_widgets.adaptive import DEFAULT_START
 from cxr_widgets.batch import (
     MAX_BUSY_REQUESTS,
     BatchResult,
@@ -318,6 +319,25 @@ def test_adaptive_concurrency_backs_off_on_429() -> None:
     assert sorted(answered) == sorted(digests(studies))  # each study answered once
 
 
+def test_requests_refused_at_the_start_while_long_ones_are_taken_are_sent_again() -> None:
+    """1 instance (2 pending at most) and requests of 1.5 s: of the first requests, 2 are
+    taken and the rest refused through all of the client's retries before any answer. The
+    endpoint holds this run's requests, so those are queued again, not failed, and the run
+    keeps no more in flight than it holds."""
+    faults = FaultConfig(latency=1.5, instances=1, retry_after=0.05)
+    studies = small_studies(6)
+    with LocalEndpoint(faults=faults) as endpoint:
+        with client_for(endpoint, max_retries=2) as client:
+            result = run_batch(studies, client, progress=False, batch_size=1)
+        log = endpoint.received()
+    first_answer = min(e["time"] + e["seconds"] for e in log if e["status"] == 200)
+    refused_early = [e for e in log if e["status"] == 429 and e["time"] < first_answer]
+    assert len(refused_early) >= 3 * (DEFAULT_START - 2)  # every attempt of 2 requests
+    assert result.ok == 6 and result.failed == 0 and result.final_limit <= 2
+    answered = [d for e in log if e["status"] == 200 for d in e["sha256"]]
+    assert sorted(answered) == sorted(digests(studies))  # each study answered once
+
+
 def test_a_429_storm_costs_at_most_the_documented_attempts(tmp_path: Path) -> None:
     """The client owns retries; the run never requeues on top and stops when refused."""
     faults = FaultConfig(rate_429=1.0, retry_after=0.01)
@@ -414,7 +434,8 @@ def test_wrong_key_stops_the_run(tmp_path: Path) -> None:
                 small_studies(40), client, store=tmp_path / "r.sqlite", progress=False, batch_size=2
             )
         client.close()
-        assert 1 <= len(locked.received()) <= 2  # stopped at once, not 20 requests
+        # Stopped at once: the first requests in flight, nothing sent after (not 20 requests).
+        assert 1 <= len(locked.received()) <= DEFAULT_START
     with ResultStore(tmp_path / "r.sqlite") as opened:
         assert opened.counts()["ok"] == 0
 
