@@ -497,12 +497,12 @@ class _Runner:
     def _stop_after_interrupt(self, sending: dict[Future[Any], _Batch]) -> None:
         where = self.result.store_path
         if sending:
-            print(
-                f"\nInterrupted: waiting for {len(sending)} request(s) in flight "
-                "(Ctrl-C again to abandon them)...",
-                file=sys.stderr,
-            )
-            try:
+            try:  # a second Ctrl-C may come at once, even while this is printed
+                print(
+                    f"\nInterrupted: waiting for {len(sending)} request(s) in flight "
+                    "(Ctrl-C again to abandon them)...",
+                    file=sys.stderr,
+                )
                 for future in list(sending):
                     wait([future])
                     self._sent(sending.pop(future), future, split=False)
