@@ -150,7 +150,8 @@ class ConcurrencyController:
         self.plateaus = 0  # of which: throughput stopped growing (no 429)
         self.busy = 0  # busy signals told
         self._last_decrease = -math.inf
-        self._started = self._calm_since = clock()  # since the last probe or decrease
+        self._started = clock()
+        self._calm_since = self._started  # since the last probe or decrease
         self._ceiling: float | None = None  # the limit at the last 429
         self._min_latency: float | None = None
         self._smoothed: float | None = None

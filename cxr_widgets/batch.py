@@ -812,7 +812,9 @@ class _Runner:
             while ahead < len(self._queue) and self._queue[ahead].after_answers:
                 ahead += 1
             self._queue.insert(ahead, batch)
-            logger.debug("batch: a request refused while others were answered: queued again")
+            logger.debug(
+                "batch: refused while the endpoint holds this run's requests: queued again"
+            )
             return
         self._busy_in_row += 1
         self._fail_batch(batch, exc)
