@@ -376,6 +376,7 @@ class _Runner:
         self._busy_in_row = 0  # requests in a row that ended in 429 after the client's retries
         self._answered_requests = 0
         self._resend_after = 0  # answers the last request queued again waits for
+        self._in_flight_shown = "0/0"  # the progress bar's "in flight", set after sending
         self._reprepare: deque[int] = deque()  # cached key, but the stored row was unusable
         self._answered: dict[str, int] = {}  # key -> index of the study answered for it
         self._digests: dict[str, str] = {}  # content fingerprint -> prepared-PNG digest
@@ -440,6 +441,7 @@ class _Runner:
                     ):
                         break
                     continue
+                self._update_bar()  # after sending, so "in flight" counts what was just sent
                 done, _ = wait(
                     [*preparing, *sending], timeout=POLL_SECONDS, return_when=FIRST_COMPLETED
                 )
@@ -451,7 +453,6 @@ class _Runner:
                             self._prepared(index, future)
                     else:
                         self._sent(sending.pop(future), future)
-                self._update_bar()
         except KeyboardInterrupt:
             self.result.interrupted = True
             for future in preparing:
@@ -916,19 +917,23 @@ class _Runner:
             if failure is not None:
                 self.result.failures.append(failure)
         if self._bar is not None:
-            self._update_bar()  # the counters first: update() draws them
+            # The counters first (update() draws them); "in flight" as after the last sends,
+            # not one short while an answer is being recorded.
+            self._update_bar(in_flight=False)
             self._bar.update(len(finished))
         if self.on_result is not None:
             for index, report, failure in finished:
                 self.on_result(index, report, failure)
 
-    def _update_bar(self) -> None:
+    def _update_bar(self, in_flight: bool = True) -> None:
         if self._bar is None:
             return
         counters: dict[str, Any] = {"ok": self.result.ok, "failed": len(self.result.failures)}
         if self.store is not None:
             counters["stored"] = self.result.stored
-        counters["in flight"] = f"{len(self._sending)}/{self.limit.limit}"
+        if in_flight:
+            self._in_flight_shown = f"{len(self._sending)}/{self.limit.limit}"
+        counters["in flight"] = self._in_flight_shown
         busy = self.stats.delta("busy") if self.stats.counts_busy else self._raised_busy
         if busy:
             counters["429"] = busy

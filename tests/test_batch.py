@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -824,3 +825,15 @@ def test_one_damaged_stored_row_is_sent_again_without_stopping_the_run(tmp_path:
     assert again.reports[2] is not None and again.reports[2].study_id == studies[2].study_id
     with ResultStore(store) as opened:
         assert opened.counts() == {"ok": 6, "error": 0, "total": 6}
+
+
+def test_the_progress_bar_shows_the_requests_in_flight_after_sending(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Not one short: an answer is drawn with what was in flight, not while it is recorded."""
+    result = run_batch(
+        small_studies(8), DemoBackend(latency=0.3), progress=True, batch_size=1, max_in_flight=2
+    )
+    assert result.ok == 8
+    shown = re.findall(r"in flight=(\d+)/(\d+)", capsys.readouterr().err)
+    assert shown.count(("2", "2")) >= 4, shown
