@@ -21,8 +21,8 @@ Compared, per instance count:
   the answer, decode ``json.loads(json.loads(body)[0]["output"])``; sequential.
 * **run_batch**: ``run_batch(studies, ReportGenClient(...))`` with its
   defaults (images prepared to 768 px on the shortest side, up to 10 studies
-  per request within the 1.5 MB request budget, adaptive concurrency up to 8
-  requests in flight), and variants named in the table.
+  per request within the 1.5 MB request budget, requests in flight found from
+  the endpoint's answers, starting at 4), and variants named in the table.
 * **capacity**: what the endpoint can do at best: ``instances x 10 /
   (latency + 10 x latency_per_study)`` studies/s when every request carries
   the maximum 10 studies, and the bandwidth bound ``bandwidth / bytes per
